@@ -1,0 +1,48 @@
+"""One look for every figure: seaborn's whitegrid theme, colourblind palette, fixed arm colours."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+
+def style() -> None:
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.95)
+    plt.rcParams.update({"figure.dpi": 100, "axes.titleweight": "bold", "axes.spines.top": False,
+                         "axes.spines.right": False})
+
+
+def arm_palette(arms: list[str]) -> dict[str, tuple]:
+    colors = sns.color_palette("colorblind", n_colors=max(len(arms), 3))
+    return dict(zip(arms, colors))
+
+
+def curves(history: pd.DataFrame, y: str, ax=None, hue: str = "arm", title: str | None = None, ylabel=None):
+    """Mean over seeds with a 95% band, one line per arm, against epoch."""
+    ax = ax or plt.subplots(figsize=(5.5, 3.6))[1]
+    arms = list(dict.fromkeys(history[hue]))
+    sns.lineplot(history, x="epoch", y=y, hue=hue, errorbar=("ci", 95), ax=ax, palette=arm_palette(arms))
+    ax.set_title(title or y)
+    ax.set_ylabel(ylabel or y)
+    return ax
+
+
+def paired_effects(runs: pd.DataFrame, metric: str, arms: list[str], ax=None, title: str | None = None):
+    """Each seed's metric per arm, joined by lines, with the means marked: the paired comparison."""
+    ax = ax or plt.subplots(figsize=(4.5, 3.6))[1]
+    wide = runs[runs["arm"].isin(arms)].pivot(index="seed", columns="arm", values=metric)[arms]
+    for _, row in wide.iterrows():
+        ax.plot(range(len(arms)), row.values, color="0.75", lw=1, zorder=1)
+    pal = arm_palette(arms)
+    for i, arm in enumerate(arms):
+        ax.scatter([i] * len(wide), wide[arm], color=pal[arm], zorder=2, s=22)
+        ax.hlines(wide[arm].mean(), i - 0.2, i + 0.2, color="k", lw=2, zorder=3)
+    ax.set_xticks(range(len(arms)), arms)
+    ax.set_xlim(-0.5, len(arms) - 0.5)
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} per seed")
+    return ax
+
+
+style()

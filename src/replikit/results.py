@@ -1,0 +1,153 @@
+"""What a method's run leaves behind, written atomically: ``results/<method>/``.
+
+    runs.csv        one row per (arm, seed): the metrics the claims are judged on
+    history.csv     one row per (arm, seed, epoch): training curves
+    figures/*.png   the notebook's figures
+    metrics.json    flat numbers for ``dvc metrics show`` (contract)
+    verdict.json    claims, effects, intervals, verdicts, provenance (contract); written last
+
+Everything is written into a staging folder that replaces the old one in a single rename, so a crash
+never leaves a half-written verdict next to stale figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from replikit.claims import ClaimResult
+from replikit.config import MethodConfig, config_hash, find_root
+
+
+@dataclass
+class Outcome:
+    """What ``run(cfg)`` returns: per-run metrics, per-epoch histories and method-specific extras."""
+
+    runs: pd.DataFrame
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    extras: dict[str, Any] = field(default_factory=dict)
+    runtime_s: float = 0.0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        missing = {"arm", "seed"} - set(self.runs.columns)
+        if missing:
+            raise ValueError(f"runs lacks columns {sorted(missing)}")
+
+
+class Timer:
+    """``with Timer() as t: ...``; then ``t.seconds``."""
+
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def git_commit(root: Path) -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("replikit", "torch", "numpy", "scipy", "mnist1d", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def flat_metrics(runs: pd.DataFrame, claims: list[ClaimResult]) -> dict[str, float]:
+    """Flat numbers: each claim's effect and interval, each arm's mean of each metric."""
+    out: dict[str, float] = {}
+    for r in claims:
+        d = r.to_json()
+        for k in ("effect", "ci_low", "ci_high"):
+            if d[k] is not None:
+                out[f"{r.claim.id}.{k}"] = d[k]
+    numeric = runs.drop(columns=["seed"]).groupby("arm").mean(numeric_only=True)
+    for arm, row in numeric.iterrows():
+        for metric, value in row.items():
+            if pd.notna(value):
+                out[f"{arm}.{metric}"] = round(float(value), 6)
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def default_out_dir(method: str) -> Path:
+    """Interactive runs write to scratch/<method>/ and leave DVC's results/ alone."""
+    return find_root() / "scratch" / method
+
+
+def save(
+    method: str,
+    cfg: MethodConfig,
+    outcome: Outcome,
+    claims: list[ClaimResult],
+    figures: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+) -> Path:
+    """Write the run's record to ``out_dir`` (default ``scratch/<method>``), atomically; return it."""
+    out = Path(out_dir) if out_dir else default_out_dir(method)
+    root = find_root()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.staging-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        outcome.runs.to_csv(stage / "runs.csv", index=False)
+        outcome.history.to_csv(stage / "history.csv", index=False)  # a DVC out: written even when empty
+        if figures:
+            (stage / "figures").mkdir()
+            for name, fig in figures.items():
+                fig.savefig(stage / "figures" / f"{name}.png", dpi=110, bbox_inches="tight")
+        _write_json(stage / "metrics.json", flat_metrics(outcome.runs, claims))
+        verdict = {
+            "method": method,
+            "profile": cfg.profile,
+            "evidence": cfg.evidence,
+            "claims": [r.to_json() for r in claims],
+            "runtime_s": round(outcome.runtime_s, 2),
+            "device": outcome.device,
+            "versions": versions(),
+            "git": git_commit(root),
+            "config": cfg.model_dump(mode="json"),
+            "config_hash": config_hash(cfg),
+            "figures": sorted(f"figures/{n}.png" for n in (figures or {})),
+        }
+        _write_json(stage / "verdict.json", verdict)  # last: its presence marks a complete record
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            out.rename(old)
+        stage.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,34 @@
+"""Every method's notebook, run headlessly through the runner (papermill) on the smoke profile."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ROOT, check_verdict
+from replikit.methods import available
+from replikit import runner
+
+METHODS = [m for m in available() if (ROOT / "notebooks" / f"{m}.py").is_file()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_notebook_smoke(method, tmp_path):
+    out = runner.execute(method, profile="smoke", out_dir=tmp_path / method)
+    raw = check_verdict(out / "verdict.json", method, "smoke")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics and all(isinstance(v, (int, float)) for v in metrics.values())
+    assert raw["figures"] and all((out / f).is_file() for f in raw["figures"])
+    assert (out / f"{method}.ipynb").is_file()
+
+
+def test_every_method_has_a_notebook_and_params_section():
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for method in params["methods"]:
+        assert (ROOT / "notebooks" / f"{method}.py").is_file(), method
+        assert method in params, f"params.yaml has no section {method}"
+        assert method in available()
