@@ -2,7 +2,7 @@
 
 Nothing here downloads unless asked: loading uses ``download=False`` and fails with the command to run
 when the files are missing. ``python -m replikit.data.fetch mnist svhn cifar10`` downloads them (the
-one place that does), after which ``dvc add data/external`` records them in data.dvc.
+one place that does), after which ``dvc commit -f data.dvc`` records them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _open(cls, name: str, root: Path, train: bool | None = None, split: str | No
     except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
         raise MissingDataError(
             f"{name} not found under {root} ({err}). Fetch it once with "
-            f"`python -m replikit.data.fetch {name}`, then `dvc add {EXTERNAL}`."
+            f"`python -m replikit.data.fetch {name}`, then `dvc commit -f data.dvc`."
         ) from None
 
 

@@ -1,0 +1,38 @@
+# replikit: `make repro` (main job) and `make test` (the tests) both set up .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup repro test lab report bench full
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+repro: setup          ## replicate every method on params.yaml's profile, then the report
+	$(BIN)/dvc repro
+
+test: setup           ## unit tests, notebooks through papermill (smoke), a dvc repro of the smoke profile
+	$(BIN)/python -m pytest
+
+lab: setup            ## JupyterLab on the notebooks (jupytext opens notebooks/<method>.py as notebooks)
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
+	  > $(VENV)/share/jupyter/lab/settings/overrides.json
+	$(BIN)/jupyter lab notebooks/
+
+report: setup
+	$(BIN)/python -m replikit.report
+
+bench: setup          ## trainer overhead against a bare PyTorch loop; seeds in processes vs threads
+	$(BIN)/python benchmarks/trainer_overhead.py
+	$(BIN)/python benchmarks/parallel_seeds.py
+
+full: setup           ## the paper-scale runs (real data in data/external, a GPU): results-full/, reports-full/
+	for m in $$($(BIN)/python -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['methods']))"); do \
+	  $(BIN)/python -m replikit.runner $$m --profile full --out results-full/$$m || exit 1; done
+	$(BIN)/python -m replikit.report --results results-full --out reports-full

@@ -1,0 +1,251 @@
+"""``python -m replikit.report``: gather ``results/*/verdict.json`` into ``reports/report.{md,html}``.
+
+One row per claim: the paper's figure, ours as mean effect [95% CI] (n seeds), the verdict, runtime and
+device; then each method's quote and figures (linked from the Markdown, embedded in the HTML so that
+the file stands alone); provenance last (git commit, params hash, data hash, package versions).
+Every verdict file is validated against the contract (:class:`VerdictFile`) before it is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import html
+import sys
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+
+from replikit.config import find_root
+
+# ------------------------------------------------------------------ the verdict.json contract
+
+
+class ClaimRecord(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    id: str
+    paper: str
+    quote: str
+    metric: str
+    baseline: str
+    treatment: str
+    effect: float
+    ci_low: float | None
+    ci_high: float | None
+    n_seeds: int = pydantic.Field(ge=1)
+    threshold: float
+    paper_value: dict[str, float]
+    verdict: Literal["reproduced", "not_reproduced", "inconclusive"]
+
+
+class VerdictFile(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    method: str
+    profile: Literal["smoke", "default", "full"]
+    evidence: bool
+    claims: list[ClaimRecord]
+    runtime_s: float = pydantic.Field(ge=0)
+    device: str
+    versions: dict[str, str]
+    git: str
+    figures: list[str] = []
+
+
+def read_verdicts(results: Path) -> list[tuple[Path, VerdictFile]]:
+    out = []
+    for path in sorted(results.glob("*/verdict.json")):
+        try:
+            out.append((path.parent, VerdictFile.model_validate_json(path.read_text())))
+        except pydantic.ValidationError as err:
+            raise ValueError(f"{path}: does not follow the verdict contract:\n{err}") from None
+    return out
+
+
+# ------------------------------------------------------------------ provenance
+
+
+def file_hash(*paths: Path) -> str:
+    """sha256 over the files (recursively, sorted by path) of ``paths``; '-' if none exist."""
+    h = hashlib.sha256()
+    found = False
+    for top in paths:
+        files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top] if top.is_file() else []
+        for f in files:
+            found = True
+            h.update(str(f.relative_to(top.parent)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12] if found else "-"
+
+
+# ------------------------------------------------------------------ formatting
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.3f}"
+
+
+def _ours(c: ClaimRecord) -> str:
+    ci = f" [{_pct(c.ci_low)}, {_pct(c.ci_high)}]" if c.ci_low is not None else " [no CI]"
+    return f"{c.effect:+.3f}{ci} (n={c.n_seeds})"
+
+
+def _means(c: ClaimRecord) -> str:
+    t, b = getattr(c, "treatment_mean", None), getattr(c, "baseline_mean", None)
+    return "-" if t is None or b is None else f"{t:.3f} vs {b:.3f}"
+
+
+def _paper(c: ClaimRecord) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in c.paper_value.items()) or "-"
+
+
+VERDICT_MARK = {"reproduced": "✅ reproduced", "not_reproduced": "❌ not reproduced", "inconclusive": "❔ inconclusive"}
+
+
+def rows(verdicts: list[tuple[Path, VerdictFile]]) -> list[dict[str, str]]:
+    out = []
+    for _, v in verdicts:
+        for c in v.claims:
+            out.append({
+                "method": v.method,
+                "claim": c.id,
+                "comparison": f"{c.treatment} vs {c.baseline} on {c.metric}"
+                + (f" (baseline: {c.baseline_metric})" if getattr(c, "baseline_metric", c.metric) != c.metric else ""),
+                "paper": _paper(c),
+                "ours: means": _means(c),
+                "ours: effect [95% CI] (n)": _ours(c),
+                "threshold": f"{c.threshold:g}",
+                "verdict": VERDICT_MARK[c.verdict] + ("" if v.evidence else f" ({v.profile}: no evidence)"),
+                "runtime": f"{v.runtime_s:.0f} s",
+                "device": v.device,
+            })
+    return out
+
+
+def provenance(root: Path, verdicts: list[tuple[Path, VerdictFile]]) -> dict[str, str]:
+    from replikit.results import git_commit, versions
+
+    prov = {
+        "git": git_commit(root),
+        "params hash": file_hash(root / "params.yaml"),
+        "data hash (data/default)": file_hash(root / "data" / "default"),
+        "profiles": ", ".join(sorted({v.profile for _, v in verdicts})) or "-",
+    }
+    prov.update({f"version {k}": val for k, val in versions().items()})
+    return prov
+
+
+def to_markdown(verdicts, root: Path) -> str:
+    table = rows(verdicts)
+    lines = ["# replikit report", ""]
+    if not table:
+        lines += ["No results yet: run `dvc repro` (or `python -m replikit.runner METHOD`).", ""]
+    else:
+        counts = {k: sum(1 for _, v in verdicts for c in v.claims if c.verdict == k) for k in VERDICT_MARK}
+        lines += [", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items()) + f" of {len(table)} claims.", ""]
+        cols = list(table[0])
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in table]
+        lines.append("")
+    for folder, v in verdicts:
+        lines += [f"## {v.method}", ""]
+        for c in v.claims:
+            lines += [f"> {c.quote}", f"> — {c.paper}", ""]
+            note = getattr(c, "note", "")
+            if note:
+                lines += [f"*{c.id}*: {note}", ""]
+        for fig in v.figures:
+            rel = Path("..") / (folder / fig).relative_to(root) if folder.is_relative_to(root) else folder / fig
+            lines.append(f"![{v.method} {Path(fig).stem}]({rel.as_posix()})")
+        lines.append("")
+    lines += ["## Provenance", ""]
+    lines += [f"- {k}: `{val}`" for k, val in provenance(root, verdicts).items()]
+    return "\n".join(lines) + "\n"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+table{border-collapse:collapse;width:100%;font-size:.88em;margin:1em 0}
+th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
+th{background:#f3f4f6}
+tr:nth-child(even) td{background:#fafafa}
+.reproduced{color:#126b2f;font-weight:600}.not_reproduced{color:#a4161a;font-weight:600}
+.inconclusive{color:#8a6100;font-weight:600}
+blockquote{border-left:4px solid #ccc;margin:.6em 0;padding:.1em .9em;color:#444}
+figure{display:inline-block;margin:.4em;vertical-align:top}
+figure img{max-width:560px;border:1px solid #eee}
+figcaption{font-size:.8em;color:#666;text-align:center}
+code{background:#f3f4f6;padding:0 .25em}
+"""
+
+
+def to_html(verdicts, root: Path) -> str:
+    e = html.escape
+    table = rows(verdicts)
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>replikit report</title>",
+             f"<style>{CSS}</style></head><body><h1>replikit report</h1>"]
+    if not table:
+        parts.append("<p>No results yet: run <code>dvc repro</code>.</p>")
+    else:
+        cols = list(table[0])
+        parts.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>")
+        claims = [c for _, v in verdicts for c in v.claims]
+        for r, c in zip(table, claims):
+            cells = "".join(
+                f"<td class='{c.verdict}'>{e(r[k])}</td>" if k == "verdict" else f"<td>{e(r[k])}</td>" for k in cols
+            )
+            parts.append(f"<tr>{cells}</tr>")
+        parts.append("</table>")
+    for folder, v in verdicts:
+        parts.append(f"<h2 id='{e(v.method)}'>{e(v.method)}</h2>")
+        if not v.evidence:
+            parts.append(f"<p><em>{e(v.profile)} profile: computed, but too small to count as evidence.</em></p>")
+        for c in v.claims:
+            parts.append(f"<blockquote>{e(c.quote)}<br>— {e(c.paper)}</blockquote>")
+            note = getattr(c, "note", "")
+            if note:
+                parts.append(f"<p><strong>{e(c.id)}</strong>: {e(note)}</p>")
+        for fig in v.figures:
+            path = folder / fig
+            if path.is_file():
+                data = base64.b64encode(path.read_bytes()).decode()
+                parts.append(f"<figure><img alt='{e(fig)}' src='data:image/png;base64,{data}'>"
+                             f"<figcaption>{e(v.method)}: {e(Path(fig).stem)}</figcaption></figure>")
+    parts.append("<h2>Provenance</h2><ul>")
+    parts += [f"<li>{e(k)}: <code>{e(val)}</code></li>" for k, val in provenance(root, verdicts).items()]
+    parts.append("</ul></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def build(results: Path, reports: Path, root: Path) -> tuple[Path, Path]:
+    verdicts = read_verdicts(results)
+    reports.mkdir(parents=True, exist_ok=True)
+    md, page = reports / "report.md", reports / "report.html"
+    for path, text in ((md, to_markdown(verdicts, root)), (page, to_html(verdicts, root))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return md, page
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m replikit.report", description=__doc__)
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--out", default="reports")
+    args = parser.parse_args(argv)
+    root = find_root()
+    try:
+        md, page = build(root / args.results, root / args.out, root)
+    except ValueError as err:
+        print(f"replikit.report: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {md} and {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
