@@ -1,0 +1,61 @@
+"""`dvc repro` of the smoke profile in a temporary copy of the repository, as a user would run it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, check_verdict
+
+
+def sh(*args, cwd):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def ran(log):
+    return sorted(line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage"))
+
+
+@pytest.mark.slow
+def test_dvc_repro_smoke_profile(tmp_path):
+    repo = tmp_path / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (repo / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, repo / f)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    text = (repo / "params.yaml").read_text().replace("profile: default", "profile: smoke", 1)
+    (repo / "params.yaml").write_text(text)
+    sh("git", "init", "-q", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy", cwd=repo)
+
+    first = sh("dvc", "repro", cwd=repo)
+    methods = params["methods"]
+    assert ran(first) == sorted(["prepare", "report", *(f"method@{m}" for m in methods)])
+    for m in methods:
+        check_verdict(repo / "results" / m / "verdict.json", m, "smoke")
+    report = (repo / "reports" / "report.md").read_text()
+    assert all(f"| {m} |" in report for m in methods)
+    assert (repo / "reports" / "report.html").stat().st_size > 10_000
+
+    assert ran(sh("dvc", "repro", cwd=repo)) == []  # nothing changed: nothing reruns
+
+    text = (repo / "params.yaml").read_text().replace("noise_rate: 0.4", "noise_rate: 0.6", 1)
+    (repo / "params.yaml").write_text(text)
+    assert "elr.noise_rate" in sh("dvc", "params", "diff", cwd=repo)
+    assert ran(sh("dvc", "repro", cwd=repo)) == ["method@elr", "report"]
+    assert json.loads((repo / "results" / "elr" / "verdict.json").read_text())["config"]["noise_rate"] == 0.6
+
+    metrics = sh("dvc", "metrics", "show", "--json", cwd=repo)
+    assert "elr.final_gain.effect" in metrics

@@ -1,0 +1,58 @@
+"""The report on fixed inputs: one row per claim, figures embedded, contract enforced."""
+
+import base64
+import json
+
+import pytest
+
+from replikit import report
+
+CLAIM = {
+    "id": "toy.gain", "paper": "Doe et al. 2020", "quote": "Toy beats baseline.", "metric": "acc",
+    "baseline": "base", "treatment": "toy", "effect": 0.1, "ci_low": 0.05, "ci_high": 0.15, "n_seeds": 5,
+    "threshold": 0.0, "paper_value": {"base": 0.5, "toy": 0.7}, "verdict": "reproduced",
+    "treatment_mean": 0.8, "baseline_mean": 0.7, "note": "a note",
+}
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+def write(results, method, claims, profile="default"):
+    folder = results / method
+    (folder / "figures").mkdir(parents=True)
+    (folder / "figures" / "curves.png").write_bytes(PNG)
+    verdict = {"method": method, "profile": profile, "evidence": profile != "smoke", "claims": claims,
+               "runtime_s": 12.3, "device": "cpu", "versions": {"torch": "x"}, "git": "abc",
+               "figures": ["figures/curves.png"]}
+    (folder / "verdict.json").write_text(json.dumps(verdict))
+
+
+def test_report_rows_figures_and_provenance(tmp_path):
+    results = tmp_path / "results"
+    write(results, "toy", [CLAIM])
+    write(results, "other", [{**CLAIM, "id": "other.c", "effect": -0.01, "ci_low": -0.05, "ci_high": 0.03,
+                              "verdict": "inconclusive"}], profile="smoke")
+    md, page = report.build(results, tmp_path / "reports", tmp_path)
+    text = md.read_text()
+    assert "1 reproduced, 0 not reproduced, 1 inconclusive of 2 claims." in text
+    assert ("| toy | toy.gain | toy vs base on acc | base 0.5, toy 0.7 | 0.800 vs 0.700 | "
+            "+0.100 [+0.050, +0.150] (n=5) | 0 | ✅ reproduced | 12 s | cpu |") in text
+    assert "❔ inconclusive (smoke: no evidence)" in text
+    assert "![toy curves](../results/toy/figures/curves.png)" in text
+    assert "> Toy beats baseline." in text and "params hash" in text
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == 2 and "<td class='reproduced'>" in html
+    assert "src='../" not in html  # self-contained
+
+
+def test_report_rejects_a_verdict_off_contract(tmp_path):
+    results = tmp_path / "results"
+    write(results, "toy", [{**CLAIM, "verdict": "probably"}])
+    with pytest.raises(ValueError, match="does not follow the verdict contract"):
+        report.build(results, tmp_path / "reports", tmp_path)
+
+
+def test_empty_results_give_a_hint(tmp_path):
+    md, _ = report.build(tmp_path / "results", tmp_path / "reports", tmp_path)
+    assert "No results yet" in md.read_text()

@@ -1,0 +1,87 @@
+"""The shared trainer: it learns, it is deterministic, it fails loudly, it spreads seeds over processes."""
+
+import pytest
+import torch
+
+from replikit import train
+
+
+def toy(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(512, 5, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    return x, y, model
+
+
+def fit_toy(seed=0, **kwargs):
+    x, y, model = toy(seed)
+    step = lambda idx, p: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
+    history = train.fit(step, model.parameters(), len(x), epochs=kwargs.pop("epochs", 8), batch_size=64, seed=seed,
+                        device=torch.device("cpu"), lr=1e-2, evaluate=lambda: {"acc": train.accuracy(model, x, y)},
+                        models=[model], **kwargs)
+    return history, model
+
+
+def test_fit_learns_and_records_history():
+    history, _ = fit_toy()
+    assert [h["epoch"] for h in history] == list(range(1, 9))
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert history[-1]["acc"] > 0.9
+
+
+def test_fit_is_deterministic_for_a_seed():
+    (_, a), (_, b) = fit_toy(seed=1), fit_toy(seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_lr_schedule_follows_progress():
+    history, _ = fit_toy(epochs=2, lr_schedule=lambda p: 1.0 - p)
+    steps = 2 * (512 // 64)
+    assert history[-1]["lr"] == pytest.approx(1e-2 * (1.0 - (steps - 1) / steps))
+
+
+def test_divergence_fails_loudly_naming_the_epoch():
+    x, y, model = toy()
+    calls = {"n": 0}
+
+    def step(idx, p):
+        calls["n"] += 1
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        return loss * float("nan") if calls["n"] > 10 else loss
+
+    with pytest.raises(train.DivergenceError, match=r"loss is nan in epoch 2/5"):
+        train.fit(step, model.parameters(), len(x), epochs=5, batch_size=64, seed=0, device=torch.device("cpu"))
+
+
+def test_step_logs_are_averaged_into_history():
+    x, y, model = toy()
+
+    def step(idx, p):
+        return torch.nn.functional.cross_entropy(model(x[idx]), y[idx]), {"const": torch.tensor(2.0)}
+
+    history = train.fit(step, model.parameters(), len(x), epochs=1, batch_size=64, seed=0, device=torch.device("cpu"))
+    assert history[0]["const"] == pytest.approx(2.0)
+
+
+def square(v: int) -> dict:
+    torch.manual_seed(v)
+    return {"v": v, "draw": torch.rand(1).item(), "threads": torch.get_num_threads()}
+
+
+def test_run_many_keeps_order_and_matches_in_process_results():
+    tasks = [{"v": v} for v in range(4)]
+    here = train.run_many(square, tasks, workers=1)
+    spread = train.run_many(square, tasks, workers=2)
+    assert [r["v"] for r in spread] == [0, 1, 2, 3]
+    assert [r["draw"] for r in spread] == [r["draw"] for r in here]
+    assert all(r["threads"] == 1 for r in spread)  # one torch thread per worker process
+
+
+def test_device_resolution():
+    assert train.resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert train.resolve_device("auto").type == "cpu"
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            train.resolve_device("cuda")
