@@ -102,7 +102,13 @@ def _paper(c: ClaimRecord) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in c.paper_value.items()) or "-"
 
 
-VERDICT_MARK = {"reproduced": "✅ reproduced", "not_reproduced": "❌ not reproduced", "inconclusive": "❔ inconclusive"}
+VERDICT_MARK = {"reproduced": "reproduced", "not_reproduced": "not reproduced", "inconclusive": "inconclusive"}
+
+
+def summary(verdicts) -> str:
+    claims = [c for _, v in verdicts for c in v.claims]
+    counts = {k: sum(1 for c in claims if c.verdict == k) for k in VERDICT_MARK}
+    return ", ".join(f"{n} {VERDICT_MARK[k]}" for k, n in counts.items()) + f" of {len(claims)} claims."
 
 
 def rows(verdicts: list[tuple[Path, VerdictFile]]) -> list[dict[str, str]]:
@@ -144,8 +150,7 @@ def to_markdown(verdicts, root: Path) -> str:
     if not table:
         lines += ["No results yet: run `dvc repro` (or `python -m replikit.runner METHOD`).", ""]
     else:
-        counts = {k: sum(1 for _, v in verdicts for c in v.claims if c.verdict == k) for k in VERDICT_MARK}
-        lines += [", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items()) + f" of {len(table)} claims.", ""]
+        lines += [summary(verdicts), ""]
         cols = list(table[0])
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in table]
@@ -173,11 +178,12 @@ table{border-collapse:collapse;width:100%;font-size:.88em;margin:1em 0}
 th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
 th{background:#f3f4f6}
 tr:nth-child(even) td{background:#fafafa}
-.reproduced{color:#126b2f;font-weight:600}.not_reproduced{color:#a4161a;font-weight:600}
-.inconclusive{color:#8a6100;font-weight:600}
+td.verdict span{display:inline-block;padding:.05em .45em;border-radius:.3em;font-weight:600;color:#fff}
+.reproduced span{background:#1a7f37}.not_reproduced span{background:#b42318}.inconclusive span{background:#9a6700}
+.summary{font-size:1.05em}
 blockquote{border-left:4px solid #ccc;margin:.6em 0;padding:.1em .9em;color:#444}
 figure{display:inline-block;margin:.4em;vertical-align:top}
-figure img{max-width:560px;border:1px solid #eee}
+figure img{max-width:520px;max-height:380px;border:1px solid #eee}
 figcaption{font-size:.8em;color:#666;text-align:center}
 code{background:#f3f4f6;padding:0 .25em}
 """
@@ -192,11 +198,12 @@ def to_html(verdicts, root: Path) -> str:
         parts.append("<p>No results yet: run <code>dvc repro</code>.</p>")
     else:
         cols = list(table[0])
+        parts.append(f"<p class='summary'>{e(summary(verdicts))}</p>")
         parts.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>")
         claims = [c for _, v in verdicts for c in v.claims]
         for r, c in zip(table, claims):
             cells = "".join(
-                f"<td class='{c.verdict}'>{e(r[k])}</td>" if k == "verdict" else f"<td>{e(r[k])}</td>" for k in cols
+                f"<td class='verdict {c.verdict}'><span>{e(r[k])}</span></td>" if k == "verdict" else f"<td>{e(r[k])}</td>" for k in cols
             )
             parts.append(f"<tr>{cells}</tr>")
         parts.append("</table>")
