@@ -1,0 +1,385 @@
+"""Multi-task training: a shared trunk, one head per task, and pluggable task weightings.
+
+A multi-task loss is ``L = sum_i w_i L_i``. How the weights ``w_i`` are set is the subject of several
+papers; here each rule is one small class with one job (:class:`Equal`, :class:`Fixed`,
+:class:`Uncertainty`, :class:`GradNorm`), all with the same interface:
+
+    weighting.parameters()   learnable tensors the *model's* optimiser should update (uncertainty's
+                             log-variances); empty for the others
+    weighting.combine(L)     the scalar to back-propagate through the model, from the vector of task
+                             losses ``L`` (shape [T]); GradNorm also updates its own weights here
+    weighting.weights()      the current effective weights w_i (for logs and figures)
+
+Training reuses :func:`replikit.train.fit` unchanged: its ``step(idx, p)`` returns
+``weighting.combine(task_losses)``, so the weighted step needs no loop of its own. GradNorm needs
+per-task gradient norms on the last shared layer *before* the model step; it computes them inside
+``combine`` with ``torch.autograd.grad(..., retain_graph=True)`` and updates its weights with its own
+optimiser, then hands ``train.fit`` the loss weighted by the pre-update weights, exactly the order of
+the paper's Algorithm 1 (model step with w(t), weights renormalised to sum T afterwards).
+
+Metrics are per task and scale-free, so tasks on very different scales can be averaged:
+regression: test MSE / variance of the target (1 = predicting the mean); classification: error rate
+/ (1 - 1/K) (1 = chance).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from replikit import train
+
+TaskKind = Literal["regression", "classification"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One output of the multi-task network: ``out_dim`` units, a squared or a cross-entropy loss."""
+
+    name: str
+    kind: TaskKind
+    out_dim: int
+
+
+# =================================== the network ===================================================
+
+
+class MultiTaskNet(nn.Module):
+    """``trunk`` shared by all tasks, then one linear head per task; ``forward`` returns a list."""
+
+    def __init__(self, trunk: nn.Module, trunk_dim: int, tasks: Sequence[Task], zero_heads: bool = True):
+        super().__init__()
+        self.trunk = trunk
+        self.heads = nn.ModuleList(nn.Linear(trunk_dim, t.out_dim) for t in tasks)
+        self.tasks = list(tasks)
+        if zero_heads:  # every task starts at the mean predictor, whatever its scale (L_i(0) = var(y_i))
+            for head in self.heads:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.trunk(x)
+        return [head(h) for head in self.heads]
+
+    def shared_layer(self) -> list[nn.Parameter]:
+        """The last shared layer's weights: where GradNorm measures per-task gradient norms (the paper's W)."""
+        for module in reversed(list(self.trunk.modules())):
+            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+                return [module.weight]
+        raise ValueError("the trunk has no Linear/Conv layer to measure gradients on")
+
+
+def mlp_trunk(in_dim: int, width: int, depth: int) -> nn.Sequential:
+    """``depth`` fully connected ReLU layers of ``width`` units (GradNorm's toy trunk: 4 x 100).
+
+    He (Kaiming) initialisation, zero biases: PyTorch's default init shrinks the signal by about 1/sqrt(3)
+    per ReLU layer, which leaves a 4-layer trunk's outputs (and its gradients) near zero at the start.
+    """
+    layers: list[nn.Module] = [nn.Flatten()]
+    d = in_dim
+    for _ in range(depth):
+        layer = nn.Linear(d, width)
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+        layers += [layer, nn.ReLU()]
+        d = width
+    return nn.Sequential(*layers)
+
+
+def build(model: str, input_shape: tuple[int, ...], tasks: Sequence[Task], width: int, depth: int,
+          zero_heads: bool = True) -> MultiTaskNet:
+    """``mlp`` (a ``depth`` x ``width`` ReLU trunk) or any trunk of :func:`replikit.models.build` (cnn2d, resnet18)."""
+    if model == "mlp":
+        return MultiTaskNet(mlp_trunk(math.prod(input_shape), width, depth), width, tasks, zero_heads)
+    from replikit import models
+
+    split = models.build(model, input_shape, 1, width=width, depth=depth)
+    return MultiTaskNet(split.features, split.feature_dim, tasks, zero_heads)
+
+
+def task_losses(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], tasks: Sequence[Task]) -> torch.Tensor:
+    """Vector [T] of per-task losses: mean squared error (regression) or cross-entropy (classification)."""
+    losses = []
+    for out, y, task in zip(outputs, targets, tasks):
+        if task.kind == "classification":
+            losses.append(F.cross_entropy(out.float(), y))
+        else:
+            losses.append(F.mse_loss(out.float().reshape(y.shape), y))
+    return torch.stack(losses)
+
+
+# ============================ ALGO LOGIC: task weightings ==========================================
+
+
+class Weighting:
+    """Equal weights w_i = 1 (the baseline every paper compares against)."""
+
+    name = "equal"
+
+    def __init__(self, n_tasks: int):
+        self.n_tasks = n_tasks
+
+    def parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def weights(self) -> torch.Tensor:
+        return torch.ones(self.n_tasks)
+
+    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+        return (self.weights().to(losses.device) * losses).sum()
+
+
+Equal = Weighting
+
+
+class Fixed(Weighting):
+    """Constant hand-set weights (one point of a grid search)."""
+
+    name = "fixed"
+
+    def __init__(self, weights: Sequence[float]):
+        super().__init__(len(weights))
+        self._w = torch.as_tensor(list(weights), dtype=torch.float32)
+
+    def weights(self) -> torch.Tensor:
+        return self._w.clone()
+
+
+def uncertainty_loss(losses: torch.Tensor, log_vars: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Kendall et al. (2018), eqs. 7 and 10, with s_i = log sigma_i^2:
+
+        sum_i  c_i exp(-s_i) L_i + s_i / 2
+    c_i = 1/2 for a regression (Gaussian likelihood: 1/(2 sigma^2) L + log sigma),
+    c_i = 1 for a classification (scaled softmax: 1/sigma^2 L + log sigma).
+    The optimum over s_i is s_i* = log(2 c_i L_i): each task's weight settles at 1/(2 L_i).
+    """
+    return (factors * torch.exp(-log_vars) * losses + 0.5 * log_vars).sum()
+
+
+class Uncertainty(Weighting):
+    """Learned homoscedastic uncertainty: one log-variance per task, trained with the model."""
+
+    name = "uncertainty"
+
+    def __init__(self, tasks: Sequence[Task], init_log_var: float = 0.0):
+        super().__init__(len(tasks))
+        self.log_vars = nn.Parameter(torch.full((len(tasks),), float(init_log_var)))
+        self.factors = torch.tensor([0.5 if t.kind == "regression" else 1.0 for t in tasks])
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [self.log_vars]
+
+    def weights(self) -> torch.Tensor:
+        """Effective weights c_i / sigma_i^2 multiplying the raw task losses."""
+        return (self.factors * torch.exp(-self.log_vars)).detach().cpu()
+
+    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+        if self.log_vars.device != losses.device:
+            raise RuntimeError("move the weighting with .to(device) before training")
+        return uncertainty_loss(losses, self.log_vars, self.factors.to(losses.device))
+
+    def to(self, device: torch.device | str) -> Uncertainty:
+        self.log_vars.data = self.log_vars.data.to(device)
+        return self
+
+
+def per_task_grad_norms(losses: torch.Tensor, shared: Sequence[torch.Tensor]) -> torch.Tensor:
+    """||grad_W L_i||_2 for each task i, over the shared parameters W (graph kept for the model step).
+
+    One batched backward pass (``is_grads_batched``: the T rows of the identity as output gradients)
+    instead of T separate ones.
+    """
+    eye = torch.eye(len(losses), device=losses.device, dtype=losses.dtype)
+    grads = torch.autograd.grad(losses, list(shared), grad_outputs=eye, retain_graph=True, is_grads_batched=True)
+    sq = sum((g.float() ** 2).flatten(1).sum(1) for g in grads)
+    return torch.sqrt(sq).detach()
+
+
+def gradnorm_targets(norms: torch.Tensor, w: torch.Tensor, losses: torch.Tensor, initial: torch.Tensor,
+                     alpha: float) -> torch.Tensor:
+    """Chen et al. (2018), eq. 2's target  G_bar * r_i^alpha  (a constant in the gradient step).
+
+    G_i = w_i ||grad_W L_i||; G_bar = mean_i G_i; L~_i = L_i / L_i(0); r_i = L~_i / mean_j L~_j.
+    A task that has trained less (larger r_i) is given a larger target gradient norm.
+    """
+    g = w * norms
+    ratio = losses / initial
+    r = ratio / ratio.mean()
+    return g.mean() * r.pow(alpha)
+
+
+def gradnorm_weight_grad(norms: torch.Tensor, w: torch.Tensor, losses: torch.Tensor, initial: torch.Tensor,
+                         alpha: float) -> torch.Tensor:
+    """d L_grad / d w_i for L_grad = sum_i |G_i - target_i| with the target held constant.
+
+    Since G_i = w_i ||grad_W L_i||, the gradient is sign(G_i - target_i) * ||grad_W L_i||: a task whose
+    weighted gradient is above its target has its weight pushed down, one below pushed up.
+    """
+    target = gradnorm_targets(norms, w, losses, initial, alpha)
+    return torch.sign(w * norms - target) * norms
+
+
+def renormalize(w: torch.Tensor, floor: float = 1e-6) -> torch.Tensor:
+    """Clamp to positive and rescale so that sum_i w_i = T (the paper's renormalisation)."""
+    w = w.clamp_min(floor)
+    return w * (len(w) / w.sum())
+
+
+class GradNorm(Weighting):
+    """Weights learned to equalise the tasks' gradient norms on the last shared layer, at rates alpha."""
+
+    name = "gradnorm"
+
+    def __init__(self, n_tasks: int, shared: Sequence[torch.Tensor], alpha: float, lr: float):
+        super().__init__(n_tasks)
+        self.shared = list(shared)
+        self.alpha = alpha
+        self.w = torch.ones(n_tasks, device=self.shared[0].device, requires_grad=True)
+        # the weights' own optimiser: Adam, so their step size does not depend on the losses' scale
+        self.opt = torch.optim.Adam([self.w], lr=lr)
+        self.initial: torch.Tensor | None = None
+        self.trace: list[torch.Tensor] = []  # the weights after every step, for the figures
+
+    def weights(self) -> torch.Tensor:
+        return self.w.detach().cpu().clone()
+
+    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+        detached = losses.detach().float()
+        if self.initial is None:  # L_i(0): the losses of the very first batch
+            self.initial = detached.clamp_min(1e-12)
+        norms = per_task_grad_norms(losses, self.shared)
+        w_now = self.w.detach().clone()
+        self.w.grad = gradnorm_weight_grad(norms, w_now, detached, self.initial, self.alpha)
+        self.opt.step()
+        with torch.no_grad():
+            self.w.copy_(renormalize(self.w))
+        self.trace.append(self.w.detach().clone())
+        return (w_now * losses).sum()  # the model steps with w(t)
+
+
+# =================================== training ======================================================
+
+
+def normalized_errors(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], tasks: Sequence[Task],
+                      target_var: Sequence[float]) -> np.ndarray:
+    """Scale-free error per task: MSE / var(target) (regression), error / (1 - 1/K) (classification)."""
+    out = []
+    for o, y, task, var in zip(outputs, targets, tasks, target_var):
+        if task.kind == "classification":
+            err = (o.argmax(1) != y).float().mean().item()
+            out.append(err / (1.0 - 1.0 / task.out_dim))
+        else:
+            out.append(F.mse_loss(o.float().reshape(y.shape), y).item() / var)
+    return np.asarray(out)
+
+
+@torch.no_grad()
+def predict(model: MultiTaskNet, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
+    """All task outputs on ``x`` in eval mode, in large batches."""
+    was = model.training
+    model.eval()
+    chunks = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    model.train(was)
+    return [torch.cat([c[t].float() for c in chunks]) for t in range(len(model.heads))]
+
+
+def target_variances(targets: Sequence[torch.Tensor], tasks: Sequence[Task]) -> list[float]:
+    return [float(y.float().var()) if t.kind == "regression" else 1.0 for y, t in zip(targets, tasks)]
+
+
+def fit(
+    model: MultiTaskNet,
+    weighting: Weighting,
+    x: torch.Tensor,
+    targets: Sequence[torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    lr: float,
+    optimizer: str,
+    weight_decay: float = 0.0,
+    weighting_lr: float | None = None,
+    evaluate=None,
+    desc: str = "multitask",
+) -> list[dict[str, float]]:
+    """Train ``model`` on all tasks with ``weighting`` through :func:`replikit.train.fit`.
+
+    weighting_lr: a learning rate of its own for the weighting's learnable parameters (uncertainty's
+        log-variances; no weight decay on them); None: the model's.
+    The history gets, per epoch, each task's mean training loss (``loss_<i>``) and weight (``w_<i>``).
+    """
+    tasks = model.tasks
+
+    def step(idx: torch.Tensor, p: float):
+        losses = task_losses(model(x[idx]), [y[idx] for y in targets], tasks)
+        total = weighting.combine(losses)
+        logs = {f"loss_{i}": losses[i] for i in range(len(tasks))}
+        w = weighting.weights()
+        logs.update({f"w_{i}": w[i] for i in range(len(tasks))})
+        return total, logs
+
+    params: list | torch.optim.Optimizer = list(model.parameters()) + weighting.parameters()
+    if weighting.parameters() and weighting_lr is not None:
+        groups = [{"params": list(model.parameters()), "weight_decay": weight_decay},
+                  {"params": weighting.parameters(), "lr": weighting_lr, "weight_decay": 0.0}]
+        params = (torch.optim.Adam(groups, lr=lr) if optimizer == "adam"
+                  else torch.optim.SGD(groups, lr=lr, momentum=0.9))
+    return train.fit(
+        step, params, len(x), epochs=epochs, batch_size=batch_size,
+        seed=seed, device=x.device, lr=lr, optimizer=optimizer, weight_decay=weight_decay, evaluate=evaluate,
+        models=[model], desc=desc,
+    )
+
+
+def training_rates(model: MultiTaskNet, x: torch.Tensor, targets: Sequence[torch.Tensor],
+                   initial: torch.Tensor) -> torch.Tensor:
+    """r_i = L_i(now) / L_i(0) on the whole training set: how far each task has come (lower = further)."""
+    with torch.no_grad():
+        losses = task_losses(predict(model, x), targets, model.tasks)
+    return losses / initial
+
+
+def full_losses(model: MultiTaskNet, x: torch.Tensor, targets: Sequence[torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return task_losses(predict(model, x), targets, model.tasks)
+
+
+# =================================== image-derived tasks ===========================================
+
+IMAGE_STATS = ("mass", "row_centroid", "col_centroid", "contrast", "row_spread", "col_spread")
+
+
+def image_statistic(x: np.ndarray, stat: str) -> np.ndarray:
+    """A per-image scalar computed from the pixels (N, C, H, W): regression targets for a multi-task stand-in.
+
+    mass: mean intensity; row/col_centroid: intensity-weighted mean row/column in [0, 1];
+    contrast: pixel standard deviation; row/col_spread: intensity-weighted std of the row/column.
+    """
+    img = x.astype(np.float64).mean(axis=1)  # grey: (N, H, W)
+    n, h, w = img.shape
+    mass = img.sum(axis=(1, 2)) + 1e-8
+    rows = np.linspace(0.0, 1.0, h)[None, :, None]
+    cols = np.linspace(0.0, 1.0, w)[None, None, :]
+    if stat == "mass":
+        out = img.mean(axis=(1, 2))
+    elif stat == "contrast":
+        out = img.reshape(n, -1).std(axis=1)
+    elif stat in ("row_centroid", "row_spread", "col_centroid", "col_spread"):
+        grid = rows if stat.startswith("row") else cols
+        centroid = (img * grid).sum(axis=(1, 2)) / mass
+        if stat.endswith("centroid"):
+            out = centroid
+        else:
+            c = centroid[:, None, None]
+            out = np.sqrt((img * (grid - c) ** 2).sum(axis=(1, 2)) / mass)
+    else:
+        raise ValueError(f"unknown image statistic {stat!r} (known: {', '.join(IMAGE_STATS)})")
+    return out.astype(np.float32)

@@ -1,0 +1,74 @@
+"""GradNorm's benchmark, grid and config (the weighting math itself: tests/test_multitask.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from replikit import config
+from replikit.config import ConfigError
+from replikit.methods import gradnorm as gn
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_every_profile_validates(profile):
+    cfg = config.load("gradnorm", profile=profile)
+    assert cfg.alpha == pytest.approx(0.12)
+
+
+@pytest.mark.parametrize("override", [
+    {"task_counts": [1]}, {"alpha": -0.1}, {"alpha_typo": 1.0}, {"optimizers": ["rmsprop"]},
+    {"grid_gammas": [0.0]}, {"model": "resnet18"}, {"dataset": "cifar10", "task_counts": [10]},
+])
+def test_bad_configs_are_rejected(override):
+    with pytest.raises(ConfigError):
+        config.load("gradnorm", profile="default", overrides=override)
+
+
+def test_sigmas_span_the_paper_ratio():
+    np.testing.assert_allclose(gn.sigmas(2, 100.0, 1.0), [1.0, 100.0])
+    s = gn.sigmas(10, 100.0, 0.01)
+    assert s[0] == pytest.approx(0.01) and s[-1] == pytest.approx(1.0) and len(s) == 10
+
+
+def test_toy_problem_scales_and_unsaturated_tanh():
+    cfg = gn.Config(n_train=3000, n_val=100, n_test=100, in_dim=20, out_dim=30, target_scale=1.0)
+    prob = gn.toy_problem(cfg, 2, rep=0)
+    y0, y1 = prob["ys"]
+    assert prob["x"].shape == (3200, 20) and y0.shape == (3200, 30)
+    assert y1.std() / y0.std() == pytest.approx(100.0, rel=0.05)  # sigma ratio
+    # tanh argument has unit std: |tanh| rarely near 1 (not saturated), and targets are not signs
+    assert np.mean(np.abs(y0) > 0.99) < 0.05
+    assert 0.5 < y0.std() < 0.75  # std of tanh(N(0,1)) is about 0.63
+    again = gn.toy_problem(cfg, 2, rep=0)
+    np.testing.assert_array_equal(again["x"], prob["x"])
+
+
+def test_grid_weights_sum_to_T_and_invert_variance():
+    sig = np.array([1.0, 10.0, 100.0])
+    w = gn.grid_weights(sig, 1.0)
+    assert w.sum() == pytest.approx(3.0)
+    assert w[0] / w[1] == pytest.approx(100.0) and w[1] / w[2] == pytest.approx(100.0)
+    np.testing.assert_allclose(gn.grid_weights(sig, 0.0), [1.0, 1.0, 1.0])
+
+
+def test_grid_arm_picks_the_best_validation_point_per_seed():
+    rows = []
+    for seed, vals in enumerate([(0.5, 0.4, 0.6), (0.3, 0.4, 0.2)]):
+        for w, v in zip(["equal", "g0.5", "g1"], vals):
+            rows.append({"arm": gn.arm_name("sgd", 2, w), "seed": seed, "optimizer": "sgd", "T": 2,
+                         "weighting": w, "val_nloss": v, "test_nloss": 10 * v})
+        rows.append({"arm": gn.arm_name("sgd", 2, "gradnorm"), "seed": seed, "optimizer": "sgd", "T": 2,
+                     "weighting": "gradnorm", "val_nloss": 0.0, "test_nloss": 0.0})
+    best = gn.grid_arm(pd.DataFrame(rows), "sgd", 2).set_index("seed")
+    assert list(best["grid_choice"]) == ["g0.5", "g1"]  # gradnorm is never a grid candidate
+    assert list(best["test_nloss"]) == pytest.approx([4.0, 2.0])
+    assert set(best["arm"]) == {"sgd/T2/grid"}
+
+
+def test_claims_reference_known_arms_and_filter():
+    assert all(c.id.startswith("gradnorm.") for c in gn.CLAIMS)
+    runs = pd.DataFrame({"arm": ["sgd/T2/equal", "sgd/T2/gradnorm", "sgd/T2/grid"], "seed": [0, 0, 0]})
+    ids = {c.id for c in gn.claims_for(runs)}
+    assert ids == {"gradnorm.beats_equal_sgd_T2", "gradnorm.matches_grid_sgd_T2"}

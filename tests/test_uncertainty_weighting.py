@@ -1,0 +1,81 @@
+"""Uncertainty weighting's tasks, arms and config (the loss math itself: tests/test_multitask.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from replikit import config, multitask
+from replikit.config import ConfigError
+from replikit.methods import uncertainty_weighting as uw
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_every_profile_validates(profile):
+    cfg = config.load("uncertainty_weighting", profile=profile)
+    assert cfg.mass_scale > cfg.centroid_scale
+
+
+@pytest.mark.parametrize("override", [
+    {"grid_mass": []}, {"grid_centroid": [0.0]}, {"val_fraction": 0.0}, {"lr": 0.0}, {"model": "vit"},
+    {"weights": [1, 2]},
+])
+def test_bad_configs_are_rejected(override):
+    with pytest.raises(ConfigError):
+        config.load("uncertainty_weighting", profile="default", overrides=override)
+
+
+def test_targets_have_the_declared_scales():
+    cfg = uw.Config(mass_scale=10.0, centroid_scale=0.1)
+    parts = uw.splits(cfg, rep=0)
+    x, (y_cls, y_mass, y_cent) = parts["train"]
+    assert y_cls.dtype == np.int64 and y_mass.shape == (len(x), 1)
+    assert y_mass.std() == pytest.approx(10.0, rel=1e-3)
+    assert y_cent.std() == pytest.approx(0.1, rel=1e-3)
+    assert len(parts["val"][0]) == pytest.approx(0.2 * (len(x) + len(parts["val"][0])), abs=1)
+
+
+def test_learned_weights_are_the_papers_factors():
+    tasks = uw.make_tasks(uw.Config())
+    w = multitask.Uncertainty(tasks)
+    with torch.no_grad():
+        w.log_vars.copy_(torch.tensor([math.log(2.0), 0.0, math.log(4.0)]))
+    # classification 1/sigma^2, regression 1/(2 sigma^2)
+    torch.testing.assert_close(w.weights(), torch.tensor([0.5, 0.5, 0.125]))
+
+
+def _row(arm, seed, val, test, **extra):
+    row = {"arm": arm, "seed": seed}
+    for t in uw.TASK_NAMES:
+        row[f"val_nerr_{t}"], row[f"test_nerr_{t}"] = val, test
+    return {**row, **extra}
+
+
+def test_single_task_arms_combine_per_seed():
+    table = pd.DataFrame([
+        _row("single_class", 0, 0.1, 0.2, val_acc=0.9, test_acc=0.8),
+        {"arm": "single_mass", "seed": 0, "val_nerr_mass": 0.3, "test_nerr_mass": 0.4},
+        {"arm": "single_centroid", "seed": 0, "val_nerr_centroid": 0.5, "test_nerr_centroid": 0.6},
+    ])
+    single = uw.with_means(uw.combine_single(table))
+    assert single.loc[0, "test_nerr"] == pytest.approx((0.2 + 0.4 + 0.6) / 3)
+    assert single.loc[0, "test_acc"] == pytest.approx(0.8)
+
+
+def test_grid_best_uses_validation_not_test():
+    table = uw.with_means(pd.DataFrame([
+        _row("fixed", 0, 0.3, 0.1, grid_w_mass=0.01), _row("fixed", 0, 0.2, 0.9, grid_w_mass=0.1),
+        _row("equal", 0, 0.0, 0.0),
+    ]))
+    best = uw.grid_best(table)
+    assert list(best["grid_w_mass"]) == [0.1] and list(best["arm"]) == ["grid"]
+
+
+def test_claims_filter_and_ids():
+    assert all(c.id.startswith("uncertainty_weighting.") for c in uw.CLAIMS)
+    runs = pd.DataFrame({"arm": ["equal", "uncertainty", "grid"], "seed": [0, 0, 0]})
+    assert "uncertainty_weighting.beats_single_task" not in {c.id for c in uw.claims_for(runs)}
