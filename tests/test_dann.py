@@ -1,0 +1,211 @@
+"""DANN: the gradient reversal layer, the paper's schedules, the loss, the shift, the config."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from replikit import config, models
+from replikit.config import ConfigError
+from replikit.data.shifts import clutter_shift, rotate_2d, smooth_background
+from replikit.methods import dann
+
+
+# ------------------------------------------------------------------ gradient reversal layer
+
+
+def test_grl_is_identity_forward_and_flips_and_scales_the_gradient():
+    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    w = torch.tensor([0.5, 2.0, -1.0])
+    y = dann.grad_reverse(x, 0.7)
+    assert torch.equal(y, x)
+    (y * w).sum().backward()
+    # d/dx sum(w * x) = w; through the GRL: -0.7 * w
+    assert torch.allclose(x.grad, torch.tensor([-0.35, -1.4, 0.7]))
+
+
+def test_grl_inside_a_network_negates_autograd_gradient():
+    torch.manual_seed(0)
+    lin, head = torch.nn.Linear(4, 3), torch.nn.Linear(3, 1)
+    x = torch.randn(5, 4)
+    head(lin(x)).pow(2).sum().backward()
+    plain = lin.weight.grad.clone()
+    lin.zero_grad()
+    head(dann.grad_reverse(lin(x), 2.5)).pow(2).sum().backward()
+    assert torch.allclose(lin.weight.grad, -2.5 * plain, atol=1e-6)
+
+
+def test_grl_with_zero_factor_blocks_the_gradient():
+    x = torch.ones(3, requires_grad=True)
+    (dann.grad_reverse(x, 0.0) * 4).sum().backward()
+    assert torch.equal(x.grad, torch.zeros(3))
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def test_adaptation_factor_at_start_and_end():
+    assert dann.adaptation_factor(0.0) == 0.0
+    assert dann.adaptation_factor(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
+    assert dann.adaptation_factor(1.0) == pytest.approx(0.9999092, abs=1e-7)
+    assert dann.adaptation_factor(0.5, gamma=1.0) == pytest.approx(2 / (1 + math.exp(-0.5)) - 1)
+
+
+def test_annealed_learning_rate_at_start_and_end():
+    assert dann.annealed_lr(0.0) == 1.0
+    assert dann.annealed_lr(1.0) == pytest.approx(11 ** -0.75)
+    assert dann.annealed_lr(1.0) == pytest.approx(0.16556, abs=1e-5)
+
+
+# ------------------------------------------------------------------ losses
+
+
+def test_domain_loss_hand_value():
+    # logits 0: each BCE is log 2; the loss sums the source and target means
+    assert dann.domain_loss(torch.zeros(4), torch.zeros(6)).item() == pytest.approx(2 * math.log(2))
+    # confident and right -> near 0; confident and wrong -> large
+    assert dann.domain_loss(torch.full((3,), -20.0), torch.full((3,), 20.0)).item() < 1e-6
+    assert dann.domain_loss(torch.full((3,), 20.0), torch.full((3,), -20.0)).item() > 39
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    model = models.build("mlp", (6,), 3, width=5, depth=1)
+    return model, dann.domain_classifier(model.feature_dim, 4)
+
+
+def test_source_only_features_get_no_gradient_from_the_domain_loss():
+    torch.manual_seed(1)
+    xs, ys, xt = torch.randn(8, 6), torch.randint(3, (8,)), torch.randn(8, 6) + 2
+    model, domain = _tiny()
+    loss, _ = dann.dann_loss(model, domain, xs, ys, xt, coef=0.0)
+    loss.backward()
+    feat_grad = [p.grad.clone() for p in model.parameters()]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in domain.parameters())  # the probe trains
+    model2, _ = _tiny()
+    torch.nn.functional.cross_entropy(model2(xs), ys).backward()
+    for a, p in zip(feat_grad, model2.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+def test_dann_feature_gradient_is_ce_minus_coef_times_domain_gradient():
+    torch.manual_seed(2)
+    xs, ys, xt = torch.randn(8, 6), torch.randint(3, (8,)), torch.randn(8, 6) + 1
+    coef = 0.6
+    model, domain = _tiny()
+    loss, logs = dann.dann_loss(model, domain, xs, ys, xt, coef=coef)
+    loss.backward()
+    got = model.features[1].weight.grad.clone()
+    # by hand: gradient of CE plus -coef times the gradient of L_d, both through the features
+    m2, d2 = _tiny()
+    f = m2.features(torch.cat([xs, xt]))
+    ce = torch.nn.functional.cross_entropy(m2.head(f[:8]), ys)
+    d = d2(f).squeeze(1)
+    ld = dann.domain_loss(d[:8], d[8:])
+    g_ce = torch.autograd.grad(ce, m2.features[1].weight, retain_graph=True)[0]
+    g_d = torch.autograd.grad(ld, m2.features[1].weight)[0]
+    assert torch.allclose(got, g_ce - coef * g_d, atol=1e-6)
+    assert 0.0 <= logs["domain_acc_train"].item() <= 1.0
+
+
+# ------------------------------------------------------------------ shifts
+
+
+def test_clutter_shift_is_deterministic_and_changes_the_data():
+    x = np.random.default_rng(0).standard_normal((50, 40)).astype(np.float32)
+    before = x.copy()
+    a = clutter_shift(x, seed=3, strength=1.0)
+    assert np.array_equal(a, clutter_shift(x, seed=3, strength=1.0))
+    assert not np.allclose(a, clutter_shift(x, seed=4, strength=1.0))
+    assert not np.allclose(a, x)
+    assert np.array_equal(x, before)  # input untouched
+    assert a.dtype == x.dtype and a.shape == x.shape
+
+
+def test_clutter_shift_strength_and_amplitude_by_hand():
+    x = np.random.default_rng(1).standard_normal((200, 40))
+    assert np.allclose(clutter_shift(x, seed=0, strength=0.0, amplitude=1.0), x)
+    assert np.allclose(clutter_shift(x, seed=0, strength=0.0, amplitude=0.5), 0.5 * x)
+    bg = clutter_shift(x, seed=0, strength=2.0) - x
+    # background RMS per signal = strength * std(x)
+    assert np.allclose(np.sqrt((bg**2).mean(1)), 2.0 * x.std(), rtol=1e-6)
+    with pytest.raises(ValueError):
+        clutter_shift(x, seed=0, strength=-1.0)
+    with pytest.raises(ValueError):
+        clutter_shift(x[0], seed=0)
+
+
+def test_smooth_background_is_smooth_and_unit_rms():
+    b = smooth_background(20, 40, seed=0, n_waves=3, max_cycles=2.0)
+    assert np.allclose((b**2).mean(1), 1.0)
+    # at most 2 cycles per 40 samples: neighbouring samples differ by at most 2*pi*2/40 * peak amplitude
+    assert np.abs(np.diff(b, axis=1)).max() < np.abs(b).max()
+
+
+def test_rotate_2d_by_hand():
+    pts = np.array([[1.0, 0.0], [0.0, 2.0]])
+    assert np.allclose(rotate_2d(pts, 90, center=np.zeros(2)), [[0.0, 1.0], [-2.0, 0.0]])
+    assert np.allclose(rotate_2d(pts, 0), pts)
+    assert np.allclose(rotate_2d(pts, 35).mean(0), pts.mean(0))  # about the mean by default
+
+
+# ------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_every_profile_validates(profile):
+    cfg = config.load("dann", profile=profile)
+    assert cfg.profile == profile
+    if profile == "full":
+        assert cfg.task == "svhn_mnist" and cfg.model == "cnn2d"
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"adv_wieght": 1.0}, "unknown key"),
+        ({"adv_weight": -1.0}, "adv_weight"),
+        ({"shift_strength": 50.0}, "shift_strength"),
+        ({"model": "resnet99"}, "model"),
+        ({"task": "svhn_mnist", "model": "cnn1d"}, "images"),
+        ({"model": "cnn2d"}, "1-D"),
+        ({"lambda": 1.0}, "unknown key"),
+    ],
+)
+def test_config_errors(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        config.load("dann", profile="default", overrides=overrides)
+
+
+# ------------------------------------------------------------------ data and pairing
+
+
+def test_task_splits_are_disjoint_and_target_is_shifted():
+    cfg = config.load("dann", profile="default")
+    t = dann.make_task(cfg)
+    assert len(t["xs"]) + len(t["xs_val"]) + len(t["xt"]) == 8000
+    src = {row.tobytes() for row in np.concatenate([t["xs"], t["xs_val"]])}
+    assert not any(row.tobytes() in src for row in t["xt"])
+    assert t["xt_test"].shape == t["xs_test"].shape and not np.allclose(t["xt_test"], t["xs_test"])
+    assert np.array_equal(t["yt_test"], t["ys_test"])
+
+
+def test_moons_target_is_rotated_fresh_sample():
+    cfg = config.load("dann", profile="smoke")
+    d = dann.make_moons_task(cfg, 0)
+    assert d["xs"].shape == d["xt"].shape == (cfg.moons_n, 2)
+    assert not np.allclose(d["xt"], rotate_2d(d["xs"], cfg.moons_angle))
+
+
+def test_zero_adv_weight_dann_arm_equals_source_only_exactly():
+    cfg = config.load("dann", profile="smoke", overrides={"n_seeds": 1, "epochs": 1, "train_subset": 256,
+                                                           "val_size": 50, "adv_weight": 0.0}).model_dump()
+    a, b = dann.run_one(cfg, "source_only", 0), dann.run_one(cfg, "dann", 0)
+    for key in ("target_acc", "source_acc", "domain_acc"):
+        assert a[key] == b[key]
+    cfg["adv_weight"] = 1.0
+    c = dann.run_one(cfg, "dann", 0)
+    assert c["history"][-1]["train_loss"] != a["history"][-1]["train_loss"]
