@@ -81,7 +81,7 @@ def stratified_subset(y: np.ndarray, per_class: int | None = None, fraction: flo
     out = []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
-        n = per_class if per_class is not None else max(1, int(round(fraction * len(idx))))
+        n = per_class if per_class is not None else max(1, round(fraction * len(idx)))
         if n > len(idx):
             raise ValueError(f"class {c} has {len(idx)} examples, {n} requested")
         out.append(rng.choice(idx, n, replace=False))

@@ -1,0 +1,152 @@
+"""RotNet's pretext, probes and diagnostics on hand-made tensors, and its config validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from replikit import config, rotation
+from replikit.methods import rotnet
+
+
+class Constant(nn.Module):
+    """Always the same logits, whatever the input."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor(logits)
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+def test_pretext_loss_by_hand():
+    model = Constant([2.0, 0.0, 0.0, 0.0])
+    loss, logs = rotnet.pretext_loss(model, torch.randn(3, 1, 4, 4))
+    # labels 0,1,2,3 (3 images each): CE = logsumexp - logit[k]
+    lse = math.log(math.exp(2) + 3)
+    expected = (3 * (lse - 2) + 9 * lse) / 12
+    assert math.isclose(loss.item(), expected, rel_tol=1e-6)
+    assert math.isclose(logs["pretext_train_acc"].item(), 0.25)
+
+
+def test_pretext_accuracy_split_into_axis_and_direction():
+    model = Constant([1.0, 0.0, 0.0, 0.0])  # always says 'not rotated'
+    acc = rotnet.pretext_accuracy(model, torch.randn(5, 1, 4, 4))
+    assert acc["pretext_acc"] == pytest.approx(0.25)
+    assert acc["pretext_axis_acc"] == pytest.approx(0.5)  # right axis for k = 0 and k = 2
+    assert acc["pretext_dir_acc"] == pytest.approx(0.5)  # of those, right only for k = 0
+
+
+def test_block_features_shapes():
+    net = rotnet.BlockNet(1, 4, width=6, convs_per_block=2)
+    feats = net.block_features(torch.randn(3, 1, 8, 8))
+    assert [tuple(f.shape) for f in feats] == [(3, 6, 4, 4), (3, 12, 2, 2), (3, 24, 1, 1)]
+    assert net(torch.randn(3, 1, 8, 8)).shape == (3, 4)
+
+
+def test_probe_views_by_hand():
+    maps = torch.arange(8.0).view(1, 2, 2, 2)  # channel 0: 0..3, channel 1: 4..7
+    views = rotnet.probe_views(maps)
+    assert views["map"].tolist() == [list(range(8))]
+    assert views["pooled"].tolist() == [[1.5, 5.5]]
+    assert set(rotnet.probe_views(torch.ones(2, 3, 1, 1))) == {"pooled"}
+
+
+def test_standardize_uses_train_statistics():
+    tr = torch.tensor([[0.0, 5.0], [2.0, 5.0]])
+    te = torch.tensor([[1.0, 7.0]])
+    a, b = rotnet.standardize(tr, te)
+    assert torch.allclose(a[:, 0], torch.tensor([-1.0, 1.0]) / math.sqrt(2.0))
+    assert torch.allclose(a[:, 1], torch.zeros(2))  # constant feature: centred, not divided by 0
+    assert torch.allclose(b, torch.tensor([[0.0, 2.0]]))
+
+
+def test_fit_probe_separates_and_l2_shrinks():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(60, 2, generator=g)
+    y = (f[:, 0] > 0).long()
+    lin = rotnet.fit_probe(f, y, 2, l2=1e-4, iters=100)
+    assert (lin(f).argmax(1) == y).float().mean().item() == 1.0
+    strong = rotnet.fit_probe(f, y, 2, l2=1e3, iters=100)
+    assert strong.weight.abs().max().item() < 1e-2 < lin.weight.abs().max().item()
+
+
+def test_border_ink_and_profile_by_hand():
+    img = torch.zeros(1, 1, 4, 4)
+    img[0, 0, 0, :] = 1.0  # full top row
+    assert rotnet.border_ink(img).tolist() == [[1.0, 0.0, 0.25, 0.25]]
+    assert rotnet.ink_profile(img).tolist() == [[1.0, 0.0, 0.0, 0.0, 0.25, 0.25, 0.25, 0.25]]
+    turned = rotation.rotate(img, 1)  # the ink moves to a column
+    assert rotnet.border_ink(turned)[0, :2].tolist() == [0.25, 0.25]
+
+
+def test_shortcut_probe_sees_the_axis_of_tall_images():
+    # tall bars (ink in the middle columns only): turning them by 90 degrees is visible from the borders
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(40, 1, 8, 8)
+    x[:, :, :, 3:5] = torch.rand(40, 1, 8, 2, generator=g)
+    acc = rotnet.shortcut_accuracy(rotnet.border_ink, x[:30], x[30:])
+    assert acc["axis_acc"] == 1.0  # 0/180 vs 90/270 is read from the borders alone
+    assert acc["rotation_acc"] <= 0.75  # the direction is not (random ink): the shortcut gives the axis only
+
+
+def test_mask_outer_ring():
+    x = np.ones((2, 1, 4, 4), dtype=np.float32)
+    m = rotnet.mask_outer_ring(x)
+    assert m.sum() == 2 * 4 and x.sum() == 32  # the 2x2 centre stays; the input is not modified
+
+
+def test_recalibrate_bn_sets_exact_statistics():
+    torch.manual_seed(0)
+    net = rotnet.BlockNet(1, 4, width=3)
+    x = torch.randn(50, 1, 8, 8) * 3 + 1
+    rotnet.recalibrate_bn(net, x)
+    conv, bn = net.blocks[0][0], net.blocks[0][1]
+    with torch.no_grad():
+        h = conv(x)
+    assert torch.allclose(bn.running_mean, h.mean((0, 2, 3)), atol=1e-5)
+    assert not net.training
+
+
+def test_finetune_starts_from_the_given_blocks(monkeypatch):
+    cfg = rotnet.Config(ft_steps=1, lr=1e-9, width=4)
+    src = rotnet.BlockNet(1, 4, width=4)
+    captured = {}
+    real_fit = rotnet.train.fit
+
+    def spy(step, params, *a, **k):
+        params = list(params)
+        captured["first"] = params[0].detach().clone()
+        return real_fit(step, params, *a, **k)
+
+    monkeypatch.setattr(rotnet.train, "fit", spy)
+    x, y = torch.randn(20, 1, 8, 8), torch.arange(20) % 10
+    acc = rotnet.finetune(cfg, src.state_dict(), 1, 10, x, y, x, y, torch.device("cpu"), seed=0)
+    assert torch.equal(captured["first"], src.blocks[0][0].weight.detach())
+    assert 0.0 <= acc <= 1.0
+
+
+def test_config_validation():
+    rotnet.Config()
+    with pytest.raises(ValueError):
+        rotnet.Config(shots=[5, 20, 0])  # the claims need 10 labels per class
+    with pytest.raises(ValueError):
+        rotnet.Config(shots=[10, 5])  # and all labels
+    with pytest.raises(ValueError):
+        rotnet.Config(shots=[10, 10, 0])
+    with pytest.raises(ValueError):
+        rotnet.Config(probe_block=4)
+    with pytest.raises(ValueError):
+        rotnet.Config(bogus=1)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_params_yaml_profiles_validate(profile):
+    cfg = config.load("rotnet", profile=profile)
+    assert cfg.profile == profile
+    assert cfg.dataset == ("cifar10" if profile == "full" else "digits")
