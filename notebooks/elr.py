@@ -41,14 +41,16 @@ outcome.runs.groupby("arm")[["final_test_acc", "best_test_acc", "best_epoch", "m
 
 # %% [markdown]
 # ## 2. Early learning, then memorization
-# Clean test accuracy and the fraction of *wrongly labelled* training examples the network predicts
-# with their wrong label, per epoch (mean over seeds, 95% band).
+# Clean test accuracy per epoch, and the fraction of *wrongly labelled* training examples the network
+# predicts with their wrong label, every 5 epochs (mean over seeds, 95% band).
 
 # %%
 main = outcome.history[outcome.history["noise_rate"] == cfg.noise_rate]
 fig_curves, axes = plots.plt.subplots(1, 2, figsize=(11, 3.8))
-plots.curves(main, "test_acc", ax=axes[0], title=f"Clean test accuracy, {cfg.noise_rate:.0%} noise")
-plots.curves(main, "memorized", ax=axes[1], title="Wrong labels memorized", ylabel="fraction of noisy examples")
+plots.curves(main, "test_acc", ax=axes[0], title=f"Clean test accuracy, {cfg.noise_rate:.0%} noise",
+             ylabel="accuracy")
+plots.curves(main.dropna(subset=["memorized"]), "memorized", ax=axes[1], title="Wrong labels memorized",
+             ylabel="fraction of noisy examples")
 
 # %% [markdown]
 # ## 3. Final accuracy across noise rates
@@ -59,7 +61,8 @@ sweep = outcome.extras["sweep"]
 if len(sweep):
     plots.sns.lineplot(sweep, x="noise_rate", y="final_test_acc", hue="arm", marker="o", ax=ax,
                        palette=plots.arm_palette(["ce", "elr"]))
-    ax.set(title="Final clean test accuracy vs noise rate", xlabel="symmetric noise rate")
+    ax.set(title="Final clean test accuracy vs noise rate", xlabel="symmetric noise rate (redraw probability)",
+           ylabel="final clean test accuracy")
 
 # %% [markdown]
 # ## 4. Verdict

@@ -21,7 +21,8 @@ def test_notebook_smoke(method, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics and all(isinstance(v, (int, float)) for v in metrics.values())
     assert raw["figures"] and all((out / f).is_file() for f in raw["figures"])
-    assert (out / f"{method}.ipynb").is_file()
+    for name in ("runs.csv", "history.csv", f"{method}.ipynb"):  # every out dvc.yaml declares
+        assert (out / name).is_file(), name
 
 
 def test_every_method_has_a_notebook_and_params_section():
