@@ -13,7 +13,6 @@ from replikit.config import ConfigError
 from replikit.data.shifts import clutter_shift, rotate_2d, smooth_background
 from replikit.methods import dann
 
-
 # ------------------------------------------------------------------ gradient reversal layer
 
 
@@ -209,3 +208,25 @@ def test_zero_adv_weight_dann_arm_equals_source_only_exactly():
     cfg["adv_weight"] = 1.0
     c = dann.run_one(cfg, "dann", 0)
     assert c["history"][-1]["train_loss"] != a["history"][-1]["train_loss"]
+
+
+def test_full_profile_wiring_runs_on_fake_svhn_and_mnist(monkeypatch):
+    """The SVHN -> MNIST path (cnn2d, batch norm, 32x32 RGB target) end to end on random images."""
+    from replikit.data import Dataset
+
+    rng = np.random.default_rng(0)
+
+    def fake(name, **_):
+        shape = (3, 32, 32) if name == "svhn" else (1, 28, 28)
+        return Dataset(name, rng.random((96, *shape), dtype=np.float32), rng.integers(0, 10, 96),
+                       rng.random((40, *shape), dtype=np.float32), rng.integers(0, 10, 40), n_classes=10)
+
+    monkeypatch.setattr(dann.data, "load", fake)
+    cfg = config.load("dann", profile="full", overrides={"width": 4, "domain_hidden": 8, "epochs": 1,
+                                                         "batch_size": 16, "val_size": 16, "device": "cpu"})
+    t = dann.make_task(cfg)
+    assert t["xs"].shape == (80, 3, 32, 32) and t["xs_val"].shape == (16, 3, 32, 32)
+    assert t["xt"].shape == (96, 3, 32, 32) and t["xt_test"].shape == (40, 3, 32, 32)
+    for arm in dann.ARMS:
+        r = dann.run_one(cfg.model_dump(), arm, 0)
+        assert 0.0 <= r["target_acc"] <= 1.0 and len(r["history"]) == 1

@@ -217,15 +217,16 @@ def domain_loss(d_source: torch.Tensor, d_target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(d_source, zeros) + F.binary_cross_entropy_with_logits(d_target, ones)
 
 
-def dann_loss(model: models.Split, domain: nn.Module, xs, ys, xt, coef: float):
+def dann_loss(model: models.Split, domain: nn.Module, xs, ys, xt, coef: float, adapt: bool | None = None):
     """One DANN batch: classification loss on the source + domain loss through the GRL (factor coef).
 
-    coef = 0 gives the source-only baseline: only source data shapes the features; the domain
+    adapt (default: coef > 0) False gives the source-only baseline: only source data shapes the
+    features (the dann arm passes adapt=True even at p = 0, where coef is 0); the domain
     classifier is trained as a probe on detached features (eval mode, so batch norm statistics stay
     those of the source). Returns (loss, logs) with the batch's domain accuracy in logs.
     """
     n = len(xs)
-    if coef > 0:
+    if adapt if adapt is not None else coef > 0:
         f = model.features(torch.cat([xs, xt]))  # one pass, as the reference: batch norm sees both domains
         logits = model.head(f[:n])
         d = domain(grad_reverse(f, coef)).squeeze(1)
@@ -257,7 +258,8 @@ def train_dann(
 
     def step(idx: torch.Tensor, p: float):
         tidx = torch.randint(n_target, (len(idx),), device=device, generator=tgen)
-        return dann_loss(model, domain, xs[idx], ys[idx], xt[tidx], adv_weight * adaptation_factor(p, gamma))
+        coef = adv_weight * adaptation_factor(p, gamma)
+        return dann_loss(model, domain, xs[idx], ys[idx], xt[tidx], coef, adapt=adv_weight > 0)
 
     return train.fit(
         step, list(model.parameters()) + list(domain.parameters()), len(ys), epochs=epochs,
@@ -276,7 +278,8 @@ def make_task(cfg: Config) -> dict[str, np.ndarray]:
         from replikit.data.real import to_rgb32
 
         src, tgt = data.load("svhn"), data.load("mnist")
-        val_idx, tr_idx = data.split(len(src.y_train), 1 - cfg.val_size / len(src.y_train), derive_seed(cfg.seed, NAME, "data", "val"))
+        n = len(src.y_train)
+        tr_idx, val_idx = data.split(n, min(cfg.val_size, n - 1) / n, derive_seed(cfg.seed, NAME, "data", "val"))
         out = {
             "xs": src.x_train[tr_idx], "ys": src.y_train[tr_idx],
             "xs_val": src.x_train[val_idx], "ys_val": src.y_train[val_idx],
@@ -290,8 +293,8 @@ def make_task(cfg: Config) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(derive_seed(cfg.seed, NAME, "data", "val"))
         src_idx = rng.permutation(src_idx)
         val_idx, tr_idx = np.sort(src_idx[: cfg.val_size]), np.sort(src_idx[cfg.val_size :])
-        shift = dict(strength=cfg.shift_strength, amplitude=cfg.shift_amplitude, n_waves=cfg.shift_waves,
-                     max_cycles=cfg.shift_max_cycles)
+        shift = {"strength": cfg.shift_strength, "amplitude": cfg.shift_amplitude, "n_waves": cfg.shift_waves,
+                 "max_cycles": cfg.shift_max_cycles}
         out = {
             "xs": ds.x_train[tr_idx], "ys": ds.y_train[tr_idx],
             "xs_val": ds.x_train[val_idx], "ys_val": ds.y_train[val_idx],
