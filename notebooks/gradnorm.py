@@ -77,6 +77,7 @@ axes[0][-1].legend(title="task scale (paper units)", fontsize=7, ncol=2, loc="lo
 
 # %% [markdown]
 # ## 3. Normalised test loss per task (test MSE / target variance), against $\sigma_i$
+# Mean over seeds, error bars one standard deviation; dotted: the mean predictor (1).
 
 # %%
 fig_tasks, axes = plots.plt.subplots(len(cfg.task_counts), len(cfg.optimizers),
@@ -96,6 +97,7 @@ for row, t in zip(axes, cfg.task_counts):
         ax.set(title=f"{opt.upper()}, T={t}", xlabel="task output scale σ_i (paper units)",
                ylabel="test MSE / var(target)")
         ax.legend(fontsize=8)
+fig_tasks.tight_layout()
 
 # %% [markdown]
 # ## 4. Verdict
@@ -113,6 +115,7 @@ for ax, (opt, t) in zip(axes[0], pairs):
     plots.paired_effects(sub, "test_nloss", arms, ax=ax, title=f"{opt.upper()}, T={t}")
     ax.set_xticks(range(len(arms)), [a.split("/")[-1] for a in arms])
     ax.set_ylabel("normalised test loss")
+fig_paired.tight_layout()
 verdicts = claims.judge_all(gradnorm.claims_for(runs), runs)
 claims.table(verdicts)
 

@@ -71,7 +71,7 @@ for ax, split in zip(axes, ["val", "test"]):
                    extent=[lm.min() - 0.5, lm.max() + 0.5, lc.min() - 0.5, lc.max() + 0.5])
     for i, a in enumerate(lm):
         for j, b in enumerate(lc):
-            ax.text(a, b, f"{surf.to_numpy()[i, j]:.3f}", ha="center", va="center", fontsize=8,
+            ax.text(a, b - 0.28, f"{surf.to_numpy()[i, j]:.3f}", ha="center", va="center", fontsize=8,
                     bbox={"facecolor": "w", "alpha": 0.7, "lw": 0, "pad": 1})
     ax.scatter(ratios[:, 0], ratios[:, 1], s=12, color="tab:red", zorder=3)
     ax.scatter(*ratios.mean(0), marker="*", s=260, color="tab:red", edgecolor="k", zorder=4,

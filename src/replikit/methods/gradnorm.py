@@ -43,7 +43,16 @@ on shared features converges at a rate independent of its target's scale, and th
 there is nothing for GradNorm to balance; with Adam, equal weighting leaves the small-scale tasks far
 behind (spread 0.4, smallest task worse than predicting the mean), the situation GradNorm is built for.
 Adam is therefore primary; the SGD claims are secondary, judged and reported the same way.
-Measured (default profile, 5 seeds): see results/gradnorm/verdict.json and the report.
+Measured (default profile, 5 seeds, 320 steps, mean normalised test loss, lower is better):
+  Adam  T=10: equal 0.663, GradNorm 0.555, grid 0.404 (gamma 0.5); T=2: equal 3.09 (the small-scale
+        task worse than the mean predictor in every seed, 1.5 to 18), GradNorm 0.935, grid 0.704 (gamma 1).
+        GradNorm balances the training rates (spread 0.79 -> 0.40, reproduced), its gain over equal
+        weighting has a positive mean but an interval straddling 0 (inconclusive at T=2 and T=10),
+        and it does not match the grid (not reproduced at T=2 and T=10).
+  SGD   T=10: equal 0.294, GradNorm 0.739; T=2: 0.338 vs 0.795: not reproduced. GradNorm drives the
+        large tasks' weights down by 1e-3 and more against the smallest task's (to the 1e-6 floor in
+        some T=2 seeds), which under SGD also slows their heads' learning by that factor; equal
+        weighting is the grid's choice in every seed.
 """
 
 from __future__ import annotations
@@ -91,7 +100,7 @@ class Config(MethodConfig):
     )
     lr_sgd: float = pydantic.Field(0.1, gt=0.0, le=10.0, description="SGD (momentum 0.9) learning rate")
     lr_adam: float = pydantic.Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate")
-    epochs: int = pydantic.Field(5, ge=1, le=1000)
+    epochs: int = pydantic.Field(4, ge=1, le=1000, description="passes over n_train (4 x 80 = 320 steps)")
     batch_size: int = pydantic.Field(100, ge=8, le=8192)
     grid_gammas: list[float] = pydantic.Field(
         default_factory=lambda: [0.5, 1.0], description="grid: w_i ~ sigma_i^(-2 gamma); gamma 0 (equal) is always in"

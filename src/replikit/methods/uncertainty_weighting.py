@@ -35,7 +35,11 @@ chance or the mean predictor), averaged over the three tasks (``test_nerr``); th
 accuracy is reported too.
 Full profile: CIFAR-10 with the same three image-derived tasks on a ResNet-18 trunk, a stand-in for
 the paper's CityScapes (documented deviation; it only validates here, no GPU and no data).
-Measured (default profile, 5 seeds): see results/uncertainty_weighting/verdict.json and the report.
+Measured (default profile, 8 seeds; mean scale-free test error, lower is better): equal 0.0640,
+uncertainty 0.0608 (inconclusive: +0.003 [-0.004, +0.010]), grid (validation-chosen) 0.0538
+(uncertainty within the 0.02 tolerance: reproduced), single-task networks 0.0427 (better than the
+multi-task model: not reproduced). Digit accuracy: equal 93.8%, uncertainty 96.2% (reproduced,
++2.4 points), single-task 97.2%. Learned weights relative to the class task: mass 0.03, centroid 41.
 """
 
 from __future__ import annotations
