@@ -60,11 +60,12 @@ plots.sns.lineplot(by_n, x="tasks merged", y="test accuracy", hue="arm", marker=
 axes[0].set(title="Merged model vs number of tasks", xticks=cfg.task_counts)
 axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=3, fontsize=8)
 ties_k = chosen[chosen["method"] == "ties"]
+count_colors = dict(zip(cfg.task_counts, plots.sns.color_palette("viridis", len(cfg.task_counts))))
 plots.sns.lineplot(ties_k, x="k", y="test_acc", hue="n_tasks", marker="o", ax=axes[1], errorbar=("ci", 95),
-                   palette="viridis")
+                   palette=count_colors)
 ta_chosen = chosen[chosen["method"] == "task_arithmetic"].groupby("n_tasks")["test_acc"].mean()
-for color, (n, acc) in zip(plots.sns.color_palette("viridis", len(ta_chosen)), ta_chosen.items()):
-    axes[1].axhline(acc, ls="--", color=color, lw=1, label=f"task arithmetic, {n} tasks")
+for n, acc in ta_chosen.items():
+    axes[1].axhline(acc, ls="--", color=count_colors[n], lw=1, label=f"task arithmetic, {n} tasks")
 axes[1].set(xscale="log", title="TIES vs trim fraction k", xlabel="k (fraction kept, log scale)",
             ylabel="test accuracy")
 axes[1].legend(fontsize=7, title="tasks merged", title_fontsize=8)

@@ -28,7 +28,12 @@ without spatial structure); the control is the identity task. Validation (250 ex
 is carved from the training data; the test set is never used to choose anything. Pilots on MNIST-1D
 (the brief's first choice) gave fine-tuned accuracies of only 0.45-0.55 with an MLP, too weak to
 study merging, hence digits; ``dataset: mnist1d`` still runs it.
-Measured (default profile, 2 CPU cores): see README and results/task_arithmetic/verdict.json.
+Measured (default profile, 8 seeds, CPU; effect [95% CI]): addition of the 8 task vectors (lambda
+~0.3) lifts mean test accuracy from 0.746 (pretrained) to 0.805, +0.059 [+0.047, +0.072], normalized
+accuracy 0.77 -> 0.83 (fine-tuned 0.971), and every task gains (worst task +0.018 [+0.006, +0.029]);
+negation (lambda ~1.0) lowers the target from 0.749 to 0.529, -0.221 [-0.239, -0.202], while the
+control moves 0.756 -> 0.753, -0.004 [-0.007, -0.000]. All four claims reproduced. The merged model
+stays far below the fine-tuned ones (0.83 normalized against the paper's ~0.91 with ViT-L/14).
 """
 
 from __future__ import annotations

@@ -20,7 +20,14 @@ Small scale (default profile; apparatus in :mod:`replikit.merging`, as in ``task
 MLP encoder pretrained on a small mixture of 8 tasks (8x8 digits under the 8 symmetries of the
 square), few-shot frozen heads, one fine-tuned encoder per task. Merged: random subsets of 2 and 4
 tasks (drawn per seed) and all 8; k swept over {0.05, 0.1, 0.2, 0.5, 1.0} in the figures.
-Measured (default profile, 2 CPU cores): see README and results/ties_merging/verdict.json.
+Measured (default profile, 8 seeds, CPU; effect [95% CI]): with all 8 tasks merged, TIES (k = 0.2)
+reaches 0.754 mean test accuracy against task arithmetic's 0.793, -0.040 [-0.049, -0.030]: NOT
+reproduced. TIES loses at every task count (2: -0.054, 4: -0.059, 8: -0.040) and at every k; its
+best k is 1.0 (no trimming, ~0.77 at 8 tasks), and choosing k on validation as well (arm
+``ties_k_tuned``) still loses (0.773). The margin's change from 2 to 8 tasks, +0.015 [-0.000, +0.029],
+is inconclusive. Pilots with SGD fine-tuning (lr 0.05) and with Adam at lr 3e-4 gave the same picture
+(TIES 4-5 points behind at 8 tasks, 2 seeds each). Our reading: in this small dense MLP the fine-tuning
+updates are not the sparse, redundant vectors TIES assumes; trimming removes useful signal.
 """
 
 from __future__ import annotations
