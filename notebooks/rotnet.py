@@ -54,6 +54,8 @@ print(outcome.extras["shortcut"].round(3).to_string(index=False))
 fig_pretext, ax = plots.plt.subplots(figsize=(6.5, 3.8))
 pre = outcome.history.melt(id_vars=["epoch", "seed"], value_vars=["pretext_acc", "pretext_axis_acc", "pretext_dir_acc"],
                            var_name="measure", value_name="accuracy")
+pre["measure"] = pre["measure"].map({"pretext_acc": "4-way rotation", "pretext_axis_acc": "axis (0/180 vs 90/270)",
+                                     "pretext_dir_acc": "direction, given the right axis"})
 plots.sns.lineplot(pre, x="epoch", y="accuracy", hue="measure", errorbar=("ci", 95), ax=ax, marker="o")
 for _, r in outcome.extras["shortcut"].iterrows():
     ax.axhline(r["rotation_acc"], ls="--", lw=1, color="0.4")
@@ -108,7 +110,7 @@ ax.set(title=f"Block {cfg.probe_block} ({cfg.probe_features}) probe vs whole-net
 # scratch, and so does the frozen probe.
 
 # %%
-fig_paired, axes = plots.plt.subplots(1, 3, figsize=(13, 3.6))
+fig_paired, axes = plots.plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
 plots.paired_effects(outcome.runs, "probe_acc_all", ["random_init", "rotnet"], ax=axes[0], title="Probe, all labels")
 vs_sup = outcome.runs.assign(probe_or_supervised=outcome.runs["probe_acc_all"].where(
     outcome.runs["arm"] == "rotnet", outcome.runs["ft_acc_all"]))

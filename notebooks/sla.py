@@ -83,7 +83,7 @@ for ax, setting, title in ((axes[0], "full", "All labels"), (axes[1], "few", f"{
 # beats the baseline with reduced labels. Effects are paired by seed (same init, same batches).
 
 # %%
-fig_paired, axes = plots.plt.subplots(1, 3, figsize=(13, 3.6))
+fig_paired, axes = plots.plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
 paired = outcome.runs.assign(
     sla_ag_or_acc=outcome.runs["acc_ag"].where(outcome.runs["objective"] == "sla", outcome.runs["acc"]))
 plots.paired_effects(paired[paired["setting"] == "full"], "sla_ag_or_acc",

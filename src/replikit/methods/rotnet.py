@@ -52,6 +52,16 @@ accuracy is 93-96% after one epoch. Zeroing the outer ring (``mask_border``) doe
 (the next ring still gives 98.5% axis accuracy), so it is off. What we did: report the pretext
 accuracy split into axis and direction-within-axis (the part the ink position does not give), and
 train the pretext on mirrored/shifted images (above).
+
+Measured (default profile, test set, 6 seeds, paired; 2 shared CPU cores): none of the claims
+reproduces at this scale. Pretext: 75.5% held-out rotation accuracy (axis 99.98%, direction 75.5%;
+51.6% after one epoch), no better than a logistic regression on row/column ink sums (77%). Block-2
+pooled probe, all labels: RotNet 90.4% vs random 89.0% (+1.4 [-1.4, +4.2] points, inconclusive
+against the declared 3 points); vs the supervised network 99.1% (-8.8 [-10.6, -7.0], not within the
+4-point margin: not reproduced). 10 labels per class: fine-tuning from RotNet 94.4% vs scratch 93.6%
+(+0.8 [-0.5, +2.1], inconclusive); the frozen probe 78.0% is far below scratch training
+(not reproduced). RotNet's features are slightly better than random ones on blocks 1-2 at every label
+count but worse on block 3 (rotation-specific, as the paper also finds for its last blocks).
 """
 
 from __future__ import annotations
