@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -16,8 +17,8 @@ from replikit.methods import ties_merging as T
 class FakeSuite:
     """Accuracy = 1 - |w - best| with a different best w on validation (0.5) and test (1.0)."""
 
-    pretrained = SimpleNamespace(state={"w": torch.tensor([0.0])})
-    best = {"val": 0.5, "test": 1.0}
+    pretrained: ClassVar = SimpleNamespace(state={"w": torch.tensor([0.0])})
+    best: ClassVar[dict[str, float]] = {"val": 0.5, "test": 1.0}
 
     def accuracies(self, state, names, split="test"):
         return {n: 1.0 - abs(state["w"].item() - self.best[split]) for n in names}

@@ -122,7 +122,7 @@ def trim_flat(vec: torch.Tensor, k: float) -> torch.Tensor:
     """Keep the ``round(k * n)`` (at least 1) largest-magnitude entries of ``vec``, zero the others."""
     if not 0.0 < k <= 1.0:
         raise ValueError(f"trim fraction k={k} outside (0, 1]")
-    n_keep = max(1, int(round(k * vec.numel())))
+    n_keep = max(1, round(k * vec.numel()))
     if n_keep >= vec.numel():
         return vec.clone()
     keep = torch.zeros_like(vec, dtype=torch.bool)
@@ -213,7 +213,7 @@ class MergingConfig(MethodConfig):
 # Input transforms. 1-D signals (MNIST-1D): transforms of the time axis. Images (digits, the
 # full profile's sets): the 8 symmetries of the square (rotations and flips of the last two axes).
 def _roll(x: torch.Tensor, frac: float) -> torch.Tensor:
-    return torch.roll(x, int(round(frac * x.shape[-1])), dims=-1)
+    return torch.roll(x, round(frac * x.shape[-1]), dims=-1)
 
 
 TRANSFORMS_1D: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -380,6 +380,13 @@ def _standardize(*xs: torch.Tensor, ref: torch.Tensor) -> list[torch.Tensor]:
     return [(x - mu) / sd for x in xs]
 
 
+def _task_tensors(task: Task, ds: data.Dataset, x_np: np.ndarray, y_np: np.ndarray,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.as_tensor(x_np, dtype=torch.float32, device=device)
+    y = torch.as_tensor(y_np, dtype=torch.int64, device=device)
+    return task.inputs(x), task.labels(y, ds.n_classes)
+
+
 def make_task_data(cfg: MergingConfig, tasks: Sequence[Task], sources: dict[str, data.Dataset], rep: int,
                    method: str, device: torch.device) -> dict[str, TaskData]:
     """Per task: a pretraining slice, a fine-tuning split and a validation split, all carved from the
@@ -404,16 +411,10 @@ def make_task_data(cfg: MergingConfig, tasks: Sequence[Task], sources: dict[str,
             )
         ft_idx, pre_idx = pick[: cfg.finetune_size], pick[cfg.finetune_size : cfg.finetune_size + cfg.pretrain_per_task]
         n_test = cfg.test_size or len(ds.y_test)
-
-        def tensors(x_np, y_np):
-            x = torch.as_tensor(x_np, dtype=torch.float32, device=device)
-            y = torch.as_tensor(y_np, dtype=torch.int64, device=device)
-            return task.inputs(x), task.labels(y, ds.n_classes)
-
-        x_tr, y_tr = tensors(ds.x_train[ft_idx], ds.y_train[ft_idx])
-        x_va, y_va = tensors(ds.x_train[val_idx], ds.y_train[val_idx])
-        x_te, y_te = tensors(ds.x_test[:n_test], ds.y_test[:n_test])
-        x_pr, y_pr = tensors(ds.x_train[pre_idx], ds.y_train[pre_idx])
+        x_tr, y_tr = _task_tensors(task, ds, ds.x_train[ft_idx], ds.y_train[ft_idx], device)
+        x_va, y_va = _task_tensors(task, ds, ds.x_train[val_idx], ds.y_train[val_idx], device)
+        x_te, y_te = _task_tensors(task, ds, ds.x_test[:n_test], ds.y_test[:n_test], device)
+        x_pr, y_pr = _task_tensors(task, ds, ds.x_train[pre_idx], ds.y_train[pre_idx], device)
         x_tr, x_va, x_te, x_pr = _standardize(x_tr, x_va, x_te, x_pr, ref=x_tr)
         out[task.name] = TaskData(task, x_tr, y_tr, x_va, y_va, x_te, y_te, x_pr, y_pr)
     return out

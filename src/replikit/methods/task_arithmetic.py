@@ -162,7 +162,7 @@ def run_one(cfg: dict, rep: int) -> dict:
     def row(arm, **kw):
         rows.append(dict(arm=arm, seed=rep, **kw))
 
-    per_task = [dict(seed=rep, task=n, pretrained=acc["test"][n], finetuned=ft["test"][n]) for n in all_names]
+    per_task = [{"seed": rep, "task": n, "pretrained": acc["test"][n], "finetuned": ft["test"][n]} for n in all_names]
 
     # addition: theta_pre + lambda * sum_t tau_t
     if cfg.addition:
@@ -174,10 +174,10 @@ def run_one(cfg: dict, rep: int) -> dict:
             te = suite.accuracies(state, names, "test")
             val_norm[lam] = merging.mean(va[n] / ft["val"][n] for n in names)
             test_acc[lam] = te
-            curves.append(dict(seed=rep, experiment="addition", coef=lam, split="val", avg_acc=merging.mean(va.values()),
-                               norm_acc=val_norm[lam]))
-            curves.append(dict(seed=rep, experiment="addition", coef=lam, split="test", avg_acc=merging.mean(te.values()),
-                               norm_acc=merging.mean(te[n] / ft["test"][n] for n in names)))
+            curves.append({"seed": rep, "experiment": "addition", "coef": lam, "split": "val", "avg_acc": merging.mean(va.values()),
+                               "norm_acc": val_norm[lam]})
+            curves.append({"seed": rep, "experiment": "addition", "coef": lam, "split": "test", "avg_acc": merging.mean(te.values()),
+                               "norm_acc": merging.mean(te[n] / ft["test"][n] for n in names)})
         lam = choose_addition_lambda(val_norm)
         chosen = test_acc[lam]
         for r in per_task:
@@ -200,10 +200,10 @@ def run_one(cfg: dict, rep: int) -> dict:
             vt[lam], vc[lam] = suite.accuracy(state, t.name, "val"), suite.accuracy(state, control, "val")
             tt[lam], tc[lam] = suite.accuracy(state, t.name, "test"), suite.accuracy(state, control, "test")
             for split, a, b in (("val", vt, vc), ("test", tt, tc)):
-                curves.append(dict(seed=rep, experiment="negation", target=t.name, coef=lam, split=split,
-                                   target_acc=a[lam], control_acc=b[lam]))
+                curves.append({"seed": rep, "experiment": "negation", "target": t.name, "coef": lam, "split": split,
+                                   "target_acc": a[lam], "control_acc": b[lam]})
         lam = choose_negation_lambda(vt, vc, floor)
-        neg.append(dict(coef=lam, target=tt.get(lam, acc["test"][t.name]), control=tc.get(lam, acc["test"][control])))
+        neg.append({"coef": lam, "target": tt.get(lam, acc["test"][t.name]), "control": tc.get(lam, acc["test"][control])})
         for r in per_task:
             if r["task"] == t.name:
                 r["negated"] = neg[-1]["target"]

@@ -173,7 +173,7 @@ def run_one(cfg: dict, rep: int) -> dict:
         row.update({f"norm_n{n}": a / arms["finetuned"][n] for n, a in accs.items()})
         rows.append(row)
     return {"rows": rows, "sweep": sweep, "history": suite.history,
-            "per_task": [dict(seed=rep, task=m, pretrained=pre_acc[m], finetuned=ft_acc[m]) for m in all_names]}
+            "per_task": [{"seed": rep, "task": m, "pretrained": pre_acc[m], "finetuned": ft_acc[m]} for m in all_names]}
 
 
 def run(cfg: Config) -> Outcome:
