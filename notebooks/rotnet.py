@@ -118,6 +118,9 @@ plots.paired_effects(vs_sup, "probe_or_supervised", ["random_init", "rotnet"], a
                      title="RotNet probe vs supervised (all labels)")
 plots.paired_effects(outcome.runs, f"ft_acc_{rotnet.CLAIM_SHOTS}", ["random_init", "rotnet"], ax=axes[2],
                      title=f"Fine-tune vs scratch, {rotnet.CLAIM_SHOTS}/class")
+axes[1].set_xticks([0, 1], ["supervised\n(random_init trained)", "rotnet\n(frozen + probe)"])
+for ax in axes:
+    ax.set_ylabel("test accuracy")
 verdicts = claims.judge_all(rotnet.CLAIMS, outcome.runs)
 claims.table(verdicts)
 
