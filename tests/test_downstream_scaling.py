@@ -1,0 +1,134 @@
+"""Downstream scaling: chains, exact scores, the log law and its fit, the claims; the method's config."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from replikit import config
+from replikit.methods import downstream_scaling as ds
+
+
+def test_chain_rows_are_distributions_on_their_support():
+    table = ds.make_chain(vocab=6, order=2, support=3, concentration=1.0, rng=np.random.default_rng(0))
+    assert table.shape == (36, 6)
+    assert np.allclose(table.sum(1), 1.0)
+    assert ((table > 0).sum(1) == 3).all()
+
+
+def test_misalign_keeps_support_and_moves_argmax():
+    table = np.array([[0.7, 0.2, 0.0, 0.1], [0.0, 0.0, 0.6, 0.4]])
+    out = ds.misalign(table)
+    # support [0, 1, 3] holds [0.7, 0.2, 0.1] -> rolled by one: [0.1, 0.7, 0.2]
+    assert np.allclose(out, [[0.1, 0.7, 0.0, 0.2], [0.0, 0.0, 0.4, 0.6]])
+    assert ((out > 0) == (table > 0)).all()
+    assert (out.argmax(1) != table.argmax(1)).all()
+    assert np.allclose(ds.mixture(table, out, 0.25), 0.25 * table + 0.75 * out)
+
+
+def test_context_index_and_windows():
+    assert ds.context_index(np.array([[1, 2], [3, 0]]), vocab=4).tolist() == [6, 12]
+    ctx, nxt = ds.windows(np.array([[1, 2, 3, 4], [5, 6, 7, 8]]), context=2)
+    assert ctx.tolist() == [[1, 2], [2, 3], [5, 6], [6, 7]]
+    assert nxt.tolist() == [3, 4, 7, 8]
+
+
+def test_sampled_docs_follow_the_chain():
+    # deterministic chain on 3 tokens: 0 -> 1 -> 2 -> 0
+    table = np.array([[0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0]])
+    docs = ds.sample_docs(table, vocab=3, order=1, n_docs=4, doc_len=7, rng=np.random.default_rng(1))
+    assert ((docs[:, 1:] - docs[:, :-1]) % 3 == 1).all()
+
+
+def test_stationary_distribution_by_hand():
+    # order-1 two-state chain with P(0->1) = 0.2, P(1->0) = 0.4: pi = (2/3, 1/3)
+    table = np.array([[0.8, 0.2], [0.4, 0.6]])
+    assert np.allclose(ds.stationary_contexts(table, vocab=2, order=1), [2 / 3, 1 / 3], atol=1e-9)
+
+
+def test_expected_scores_by_hand():
+    target = torch.tensor([[0.5, 0.5], [0.9, 0.1]])
+    q = torch.tensor([[0.25, 0.75], [0.5, 0.5]])
+    w = torch.tensor([0.4, 0.6])
+    out = ds.expected_scores(q.log(), target, w)
+    ce = 0.4 * -(0.5 * math.log(0.25) + 0.5 * math.log(0.75)) + 0.6 * -(0.9 * math.log(0.5) + 0.1 * math.log(0.5))
+    assert out["ce"] == pytest.approx(ce, rel=1e-6)
+    # context 0: argmax q = 1, P = 0.5; context 1: tie -> argmax 0, P = 0.9
+    assert out["acc"] == pytest.approx(0.4 * 0.5 + 0.6 * 0.9, rel=1e-6)
+
+
+def test_log_law_value_and_fit_recovers_parameters():
+    d = np.array([2.0**k for k in range(8, 16)])
+    assert ds.log_law(np.array([math.e**2]), 1.0, 0.5, 2.0)[0] == pytest.approx((1.0 + 0.5 * 2) ** 2)
+    true = (0.3, 0.05, 0.8)
+    f = ds.log_law(d, *true)
+    params = ds.fit_log_law(d[:5], f[:5])
+    assert np.allclose(ds.log_law(d, *params), f, atol=1e-4)  # extrapolates the exact law
+
+
+def test_monotonicity_and_pretrain_epochs():
+    sizes = np.arange(1, 6)
+    assert ds.monotonicity(sizes, np.array([1, 2, 3, 4, 5.0])) == pytest.approx(1.0)
+    assert ds.monotonicity(sizes, np.array([5, 4, 3, 2, 1.0])) == pytest.approx(-1.0)
+    assert ds.monotonicity(sizes, np.array([1, 1, 1, 1, 1.0])) == 0.0
+    assert ds.pretrain_epochs(n=1024, epochs=2, min_steps=40, batch_size=256) == 10  # 4 steps per epoch
+    assert ds.pretrain_epochs(n=65536, epochs=2, min_steps=40, batch_size=256) == 2
+
+
+def test_summary_and_claims_on_a_made_up_curve():
+    cfg = ds.Config(profile="smoke", pretrain_tokens=[64, 128, 256, 512, 1024, 2048], n_fit=4)
+    sizes = np.array(cfg.pretrain_tokens, dtype=float)
+    rows = [{"arm": "aligned", "seed": 0, "pretrain_tokens": 0, "acc": 0.1, "ce": 3.0}]
+    acc = ds.log_law(sizes, 0.2, 0.1, 0.7)
+    rows += [{"arm": "aligned", "seed": 0, "pretrain_tokens": int(s), "acc": a, "ce": 3.0 - i * 0.1}
+             for i, (s, a) in enumerate(zip(sizes, acc))]
+    out = ds.summarize(cfg, pd.DataFrame(rows))["summary"]
+    assert out["ce_monotonicity"] == pytest.approx(1.0) and out["metric_monotonicity"] == pytest.approx(1.0)
+    assert out["law_error"] < 1e-4
+    assert out["metric_gain_late"] == pytest.approx(acc[-1] - acc[2])
+    runs = pd.DataFrame([dict(out, seed=s) for s in range(3)] + [dict(out, seed=s, arm="misaligned") for s in range(3)])
+    verdicts = {v.claim.id: v for v in ds.judge_claims(runs)}
+    assert verdicts["downstream_scaling.aligned_ce_monotone"].verdict == "reproduced"
+    assert verdicts["downstream_scaling.aligned_log_law_predicts"].verdict == "reproduced"
+    assert verdicts["downstream_scaling.misaligned_metric_stalls"].effect == pytest.approx(0.0)
+
+
+def test_models_shapes():
+    x = torch.randint(0, 7, (5, 3))
+    cfg = ds.Config(profile="smoke", vocab=7, order=2, support=3, context=3, hidden=32, embed=4)
+    assert ds.build_model(cfg, 7)(x).shape == (5, 7)
+    tcfg = ds.Config(profile="smoke", vocab=7, order=2, support=3, context=3, model="transformer", hidden=32, layers=1)
+    assert ds.build_model(tcfg, 7)(x).shape == (5, 7)
+
+
+def test_text_corpus_task(tmp_path):
+    text = (b"the cat sat on the mat. " * 200)
+    for name in ("down", "al", "mis"):
+        (tmp_path / f"{name}.txt").write_bytes(text)
+    cfg = ds.Config(profile="smoke", corpus="text", context=4, doc_len=16, finetune_tokens=256, eval_tokens=1000,
+                    pretrain_tokens=[64, 128, 256, 512, 1024], n_fit=3, text_downstream=str(tmp_path / "down.txt"),
+                    text_aligned=str(tmp_path / "al.txt"), text_misaligned=str(tmp_path / "mis.txt"))
+    task = ds.Task(cfg, "aligned", 0)
+    assert task.vocab == 256 and task.pre_docs.shape[1] == 16
+    assert np.isclose(task.eval_weight.sum(), 1.0) and task.eval_ctx.shape[1] == 4
+    with pytest.raises(FileNotFoundError):
+        ds.Task(cfg.model_copy(update={"text_downstream": str(tmp_path / "none.txt")}), "aligned", 0)
+
+
+def test_config_profiles_validate_and_reject_bad_values():
+    for profile in ("smoke", "default", "full"):
+        config.load("downstream_scaling", profile=profile)
+    with pytest.raises(config.ConfigError, match="unknown key"):
+        config.load("downstream_scaling", profile="smoke", overrides={"alpha": 1})
+    with pytest.raises(config.ConfigError, match="powers of two"):
+        config.load("downstream_scaling", profile="smoke", overrides={"pretrain_tokens": [64, 96, 128, 160, 192]})
+    with pytest.raises(config.ConfigError, match="n_fit"):
+        config.load("downstream_scaling", profile="smoke", overrides={"n_fit": 5})
+    with pytest.raises(config.ConfigError, match="misaligned_alignment"):
+        config.load("downstream_scaling", profile="smoke", overrides={"misaligned_alignment": 1.5})
+    with pytest.raises(config.ConfigError):
+        config.load("downstream_scaling", profile="smoke", overrides={"support": 40})
