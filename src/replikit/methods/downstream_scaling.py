@@ -59,6 +59,7 @@ better); fine-tuning recovers part of it. Caveat: at 2^8 tokens pretraining over
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from pathlib import Path
@@ -124,7 +125,7 @@ class Config(MethodConfig):
     @pydantic.model_validator(mode="after")
     def _sizes(self) -> Config:
         sizes = self.pretrain_tokens
-        if len(sizes) < 5 or any(b <= a for a, b in zip(sizes, sizes[1:])) or sizes[0] < 64:
+        if len(sizes) < 5 or any(b <= a for a, b in itertools.pairwise(sizes)) or sizes[0] < 64:
             raise ValueError(f"pretrain_tokens must be >= 5 increasing sizes >= 64, got {sizes}")
         if sizes[-1] / sizes[0] < 2**4:
             raise ValueError("pretrain_tokens must span at least 5 powers of two (largest >= 16 x smallest)")
@@ -367,7 +368,7 @@ def build_model(cfg: Config, vocab: int) -> nn.Module:
 
 def windows(docs: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
     """(context, next-token) pairs inside each document."""
-    n, length = docs.shape
+    length = docs.shape[1]
     starts = np.arange(length - context)
     ctx = docs[:, starts[:, None] + np.arange(context)[None, :]].reshape(-1, context)
     nxt = docs[:, starts + context].reshape(-1)
@@ -415,7 +416,7 @@ class Task:
             test = down_text[:n_eval]
             ft = down_text[n_eval : n_eval + cfg.finetune_tokens]
             pre = read_bytes(cfg.text_aligned if arm == "aligned" else cfg.text_misaligned, cfg.pretrain_tokens[-1])
-            cut = lambda x: x[: len(x) // cfg.doc_len * cfg.doc_len].reshape(-1, cfg.doc_len)  # noqa: E731
+            cut = lambda x: x[: len(x) // cfg.doc_len * cfg.doc_len].reshape(-1, cfg.doc_len)
             self.ft_docs, self.pre_docs = cut(ft), cut(pre)
             ctx, nxt = windows(cut(test), cfg.context)
             self.eval_ctx = ctx
@@ -429,8 +430,8 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
     task = Task(cfg, arm, rep)
-    as_t = lambda a, dtype=torch.int64: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
-    n_val = int(round(len(task.ft_docs) * cfg.ft_val_fraction))
+    as_t = lambda a, dtype=torch.int64: torch.as_tensor(a, dtype=dtype, device=device)
+    n_val = round(len(task.ft_docs) * cfg.ft_val_fraction)
     ft_x, ft_y = (as_t(v) for v in windows(task.ft_docs[: len(task.ft_docs) - n_val], cfg.context))
     val_x, val_y = (as_t(v) for v in windows(task.ft_docs[len(task.ft_docs) - n_val :], cfg.context))
     ev_x = as_t(task.eval_ctx)
@@ -452,7 +453,7 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
         if not n_val:
             fit(model, ft_x, ft_y, cfg.ft_epochs, cfg.ft_lr, role)
             return cfg.ft_epochs
-        val_ce = lambda: F.cross_entropy(train.predict(model, val_x), val_y).item()  # noqa: E731
+        val_ce = lambda: F.cross_entropy(train.predict(model, val_x), val_y).item()
         best = {"ce": val_ce(), "epoch": 0, "state": {k: v.clone() for k, v in model.state_dict().items()}}
         epoch = [0]
 
