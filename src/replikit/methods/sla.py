@@ -10,8 +10,8 @@ data augmentation with the transformations (DA: the same label for every rotatio
 features); both lose accuracy against the plain classifier with rotations on CIFAR, while SLA+AG gains.
 Reference code: github.com/hankook/SLA (``train.py``, modes baseline | da | mt | sla).
 
-Paper figures (CIFAR-10, ResNet-32, rotation; Table 1/2 of the paper): we could not retrieve the
-table's text with our search tools, so ``paper_value`` below (baseline 92.39, DA 90.44, SLA+SI 92.50,
+Paper figures (CIFAR-10, ResNet-32, rotation; Table 1/2 of the paper): not yet checked against the
+paper's table text, so ``paper_value`` below (baseline 92.39, DA 90.44, SLA+SI 92.50,
 SLA+AG 94.50) is as we recall it and unverified; the direction (DA < baseline < SLA+AG) is the paper's
 stated finding.
 

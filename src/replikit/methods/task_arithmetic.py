@@ -3,8 +3,8 @@
 Claims (abstract): "Negating a task vector decreases performance on the target task, with little
 change in model behavior on control tasks. Moreover, adding task vectors together can improve
 performance on multiple tasks at once." Paper, CLIP ViT-L/14, forgetting via negation (Table 1):
-average target accuracy 64.8 -> 19.0 while the control task (ImageNet) goes 75.5 -> 72.9 (figures as
-given in this project's brief; the search tool did not return the table text to check them against).
+average target accuracy 64.8 -> 19.0 while the control task (ImageNet) goes 75.5 -> 72.9 (figures not
+yet checked against the paper's table text).
 Addition (Section 4): one model from the sum of 8 task vectors reaches about 91% of the individually
 fine-tuned models' accuracy (normalized accuracy) with ViT-L/14.
 Reference code: github.com/mlfoundations/task_vectors (``src/task_vectors.py``).
@@ -26,7 +26,7 @@ transposes): same digits, different input families, so the fine-tunes pull the e
 ways. Negation's targets are pixel-permuted digits with permuted labels (a different input family
 without spatial structure); the control is the identity task. Validation (250 examples, for lambda)
 is carved from the training data; the test set is never used to choose anything. Pilots on MNIST-1D
-(the brief's first choice) gave fine-tuned accuracies of only 0.45-0.55 with an MLP, too weak to
+(the first choice) gave fine-tuned accuracies of only 0.45-0.55 with an MLP, too weak to
 study merging, hence digits; ``dataset: mnist1d`` still runs it.
 Measured (default profile, 8 seeds, CPU; effect [95% CI]): addition of the 8 task vectors (lambda
 ~0.3) lifts mean test accuracy from 0.746 (pretrained) to 0.805, +0.059 [+0.047, +0.072], normalized

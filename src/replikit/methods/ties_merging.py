@@ -4,8 +4,7 @@ Claim (abstract): "we propose our method, TrIm, Elect Sign & Merge (TIES-Merging
 TIES-Merging outperforms several existing methods in diverse settings covering a range of modalities,
 domains, number of tasks, model sizes, architectures, and fine-tuning settings." Paper, CLIP ViT-B/32
 merging 8 vision tasks (Table 1): TIES-Merging 72.4 against Task Arithmetic 70.1 average accuracy
-(figures as given in this project's brief; the search tool did not return the table text to check
-them); the paper's Figure on the number of merged tasks shows the gap over the other methods widening
+(figures not yet checked against the paper's table text); the paper's Figure on the number of merged tasks shows the gap over the other methods widening
 as more tasks are merged. Reference code: github.com/prateeky2806/ties-merging.
 
 Algorithm (implemented in :mod:`replikit.merging`): per task vector tau_t, (1) trim: keep the top k
