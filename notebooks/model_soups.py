@@ -58,7 +58,7 @@ for arm, marker in (("pretrained", "s"), ("uniform_soup", "P"), ("greedy_soup", 
                label=arm, zorder=3, facecolors="none" if arm == "pretrained" else "k")
 ax.set(title=f"Fine-tuning sweep and soups (seed {first})", xlabel="test accuracy",
        ylabel="shifted-test accuracy")
-ax.legend(fontsize=8, loc="best", title="ingredients (lr, augment) / arms")
+ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="ingredients (lr, augment) / arms")
 
 # %% [markdown]
 # ## 3. Accuracy of each arm, in distribution and under shift (mean over seeds, 95% CI)

@@ -261,12 +261,15 @@ def sample_docs(table: np.ndarray, vocab: int, order: int, n_docs: int, doc_len:
 
 def stationary_contexts(table: np.ndarray, vocab: int, order: int, iters: int = 2000) -> np.ndarray:
     """Stationary distribution over contexts (power iteration on the chain of contexts)."""
+    from scipy import sparse
+
     n_ctx = vocab**order
     nxt = (np.arange(n_ctx)[:, None] * vocab) % n_ctx + np.arange(vocab)[None, :]  # context after token y
+    rows = np.repeat(np.arange(n_ctx), vocab)
+    step = sparse.csr_matrix((table.ravel(), (rows, nxt.ravel())), shape=(n_ctx, n_ctx)).T.tocsr()
     pi = np.full(n_ctx, 1.0 / n_ctx)
     for _ in range(iters):
-        new = np.zeros(n_ctx)
-        np.add.at(new, nxt.ravel(), (pi[:, None] * table).ravel())
+        new = step @ pi
         if np.abs(new - pi).sum() < 1e-12:
             pi = new
             break
