@@ -3,7 +3,7 @@
     python benchmarks/trainer_overhead.py [--steps 3000] [--repeats 5]
 
 Both loops keep the data on the device and draw batches from a device-side permutation; the bare loop
-is the minimum any training needs (forward, backward, step). Each repeat times both, alternating
+is the minimum any training needs (forward, backward, step). After one untimed warm-up of each, every repeat times both, alternating
 which goes first, and the printed ratio is the median of trainer / bare over the repeats. Goal: <= 1.10.
 """
 
@@ -62,6 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = train.resolve_device("auto")
+    for fn in (bare, replikit_fit):  # warm-up: allocator, kernels, lazy imports
+        fn(*setup(device), 1, args.batch, device)
     ratios, times = [], {"bare": [], "replikit": []}
     for r in range(args.repeats):
         order = [("bare", bare), ("replikit", replikit_fit)]

@@ -76,7 +76,7 @@ def test_run_many_keeps_order_and_matches_in_process_results():
     spread = train.run_many(square, tasks, workers=2)
     assert [r["v"] for r in spread] == [0, 1, 2, 3]
     assert [r["draw"] for r in spread] == [r["draw"] for r in here]
-    assert all(r["threads"] == 1 for r in spread)  # one torch thread per worker process
+    assert all(r["threads"] == 1 for r in spread + here)  # one torch thread per run, whatever the layout
 
 
 def test_device_resolution():

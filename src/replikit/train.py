@@ -181,12 +181,22 @@ def run_many(
     """``[fn(**task) for task in tasks]``, in ``workers`` processes (0 = one per CPU core).
 
     ``fn`` must be importable (a module-level function) so that spawned workers can find it. Results
-    come back in task order. On CUDA, or with one worker, the tasks run here, one after another.
+    come back in task order and, on the CPU, are identical for any number of workers (every run uses one
+    torch thread). On CUDA, or with one worker, the tasks run here, one after another.
     """
     n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = workers or n_cpu
-    if resolve_device(device).type == "cuda" or workers == 1 or len(tasks) == 1:
+    if resolve_device(device).type == "cuda":
         return [fn(**task) for task in progress(tasks, desc=desc, unit="run")]
+    if workers == 1 or len(tasks) == 1:
+        # one thread here too: the thread count changes float reduction order, hence the numbers, and
+        # `workers` must only change the speed, never the results
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return [fn(**task) for task in progress(tasks, desc=desc, unit="run")]
+        finally:
+            torch.set_num_threads(threads)
     ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker) as pool:
         futures = [pool.submit(fn, **task) for task in tasks]
