@@ -36,12 +36,16 @@ def test_report_rows_figures_and_provenance(tmp_path):
     md, page = report.build(results, tmp_path / "reports", tmp_path)
     text = md.read_text()
     assert "1 reproduced, 0 not reproduced, 1 inconclusive of 2 claims." in text
-    assert ("| toy | toy.gain | toy vs base on acc | base 0.5, toy 0.7 | 0.800 vs 0.700 | "
+    assert ("| toy.gain | toy vs base on acc | base 0.5, toy 0.7 | 0.800 vs 0.700 | "
             "+0.100 [+0.050, +0.150] (n=5) | 0 | reproduced | 12 s | cpu |") in text
     assert "| inconclusive (smoke: no evidence) |" in text
     assert "![toy curves](../results/toy/figures/curves.png)" in text
     assert "> Toy beats baseline." in text and "params hash" in text
     html = page.read_text()
+    assert text.index("## other") < text.index("## toy")  # alphabetical without params.yaml
+    (tmp_path / "params.yaml").write_text("methods: [toy, other]\n")
+    md, page = report.build(results, tmp_path / "reports", tmp_path)
+    assert md.read_text().index("## toy") < md.read_text().index("## other")  # params.yaml's order
     assert html.count("data:image/png;base64,") == 2 and "<td class='verdict reproduced'><span>reproduced</span></td>" in html
     assert "src='../" not in html  # self-contained
 

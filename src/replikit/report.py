@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import pydantic
+import yaml
 
 from replikit.config import find_root
 
@@ -55,9 +56,12 @@ class VerdictFile(pydantic.BaseModel):
     figures: list[str] = []
 
 
-def read_verdicts(results: Path) -> list[tuple[Path, VerdictFile]]:
+def read_verdicts(results: Path, order: list[str] | None = None) -> list[tuple[Path, VerdictFile]]:
+    """Every ``results/*/verdict.json``, validated; in ``order`` (e.g. params.yaml's methods), then by name."""
+    rank = {m: i for i, m in enumerate(order or [])}
+    paths = sorted(results.glob("*/verdict.json"), key=lambda p: (rank.get(p.parent.name, len(rank)), p.parent.name))
     out = []
-    for path in sorted(results.glob("*/verdict.json")):
+    for path in paths:
         try:
             out.append((path.parent, VerdictFile.model_validate_json(path.read_text())))
         except pydantic.ValidationError as err:
@@ -116,7 +120,6 @@ def rows(verdicts: list[tuple[Path, VerdictFile]]) -> list[dict[str, str]]:
     for _, v in verdicts:
         for c in v.claims:
             out.append({
-                "method": v.method,
                 "claim": c.id,
                 "comparison": f"{c.treatment} vs {c.baseline} on {c.metric}"
                 + (f" (baseline: {c.baseline_metric})" if getattr(c, "baseline_metric", c.metric) != c.metric else ""),
@@ -172,12 +175,14 @@ def to_markdown(verdicts, root: Path) -> str:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1400px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}
-table{border-collapse:collapse;width:100%;font-size:.88em;margin:1em 0}
+table{border-collapse:collapse;width:100%;font-size:.8em;margin:1em 0}
 th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
 th{background:#f3f4f6}
 tr:nth-child(even) td{background:#fafafa}
+td.nowrap{white-space:nowrap}
+td small{color:#666}
 td.verdict span{display:inline-block;padding:.05em .45em;border-radius:.3em;font-weight:600;color:#fff}
 .reproduced span{background:#1a7f37}.not_reproduced span{background:#b42318}.inconclusive span{background:#9a6700}
 .summary{font-size:1.05em}
@@ -203,7 +208,11 @@ def to_html(verdicts, root: Path) -> str:
         claims = [c for _, v in verdicts for c in v.claims]
         for r, c in zip(table, claims):
             cells = "".join(
-                f"<td class='verdict {c.verdict}'><span>{e(r[k])}</span></td>" if k == "verdict" else f"<td>{e(r[k])}</td>" for k in cols
+                f"<td class='verdict {c.verdict}'><span>{e(r[k])}</span></td>" if k == "verdict"
+                else f"<td class='nowrap'>{e(r[k])}</td>" if k.startswith("ours: effect")
+                else f"<td><small>{e(r[k])}</small></td>" if k == "comparison"
+                else f"<td>{e(r[k])}</td>"
+                for k in cols
             )
             parts.append(f"<tr>{cells}</tr>")
         parts.append("</table>")
@@ -229,7 +238,9 @@ def to_html(verdicts, root: Path) -> str:
 
 
 def build(results: Path, reports: Path, root: Path) -> tuple[Path, Path]:
-    verdicts = read_verdicts(results)
+    params = root / "params.yaml"
+    order = (yaml.safe_load(params.read_text()) or {}).get("methods", []) if params.is_file() else []
+    verdicts = read_verdicts(results, order)
     reports.mkdir(parents=True, exist_ok=True)
     md, page = reports / "report.md", reports / "report.html"
     for path, text in ((md, to_markdown(verdicts, root)), (page, to_html(verdicts, root))):
