@@ -50,6 +50,16 @@ def test_prepare_writes_identical_bytes_twice(tmp_path):
     assert np.array_equal(read.x_train, fresh.x_train) and np.array_equal(read.y_test, fresh.y_test)
 
 
+def test_damaged_prepared_data_names_the_fix(tmp_path):
+    prepare(tmp_path)
+    (tmp_path / "digits" / "x_train.npy").write_bytes(b"not an array")
+    with pytest.raises(ValueError, match=r"digits is damaged .*dvc repro prepare"):
+        data.Dataset.read("digits", tmp_path / "digits", 10)
+    np.save(tmp_path / "digits" / "x_train.npy", np.zeros((3, 1, 8, 8), np.float32))  # wrong length
+    with pytest.raises(ValueError, match="3 inputs but 1257 labels"):
+        data.Dataset.read("digits", tmp_path / "digits", 10)
+
+
 def test_dataset_rejects_broken_arrays():
     x, y = np.zeros((4, 3), np.float32), np.array([0, 1, 2, 3])
     with pytest.raises(ValueError, match="4 inputs but 3 labels"):

@@ -69,8 +69,14 @@ class Dataset:
 
     @classmethod
     def read(cls, name: str, folder: Path, n_classes: int) -> Dataset:
-        arrays = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in ("x_train", "y_train", "x_test", "y_test")}
-        return cls(name, n_classes=n_classes, meta={"source": str(folder)}, **arrays)
+        try:
+            arrays = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in ("x_train", "y_train", "x_test", "y_test")}
+            return cls(name, n_classes=n_classes, meta={"source": str(folder)}, **arrays)
+        except (OSError, ValueError, EOFError) as err:
+            raise ValueError(
+                f"{folder} is damaged ({err}); rebuild it with `dvc repro prepare` "
+                f"(or `python -m replikit.data.prepare`)"
+            ) from None
 
 
 _REGISTRY: dict[str, Callable[..., Dataset]] = {}
