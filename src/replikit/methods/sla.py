@@ -126,7 +126,7 @@ CLAIMS = [
         id="sla.da_hurts",
         paper=PAPER,
         quote="[learning the joint distribution] allows to train models easier by relaxing a certain invariant "
-        "constraint (forcing rotation invariance with DA lowers accuracy).",
+        "constraint [forcing rotation invariance with DA lowers accuracy].",
         metric="acc",
         treatment="baseline",
         baseline="da",
@@ -149,7 +149,8 @@ CLAIMS = [
     Claim(
         id="sla.si_not_worse",
         paper=PAPER,
-        quote="SLA+SI (single inference on the unrotated input) is on par with the baseline.",
+        quote="(paraphrase, not the abstract's words) SLA+SI, single inference on the unrotated input, is on par "
+        "with the baseline.",
         metric="acc",
         treatment="sla",
         baseline="baseline",

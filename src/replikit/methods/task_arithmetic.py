@@ -92,7 +92,7 @@ CLAIMS = [
     Claim(
         id="task_arithmetic.addition_every_task",
         paper=PAPER,
-        quote="Adding task vectors together can improve performance on multiple tasks at once (every task).",
+        quote="Adding task vectors together can improve performance on multiple tasks at once [every task].",
         metric="min_gain",
         treatment="added",
         baseline="pretrained",

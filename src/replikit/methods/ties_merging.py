@@ -106,7 +106,7 @@ CLAIMS = [
     Claim(
         id="ties_merging.margin_grows",
         paper=PAPER,
-        quote="TIES-Merging's advantage grows with the number of merged tasks.",
+        quote="(paraphrase, not the abstract's words) TIES-Merging's advantage grows with the number of merged tasks.",
         metric="margin_growth",
         treatment="ties",
         baseline="task_arithmetic",
