@@ -21,7 +21,7 @@
 # track $\bar G\, r_i^\alpha$ ($r_i$: the task's relative inverse training rate), renormalised to sum T.
 # Arms per optimiser (SGD, Adam) and T (2, 10): `equal` (w = 1: GradNorm switched off), `gradnorm`,
 # and `grid` (fixed $w_i \propto \sigma_i^{-2\gamma}$, the best of a small grid on validation data).
-# Algorithm, deviations and claims: `src/replikit/multitask.py`, `src/replikit/methods/gradnorm.py`.
+# Algorithm, deviations and claims: `src/replikit/families/multitask.py`, `src/replikit/methods/gradnorm.py`.
 
 # %% tags=["parameters"]
 profile = None  # smoke | default | full; None: params.yaml's `profile`

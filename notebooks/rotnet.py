@@ -20,7 +20,7 @@
 # whole network from the pretext weights. `random_init` is the same network from the same seed without
 # the pretext: frozen it gives the random-feature probe, trained on the labels it is training from
 # scratch (with all labels: the supervised reference).
-# Algorithm and claims: `src/replikit/methods/rotnet.py`; rotation utilities: `src/replikit/rotation.py`.
+# Algorithm and claims: `src/replikit/methods/rotnet.py`; rotation utilities: `src/replikit/families/rotation.py`.
 
 # %% tags=["parameters"]
 profile = None  # smoke | default | full; None: params.yaml's `profile`

@@ -21,7 +21,7 @@
 # rotation actually applied*. Baselines: the plain classifier (`baseline`, no rotations: SLA switched
 # off), data augmentation with rotations (`da`: same label for every rotation, so rotation invariance
 # is forced) and multi-task learning (`mt`: a class head and a rotation head).
-# Algorithm and claims: `src/replikit/methods/sla.py`; rotation utilities: `src/replikit/rotation.py`.
+# Algorithm and claims: `src/replikit/methods/sla.py`; rotation utilities: `src/replikit/families/rotation.py`.
 
 # %% tags=["parameters"]
 profile = None  # smoke | default | full; None: params.yaml's `profile`

@@ -17,7 +17,7 @@
 # A task vector is $\tau_t = \theta_{\text{ft}(t)} - \theta_{\text{pre}}$. Addition builds one model
 # $\theta_{\text{pre}} + \lambda \sum_t \tau_t$ for all tasks; negation $\theta_{\text{pre}} - \lambda\tau_t$ forgets
 # task $t$. Each task keeps its own frozen head; $\lambda$ is chosen on validation data carved from
-# training data. The apparatus is `src/replikit/merging.py`, the method and its claims
+# training data. The apparatus is `src/replikit/families/merging.py`, the method and its claims
 # `src/replikit/methods/task_arithmetic.py`; this notebook runs, shows and judges.
 
 # %% tags=["parameters"]

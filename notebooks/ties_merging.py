@@ -18,7 +18,7 @@
 # parameter (the sign with the larger total mass), and average only the values that agree with it
 # (**disjoint mean**); then $\theta = \theta_{\text{pre}} + \lambda\,\tau_m$. Task arithmetic
 # ($\theta_{\text{pre}} + \lambda\sum_t\tau_t$) is the same with all three steps off. Both get λ tuned on
-# the same validation data, each on its own grid. The harness is `src/replikit/merging.py`, the
+# the same validation data, each on its own grid. The harness is `src/replikit/families/merging.py`, the
 # method and its claims `src/replikit/methods/ties_merging.py`.
 
 # %% tags=["parameters"]

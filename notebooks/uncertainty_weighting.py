@@ -21,7 +21,7 @@
 # trunk, three heads: the digit class, the ink mass (scaled x10) and the row centroid (scaled x0.1),
 # raw losses four orders of magnitude apart. Arms: `equal`, `uncertainty`, `single` (one network per
 # task) and `grid` (the best fixed weights of a grid, chosen on validation data).
-# Algorithm and claims: `src/replikit/multitask.py`, `src/replikit/methods/uncertainty_weighting.py`.
+# Algorithm and claims: `src/replikit/families/multitask.py`, `src/replikit/methods/uncertainty_weighting.py`.
 
 # %% tags=["parameters"]
 profile = None  # smoke | default | full; None: params.yaml's `profile`

@@ -7,7 +7,7 @@ import pydantic
 import pytest
 import torch
 
-from replikit import merging as M
+from replikit.families import merging as M
 
 
 def t(*values):

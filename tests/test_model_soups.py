@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from replikit import config, soups
+from replikit import config
 from replikit.methods import model_soups
 
 
@@ -14,7 +14,7 @@ def sd(w: float, b: float, steps: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_uniform_soup_is_elementwise_mean():
-    out = soups.uniform_soup([sd(1.0, 0.0, 5), sd(2.0, 3.0, 7), sd(6.0, 6.0, 9)])
+    out = model_soups.uniform_soup([sd(1.0, 0.0, 5), sd(2.0, 3.0, 7), sd(6.0, 6.0, 9)])
     assert torch.allclose(out["w"], torch.full((2, 2), 3.0))
     assert torch.allclose(out["b"], torch.tensor([3.0, -3.0]))
     assert out["n"].item() == 5  # integer buffers: taken from the first ingredient, not averaged
@@ -22,18 +22,18 @@ def test_uniform_soup_is_elementwise_mean():
 
 
 def test_weighted_average_by_hand():
-    out = soups.average([sd(0.0, 1.0), sd(4.0, 5.0)], weights=[3.0, 1.0])
+    out = model_soups.average([sd(0.0, 1.0), sd(4.0, 5.0)], weights=[3.0, 1.0])
     assert torch.allclose(out["w"], torch.full((2, 2), 1.0))  # (3*0 + 1*4) / 4
     assert torch.allclose(out["b"], torch.tensor([2.0, -2.0]))  # (3*1 + 1*5) / 4
 
 
 def test_average_rejects_mismatched_state_dicts():
     with pytest.raises(ValueError, match="keys"):
-        soups.average([sd(1, 1), {"w": torch.zeros(2, 2)}])
+        model_soups.average([sd(1, 1), {"w": torch.zeros(2, 2)}])
     with pytest.raises(ValueError, match="shape"):
-        soups.average([sd(1, 1), {"w": torch.zeros(3), "b": torch.zeros(2), "n": torch.tensor(0)}])
+        model_soups.average([sd(1, 1), {"w": torch.zeros(3), "b": torch.zeros(2), "n": torch.tensor(0)}])
     with pytest.raises(ValueError):
-        soups.average([])
+        model_soups.average([])
 
 
 def test_greedy_soup_recipe_by_hand():
@@ -44,7 +44,7 @@ def test_greedy_soup_recipe_by_hand():
         return -float((state["w"][0, 0] - 2.0) ** 2)
 
     own = [score(s) for s in ingredients]  # [-64, -1, -1]
-    g = soups.greedy_soup(ingredients, score, scores=own)
+    g = model_soups.greedy_soup(ingredients, score, scores=own)
     assert g.order == [1, 2, 0]  # sorted best first, ties keep input order
     assert g.chosen == [1, 2]  # w=3 lifts the soup (score 0 >= -1); w=10 would drop it
     assert torch.allclose(g.state_dict["w"], torch.full((2, 2), 2.0))
@@ -54,7 +54,7 @@ def test_greedy_soup_recipe_by_hand():
 
 def test_greedy_soup_adds_on_ties_and_computes_scores():
     ingredients = [sd(1.0, 0.0), sd(1.0, 0.0)]
-    g = soups.greedy_soup(ingredients, lambda s: 0.5)  # equal scores: ">=" adds the ingredient
+    g = model_soups.greedy_soup(ingredients, lambda s: 0.5)  # equal scores: ">=" adds the ingredient
     assert g.chosen == [0, 1]
 
 
@@ -66,7 +66,7 @@ def test_greedy_soup_never_below_best_ingredient_on_validation():
     def score(s):
         return -float(((s["w"] - target) ** 2).sum())
 
-    g = soups.greedy_soup(ingredients, score)
+    g = model_soups.greedy_soup(ingredients, score)
     assert g.val_score >= max(score(s) for s in ingredients)
 
 

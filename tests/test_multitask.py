@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from replikit import multitask as mt
+from replikit.families import multitask as mt
 
 
 def test_uncertainty_loss_value_by_hand():

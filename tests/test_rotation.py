@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from replikit import rotation
+from replikit.families import rotation
 
 
 def test_rotate_quarter_turn_by_hand():

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from replikit import config, rotation
+from replikit import config
+from replikit.families import rotation
 from replikit.methods import rotnet
 
 

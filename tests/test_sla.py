@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replikit import config, models, rotation
+from replikit import config, models
+from replikit.families import rotation
 from replikit.methods import sla
 
 

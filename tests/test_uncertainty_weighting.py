@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from replikit import config, multitask
+from replikit import config
+from replikit.families import multitask
 from replikit.config import ConfigError
 from replikit.methods import uncertainty_weighting as uw
 

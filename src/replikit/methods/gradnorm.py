@@ -64,7 +64,8 @@ import pandas as pd
 import pydantic
 import torch
 
-from replikit import data, multitask, train
+from replikit import data, train
+from replikit.families import multitask
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.results import Outcome, Timer

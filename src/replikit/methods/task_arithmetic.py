@@ -16,7 +16,7 @@ one giving the lowest target accuracy on validation while the control task keeps
 pretrained model's control accuracy (the paper's rule). Lambda grid: {0.05, 0.10, ..., 1.0}.
 The switch that turns the ingredient off is lambda = 0 (the pretrained model, arm ``pretrained``).
 
-Small scale (default profile; the apparatus lives in :mod:`replikit.merging`): scikit-learn's 8x8
+Small scale (default profile; the apparatus lives in :mod:`replikit.families.merging`): scikit-learn's 8x8
 digits. A one-hidden-layer MLP encoder (1,024 units) is pretrained on a small mixture of ten task
 variants (20 examples each), one linear head per task is fitted on 30 examples' pretrained features
 and frozen (few-shot heads play CLIP's zero-shot heads: pretrained ~0.75 test accuracy, not at
@@ -42,9 +42,10 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from replikit import merging, train
+from replikit import train
+from replikit.families import merging
 from replikit.claims import Claim
-from replikit.merging import MergingConfig
+from replikit.families.merging import MergingConfig
 from replikit.results import Outcome, Timer
 
 NAME = "task_arithmetic"

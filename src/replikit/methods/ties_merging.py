@@ -7,7 +7,7 @@ merging 8 vision tasks (Table 1): TIES-Merging 72.4 against Task Arithmetic 70.1
 (figures not yet checked against the paper's table text); the paper's Figure on the number of merged tasks shows the gap over the other methods widening
 as more tasks are merged. Reference code: github.com/prateeky2806/ties-merging.
 
-Algorithm (implemented in :mod:`replikit.merging`): per task vector tau_t, (1) trim: keep the top k
+Algorithm (implemented in :mod:`replikit.families.merging`): per task vector tau_t, (1) trim: keep the top k
 fraction of entries by magnitude (k = 0.2 by default), zero the rest; (2) elect: gamma = sgn(sum_t
 trimmed_t), the sign with the larger total mass per parameter; (3) disjoint merge: average, per
 parameter, only the trimmed values whose sign agrees with gamma. theta = theta_pre + lambda * tau_m.
@@ -15,7 +15,7 @@ Task arithmetic (theta_pre + lambda * sum_t tau_t) is TIES with all three ingred
 ``task_arithmetic``. Both get lambda chosen on the same validation data, each on its own grid (TIES
 averages rather than sums, so it needs larger lambdas).
 
-Small scale (default profile; apparatus in :mod:`replikit.merging`, as in ``task_arithmetic``): an
+Small scale (default profile; apparatus in :mod:`replikit.families.merging`, as in ``task_arithmetic``): an
 MLP encoder pretrained on a small mixture of 8 tasks (8x8 digits under the 8 symmetries of the
 square), few-shot frozen heads, one fine-tuned encoder per task. Merged: random subsets of 2 and 4
 tasks (drawn per seed) and all 8; k swept over {0.05, 0.1, 0.2, 0.5, 1.0} in the figures.
@@ -35,10 +35,11 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from replikit import merging, train
+from replikit import train
+from replikit.families import merging
 from replikit.claims import Claim, ClaimResult, judge_all, judge_effects
 from replikit.config import derive_seed
-from replikit.merging import MergingConfig
+from replikit.families.merging import MergingConfig
 from replikit.results import Outcome, Timer
 
 NAME = "ties_merging"
