@@ -28,10 +28,10 @@ overrides = {}  # the method's parameters to change, e.g. {"shift_strength": 1.0
 out_dir = None  # None: scratch/dann (interactive runs never touch DVC's results/)
 
 # %%
-from replikit import claims, config, plots, results
-from replikit.methods import dann
+from replikit import claims, plots, results, sequential
+from replikit.methods import dann, load_config
 
-cfg = config.load("dann", profile=profile, overrides=overrides)
+cfg = load_config("dann", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]
@@ -65,7 +65,7 @@ fig_shift.suptitle(f"{cfg.task}: source {task['xs'].shape}, target {task['xt'].s
 # features. The two-moons toy runs in the same pool.
 
 # %%
-outcome = dann.run(cfg)
+outcome, verdicts = sequential.replicate(dann, cfg)
 print(f"{len(outcome.runs)} main runs and {len(outcome.extras['moons'])} toy runs in {outcome.runtime_s:.0f} s "
       f"on {outcome.device}")
 outcome.runs.groupby("arm")[["target_acc", "source_acc", "domain_acc", "source_val_acc"]].agg(["mean", "std"])
@@ -118,7 +118,6 @@ plots.paired_effects(outcome.runs, "source_acc", list(dann.ARMS), ax=axes[1], ti
 if len(outcome.extras["moons"]):
     plots.paired_effects(outcome.extras["moons"], "moons_target_acc", list(dann.ARMS), ax=axes[2],
                          title="Two moons: target accuracy")
-verdicts = dann.judge(outcome)
 claims.table(verdicts)
 
 # %%

@@ -30,17 +30,17 @@ overrides = {}  # the method's parameters to change, e.g. {"misaligned_alignment
 out_dir = None  # None: scratch/downstream_scaling (interactive runs never touch DVC's results/)
 
 # %%
-from replikit import claims, config, plots, results
-from replikit.methods import downstream_scaling
+from replikit import claims, plots, results, sequential
+from replikit.methods import downstream_scaling, load_config
 
-cfg = config.load("downstream_scaling", profile=profile, overrides=overrides)
+cfg = load_config("downstream_scaling", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]
 # ## 1. Pretrain on each size, fine-tune, score (aligned and misaligned pretraining, seed by seed)
 
 # %%
-outcome = downstream_scaling.run(cfg)
+outcome, verdicts = sequential.replicate(downstream_scaling, cfg)
 print(f"{len(outcome.runs)} (arm, seed) scaling curves in {outcome.runtime_s:.0f} s on {outcome.device}")
 outcome.runs.groupby("arm")[["ce_monotonicity", "metric_monotonicity", "law_error", "metric_gain_late",
                              "acc_scratch", "acc_max_size", "ce_max_size"]].agg(["mean", "std"])
@@ -99,7 +99,6 @@ for metric, ax in (("acc", axes[0]), ("ce", axes[1])):
 fig_paired, ax = plots.plt.subplots(figsize=(4.8, 3.8))
 plots.paired_effects(outcome.runs, "metric_gain_late", downstream_scaling.ARMS, ax=ax,
                      title="Accuracy gained over the larger sizes")
-verdicts = downstream_scaling.judge_claims(outcome.runs)
 claims.table(verdicts)
 
 # %%

@@ -25,17 +25,17 @@ overrides = {}  # the method's parameters to change, e.g. {"noise_rate": 0.6}; v
 out_dir = None  # None: scratch/elr (interactive runs never touch DVC's results/)
 
 # %%
-from replikit import claims, config, plots, results
-from replikit.methods import elr
+from replikit import claims, plots, results, sequential
+from replikit.methods import elr, load_config
 
-cfg = config.load("elr", profile=profile, overrides=overrides)
+cfg = load_config("elr", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]
 # ## 1. Train cross-entropy (`ce`) and ELR (`elr`) on the same noisy labels, seed by seed
 
 # %%
-outcome = elr.run(cfg)
+outcome, verdicts = sequential.replicate(elr, cfg)
 print(f"{len(outcome.runs)} runs in {outcome.runtime_s:.0f} s on {outcome.device}")
 outcome.runs.groupby("arm")[["final_test_acc", "best_test_acc", "best_epoch", "memorized"]].agg(["mean", "std"])
 
@@ -75,7 +75,6 @@ plots.paired_effects(outcome.runs, "final_test_acc", ["ce", "elr"], ax=axes[0], 
 plots.paired_effects(outcome.runs.assign(best_or_final=outcome.runs["best_test_acc"].where(
     outcome.runs["arm"] == "ce", outcome.runs["final_test_acc"])), "best_or_final", ["ce", "elr"], ax=axes[1],
     title="CE at its best epoch, ELR final")
-verdicts = claims.judge_all(elr.CLAIMS, outcome.runs)
 claims.table(verdicts)
 
 # %%

@@ -31,17 +31,17 @@ out_dir = None  # None: scratch/gradnorm (interactive runs never touch DVC's res
 # %%
 import numpy as np
 
-from replikit import claims, config, plots, results
-from replikit.methods import gradnorm
+from replikit import claims, plots, results, sequential
+from replikit.methods import gradnorm, load_config
 
-cfg = config.load("gradnorm", profile=profile, overrides=overrides)
+cfg = load_config("gradnorm", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]
 # ## 1. Train every arm, seed by seed (the same data, initialisation and batches across arms)
 
 # %%
-outcome = gradnorm.run(cfg)
+outcome, verdicts = sequential.replicate(gradnorm, cfg)
 runs = outcome.runs
 print(f"{len(runs)} rows in {outcome.runtime_s:.0f} s on {outcome.device}")
 runs.groupby(["optimizer", "T", "weighting"])[["test_nloss", "val_nloss", "rate_spread"]].agg(["mean", "std"]).round(4)
@@ -116,7 +116,6 @@ for ax, (opt, t) in zip(axes[0], pairs):
     ax.set_xticks(range(len(arms)), [a.split("/")[-1] for a in arms])
     ax.set_ylabel("normalised test loss")
 fig_paired.tight_layout()
-verdicts = claims.judge_all(gradnorm.claims_for(runs), runs)
 claims.table(verdicts)
 
 # %%

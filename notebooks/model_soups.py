@@ -26,17 +26,17 @@ overrides = {}  # the method's parameters to change, e.g. {"ft_lrs": [1e-3, 3e-3
 out_dir = None  # None: scratch/model_soups (interactive runs never touch DVC's results/)
 
 # %%
-from replikit import claims, config, plots, results
-from replikit.methods import model_soups
+from replikit import claims, plots, results, sequential
+from replikit.methods import load_config, model_soups
 
-cfg = config.load("model_soups", profile=profile, overrides=overrides)
+cfg = load_config("model_soups", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]
 # ## 1. Pretrain, fine-tune the sweep, cook the soups (seed by seed)
 
 # %%
-outcome = model_soups.run(cfg)
+outcome, verdicts = sequential.replicate(model_soups, cfg)
 print(f"{outcome.runs['seed'].nunique()} seeds in {outcome.runtime_s:.0f} s on {outcome.device}")
 outcome.runs.groupby("arm", sort=False)[["val_acc", "test_acc", "shift_acc", "n_ingredients"]].agg(["mean", "std"])
 
@@ -82,7 +82,6 @@ fig_paired, axes = plots.plt.subplots(1, 2, figsize=(10, 3.8))
 compare = ["best_single", "uniform_soup", "greedy_soup"]
 plots.paired_effects(outcome.runs, "test_acc", compare, ax=axes[0], title="Test accuracy per seed")
 plots.paired_effects(outcome.runs, "shift_acc", compare, ax=axes[1], title="Shifted-test accuracy per seed")
-verdicts = claims.judge_all(model_soups.CLAIMS, outcome.runs)
 claims.table(verdicts)
 
 # %%

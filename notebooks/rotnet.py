@@ -28,17 +28,17 @@ overrides = {}  # the method's parameters to change, e.g. {"probe_block": 1}; va
 out_dir = None  # None: scratch/rotnet (interactive runs never touch DVC's results/)
 
 # %%
-from replikit import claims, config, plots, results
-from replikit.methods import rotnet
+from replikit import claims, plots, results, sequential
+from replikit.methods import load_config, rotnet
 
-cfg = config.load("rotnet", profile=profile, overrides=overrides)
+cfg = load_config("rotnet", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]
 # ## 1. Pretext, probes and fine-tuning, seed by seed
 
 # %%
-outcome = rotnet.run(cfg)
+outcome, verdicts = sequential.replicate(rotnet, cfg)
 print(f"{cfg.n_seeds} seeds in {outcome.runtime_s:.0f} s on {outcome.device}")
 outcome.runs.groupby("arm").mean(numeric_only=True).drop(columns="seed").T.round(4)
 
@@ -121,7 +121,6 @@ plots.paired_effects(outcome.runs, f"ft_acc_{rotnet.CLAIM_SHOTS}", ["random_init
 axes[1].set_xticks([0, 1], ["supervised\n(random_init trained)", "rotnet\n(frozen + probe)"])
 for ax in axes:
     ax.set_ylabel("test accuracy")
-verdicts = claims.judge_all(rotnet.CLAIMS, outcome.runs)
 claims.table(verdicts)
 
 # %%

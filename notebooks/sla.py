@@ -29,10 +29,10 @@ overrides = {}  # the method's parameters to change, e.g. {"label_fraction": 0.2
 out_dir = None  # None: scratch/sla (interactive runs never touch DVC's results/)
 
 # %%
-from replikit import claims, config, plots, results
-from replikit.methods import sla
+from replikit import claims, plots, results, sequential
+from replikit.methods import load_config, sla
 
-cfg = config.load("sla", profile=profile, overrides=overrides)
+cfg = load_config("sla", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]
@@ -42,7 +42,7 @@ cfg
 # `_few` arms: only `label_fraction` of the training labels.
 
 # %%
-outcome = sla.run(cfg)
+outcome, verdicts = sequential.replicate(sla, cfg)
 print(f"{len(outcome.runs)} runs in {outcome.runtime_s:.0f} s on {outcome.device}")
 outcome.runs.groupby("arm", sort=False)[["n_labels", "acc", "acc_ag"]].agg(["mean", "std"]).round(4)
 
@@ -96,8 +96,6 @@ if cfg.label_fraction > 0:
                          ax=axes[2], title="Reduced labels (SLA: +AG)")
 for ax in axes:
     ax.set_ylabel("test accuracy")
-judged = [c for c in sla.CLAIMS if {c.treatment, c.baseline} <= set(outcome.runs["arm"])]
-verdicts = claims.judge_all(judged, outcome.runs)
 claims.table(verdicts)
 
 # %%

@@ -26,17 +26,17 @@ overrides = {}  # the method's parameters to change, e.g. {"n_tasks": 4}; valida
 out_dir = None  # None: scratch/task_arithmetic (interactive runs never touch DVC's results/)
 
 # %%
-from replikit import claims, config, plots, results
-from replikit.methods import task_arithmetic
+from replikit import claims, plots, results, sequential
+from replikit.methods import load_config, task_arithmetic
 
-cfg = config.load("task_arithmetic", profile=profile, overrides=overrides)
+cfg = load_config("task_arithmetic", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]
 # ## 1. Pretrain, fit frozen heads, fine-tune one encoder per task; add and negate task vectors
 
 # %%
-outcome = task_arithmetic.run(cfg)
+outcome, verdicts = sequential.replicate(task_arithmetic, cfg)
 print(f"{outcome.runs['seed'].nunique()} seeds in {outcome.runtime_s:.0f} s on {outcome.device}")
 outcome.runs.groupby("arm").mean(numeric_only=True).drop(columns="seed").round(4)
 
@@ -93,8 +93,6 @@ if "added" in set(runs["arm"]):
                          title="Addition: mean test accuracy")
 plots.paired_effects(runs, "target_acc", ["pretrained", "negated"], ax=axes[1], title="Negation: target")
 plots.paired_effects(runs, "control_acc", ["pretrained", "negated"], ax=axes[2], title="Negation: control")
-claim_list = [c for c in task_arithmetic.CLAIMS if cfg.addition or not c.id.split(".")[1].startswith("addition")]
-verdicts = claims.judge_all(claim_list, runs)
 claims.table(verdicts)
 
 # %%

@@ -27,17 +27,17 @@ overrides = {}  # the method's parameters to change, e.g. {"k": 0.1}; validated
 out_dir = None  # None: scratch/ties_merging (interactive runs never touch DVC's results/)
 
 # %%
-from replikit import claims, config, plots, results
-from replikit.methods import ties_merging
+from replikit import claims, plots, results, sequential
+from replikit.methods import load_config, ties_merging
 
-cfg = config.load("ties_merging", profile=profile, overrides=overrides)
+cfg = load_config("ties_merging", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]
 # ## 1. Pretrain, fine-tune one encoder per task, merge subsets of 2, 4, 8 tasks
 
 # %%
-outcome = ties_merging.run(cfg)
+outcome, verdicts = sequential.replicate(ties_merging, cfg)
 runs = outcome.runs
 print(f"{runs['seed'].nunique()} seeds in {outcome.runtime_s:.0f} s on {outcome.device}")
 runs.groupby("arm", sort=False).mean(numeric_only=True).drop(columns="seed").round(4)
@@ -98,7 +98,6 @@ plots.sns.pointplot(margins.rename("TIES - task arithmetic").reset_index(), x="t
                     y="TIES - task arithmetic", ax=axes[1], errorbar=("ci", 95))
 axes[1].axhline(0, color="0.4", lw=1)
 axes[1].set(title="TIES margin per seed (mean, 95% CI)", ylabel="test accuracy difference")
-verdicts = ties_merging.judge(runs, cfg.task_counts)
 claims.table(verdicts)
 
 # %%

@@ -31,17 +31,18 @@ out_dir = None  # None: scratch/uncertainty_weighting (interactive runs never to
 # %%
 import numpy as np
 
-from replikit import claims, config, plots, results
+from replikit import claims, plots, results, sequential
+from replikit.methods import load_config
 from replikit.methods import uncertainty_weighting as uw
 
-cfg = config.load("uncertainty_weighting", profile=profile, overrides=overrides)
+cfg = load_config("uncertainty_weighting", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]
 # ## 1. Train every arm, seed by seed (same split, initialisation and batches across arms)
 
 # %%
-outcome = uw.run(cfg)
+outcome, verdicts = sequential.replicate(uw, cfg)
 runs, grid = outcome.runs, outcome.extras["grid"]
 print(f"{len(runs) + len(grid)} rows in {outcome.runtime_s:.0f} s on {outcome.device}")
 cols = ["test_nerr", "test_acc"] + [f"test_nerr_{t}" for t in uw.TASK_NAMES]
@@ -109,7 +110,6 @@ ax.set(title="Test error per task (class: error/0.9; regression: MSE/var)", ylab
 fig_paired, axes = plots.plt.subplots(1, 2, figsize=(10, 3.8))
 plots.paired_effects(runs, "test_nerr", arms, ax=axes[0], title="Mean scale-free test error")
 plots.paired_effects(runs, "test_acc", arms, ax=axes[1], title="Digit accuracy")
-verdicts = claims.judge_all(uw.claims_for(runs), runs)
 claims.table(verdicts)
 
 # %%

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from replikit import config, models
+from replikit import models
 from replikit.config import ConfigError
 from replikit.data.shifts import clutter_shift, rotate_2d, smooth_background
-from replikit.methods import dann
+from replikit.methods import dann, load_config
 
 # ------------------------------------------------------------------ gradient reversal layer
 
@@ -156,7 +156,7 @@ def test_rotate_2d_by_hand():
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
 def test_every_profile_validates(profile):
-    cfg = config.load("dann", profile=profile)
+    cfg = load_config("dann", profile=profile)
     assert cfg.profile == profile
     if profile == "full":
         assert cfg.task == "svhn_mnist" and cfg.model == "cnn2d"
@@ -176,14 +176,14 @@ def test_every_profile_validates(profile):
 )
 def test_config_errors(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        config.load("dann", profile="default", overrides=overrides)
+        load_config("dann", profile="default", overrides=overrides)
 
 
 # ------------------------------------------------------------------ data and pairing
 
 
 def test_task_splits_are_disjoint_and_target_is_shifted():
-    cfg = config.load("dann", profile="default")
+    cfg = load_config("dann", profile="default")
     t = dann.make_task(cfg)
     assert len(t["xs"]) + len(t["xs_val"]) + len(t["xt"]) == 8000
     src = {row.tobytes() for row in np.concatenate([t["xs"], t["xs_val"]])}
@@ -193,14 +193,14 @@ def test_task_splits_are_disjoint_and_target_is_shifted():
 
 
 def test_moons_target_is_rotated_fresh_sample():
-    cfg = config.load("dann", profile="smoke")
+    cfg = load_config("dann", profile="smoke")
     d = dann.make_moons_task(cfg, 0)
     assert d["xs"].shape == d["xt"].shape == (cfg.moons_n, 2)
     assert not np.allclose(d["xt"], rotate_2d(d["xs"], cfg.moons_angle))
 
 
 def test_zero_adv_weight_dann_arm_equals_source_only_exactly():
-    cfg = config.load("dann", profile="smoke", overrides={"n_seeds": 1, "epochs": 1, "train_subset": 256,
+    cfg = load_config("dann", profile="smoke", overrides={"n_seeds": 1, "epochs": 1, "train_subset": 256,
                                                            "val_size": 50, "adv_weight": 0.0}).model_dump()
     a, b = dann.run_one(cfg, "source_only", 0), dann.run_one(cfg, "dann", 0)
     for key in ("target_acc", "source_acc", "domain_acc"):
@@ -222,7 +222,7 @@ def test_full_profile_wiring_runs_on_fake_svhn_and_mnist(monkeypatch):
                        rng.random((40, *shape), dtype=np.float32), rng.integers(0, 10, 40), n_classes=10)
 
     monkeypatch.setattr(dann.data, "load", fake)
-    cfg = config.load("dann", profile="full", overrides={"width": 4, "domain_hidden": 8, "epochs": 1,
+    cfg = load_config("dann", profile="full", overrides={"width": 4, "domain_hidden": 8, "epochs": 1,
                                                          "batch_size": 16, "val_size": 16, "device": "cpu"})
     t = dann.make_task(cfg)
     assert t["xs"].shape == (80, 3, 32, 32) and t["xs_val"].shape == (16, 3, 32, 32)

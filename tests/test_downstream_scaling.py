@@ -11,6 +11,7 @@ import torch
 
 from replikit import config
 from replikit.methods import downstream_scaling as ds
+from replikit.methods import load_config
 
 
 def test_chain_rows_are_distributions_on_their_support():
@@ -121,14 +122,14 @@ def test_text_corpus_task(tmp_path):
 
 def test_config_profiles_validate_and_reject_bad_values():
     for profile in ("smoke", "default", "full"):
-        config.load("downstream_scaling", profile=profile)
+        load_config("downstream_scaling", profile=profile)
     with pytest.raises(config.ConfigError, match="unknown key"):
-        config.load("downstream_scaling", profile="smoke", overrides={"alpha": 1})
+        load_config("downstream_scaling", profile="smoke", overrides={"alpha": 1})
     with pytest.raises(config.ConfigError, match="powers of two"):
-        config.load("downstream_scaling", profile="smoke", overrides={"pretrain_tokens": [64, 96, 128, 160, 192]})
+        load_config("downstream_scaling", profile="smoke", overrides={"pretrain_tokens": [64, 96, 128, 160, 192]})
     with pytest.raises(config.ConfigError, match="n_fit"):
-        config.load("downstream_scaling", profile="smoke", overrides={"n_fit": 5})
+        load_config("downstream_scaling", profile="smoke", overrides={"n_fit": 5})
     with pytest.raises(config.ConfigError, match="misaligned_alignment"):
-        config.load("downstream_scaling", profile="smoke", overrides={"misaligned_alignment": 1.5})
+        load_config("downstream_scaling", profile="smoke", overrides={"misaligned_alignment": 1.5})
     with pytest.raises(config.ConfigError):
-        config.load("downstream_scaling", profile="smoke", overrides={"support": 40})
+        load_config("downstream_scaling", profile="smoke", overrides={"support": 40})

@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replikit import config
 from replikit.config import ConfigError
 from replikit.methods import gradnorm as gn
+from replikit.methods import load_config
 
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
 def test_every_profile_validates(profile):
-    cfg = config.load("gradnorm", profile=profile)
+    cfg = load_config("gradnorm", profile=profile)
     assert cfg.alpha == pytest.approx(0.12)
 
 
@@ -23,7 +23,7 @@ def test_every_profile_validates(profile):
 ])
 def test_bad_configs_are_rejected(override):
     with pytest.raises(ConfigError):
-        config.load("gradnorm", profile="default", overrides=override)
+        load_config("gradnorm", profile="default", overrides=override)
 
 
 def test_sigmas_span_the_paper_ratio():

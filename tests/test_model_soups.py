@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from replikit import config
-from replikit.methods import model_soups
+from replikit.methods import load_config, model_soups
 
 
 def sd(w: float, b: float, steps: int = 0) -> dict[str, torch.Tensor]:
@@ -96,14 +96,14 @@ def test_coarse_labels_and_splits():
 
 def test_config_profiles_validate_and_reject_bad_values():
     for profile in ("smoke", "default", "full"):
-        config.load("model_soups", profile=profile)
+        load_config("model_soups", profile=profile)
     with pytest.raises(config.ConfigError, match="unknown key"):
-        config.load("model_soups", profile="smoke", overrides={"lr": 0.1})
+        load_config("model_soups", profile="smoke", overrides={"lr": 0.1})
     with pytest.raises(config.ConfigError):
-        config.load("model_soups", profile="smoke", overrides={"ft_lrs": [0.001], "ft_augment": [False], "ft_seeds": 1})
+        load_config("model_soups", profile="smoke", overrides={"ft_lrs": [0.001], "ft_augment": [False], "ft_seeds": 1})
     with pytest.raises(config.ConfigError):
-        config.load("model_soups", profile="smoke", overrides={"ft_augment": []})
+        load_config("model_soups", profile="smoke", overrides={"ft_augment": []})
     with pytest.raises(config.ConfigError):
-        config.load("model_soups", profile="smoke", overrides={"ft_lrs": [0.001, -1.0]})
+        load_config("model_soups", profile="smoke", overrides={"ft_lrs": [0.001, -1.0]})
     with pytest.raises(config.ConfigError, match="shift_scale"):
-        config.load("model_soups", profile="smoke", overrides={"shift_scale": 1.5})
+        load_config("model_soups", profile="smoke", overrides={"shift_scale": 1.5})

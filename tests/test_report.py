@@ -10,8 +10,9 @@ from replikit import report
 CLAIM = {
     "id": "toy.gain", "paper": "Doe et al. 2020", "quote": "Toy beats baseline.", "metric": "acc",
     "baseline": "base", "treatment": "toy", "effect": 0.1, "ci_low": 0.05, "ci_high": 0.15, "n_seeds": 5,
-    "threshold": 0.0, "paper_value": {"base": 0.5, "toy": 0.7}, "verdict": "reproduced",
-    "treatment_mean": 0.8, "baseline_mean": 0.7, "note": "a note",
+    "delta": 0.02, "delta_reason": "two points", "paper_value": {"base": 0.5, "toy": 0.7}, "verdict": "reproduced",
+    "treatment_mean": 0.8, "baseline_mean": 0.7, "note": "a note", "comparison": "toy vs base", "kind": "superiority",
+    "stop": "decided at look 1 of 3", "margin": 2.5, "paper_source": "Table 1, row Toy",
 }
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -37,7 +38,8 @@ def test_report_rows_figures_and_provenance(tmp_path):
     text = md.read_text()
     assert "1 reproduced, 0 not reproduced, 1 inconclusive of 2 claims." in text
     assert ("| toy.gain | toy vs base on acc | base 0.5, toy 0.7 | 0.800 vs 0.700 | "
-            "+0.100 [+0.050, +0.150] (n=5) | 0 | reproduced | 12 s | cpu |") in text
+            "+0.100 [+0.050, +0.150] (n=5) | decided at look 1 of 3 | > 0.02 | +2.5 | reproduced | 12 s | cpu |") in text
+    assert "delta 0.02: two points." in text and "Paper's numbers: Table 1, row Toy." in text
     assert "| inconclusive (smoke: no evidence) |" in text
     assert "![toy curves](../results/toy/figures/curves.png)" in text
     assert "> Toy beats baseline." in text and "params hash" in text
@@ -48,6 +50,34 @@ def test_report_rows_figures_and_provenance(tmp_path):
     assert md.read_text().index("## toy") < md.read_text().index("## other")  # params.yaml's order
     assert html.count("data:image/png;base64,") == 2 and "<td class='verdict reproduced'><span>reproduced</span></td>" in html
     assert "src='../" not in html  # self-contained
+
+
+def test_skipped_claims_show_their_reason_and_no_sentinel_arm(tmp_path):
+    results = tmp_path / "results"
+    derived = {**CLAIM, "id": "toy.trend", "baseline": None, "comparison": "slope per seed", "treatment_mean": None,
+               "baseline_mean": None}
+    skipped = {**CLAIM, "id": "toy.gone", "verdict": "skipped", "reason": "arm 'x' did not run", "effect": None,
+               "ci_low": None, "ci_high": None, "n_seeds": 0}
+    write(results, "toy", [derived, skipped])
+    text = report.build(results, tmp_path / "reports", tmp_path)[0].read_text()
+    assert "| toy.trend | slope per seed on acc | base 0.5, toy 0.7 | - |" in text and "none" not in text
+    assert "| skipped: arm 'x' did not run |" in text and "1 skipped of 2 claims" in text
+    write(tmp_path / "bad", "toy", [{**skipped, "reason": ""}])
+    with pytest.raises(ValueError, match="a skipped claim needs its reason"):
+        report.build(tmp_path / "bad", tmp_path / "reports", tmp_path)
+
+
+def test_readme_results_table_is_generated_and_current():
+    """The README's results table is the report's, from the committed verdict files: never typed, never stale."""
+    from conftest import ROOT
+
+    params = report.yaml.safe_load((ROOT / "params.yaml").read_text())
+    verdicts = report.read_verdicts(ROOT / "results", params["methods"])
+    text = (ROOT / "README.md").read_text()
+    section = text.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
+    assert section.strip() == report.readme_table(verdicts).strip(), (
+        "README results table is stale: run `python -m replikit.report --readme`"
+    )
 
 
 def test_report_rejects_a_verdict_off_contract(tmp_path):

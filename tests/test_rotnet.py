@@ -9,9 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from replikit import config
 from replikit.families import rotation
-from replikit.methods import rotnet
+from replikit.methods import load_config, rotnet
 
 
 class Constant(nn.Module):
@@ -148,6 +147,6 @@ def test_config_validation():
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
 def test_params_yaml_profiles_validate(profile):
-    cfg = config.load("rotnet", profile=profile)
+    cfg = load_config("rotnet", profile=profile)
     assert cfg.profile == profile
     assert cfg.dataset == ("cifar10" if profile == "full" else "digits")

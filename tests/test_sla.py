@@ -11,7 +11,7 @@ from torch import nn
 
 from replikit import config, models
 from replikit.families import rotation
-from replikit.methods import sla
+from replikit.methods import load_config, sla
 
 
 class Fixed(nn.Module):
@@ -112,7 +112,7 @@ def test_config_validation():
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
 def test_params_yaml_profiles_validate(profile):
-    cfg = config.load("sla", profile=profile)
+    cfg = load_config("sla", profile=profile)
     assert cfg.profile == profile
     if profile == "full":
         assert cfg.dataset == "cifar10" and cfg.model.startswith("resnet")
@@ -122,4 +122,4 @@ def test_params_yaml_profiles_validate(profile):
 
 def test_bad_override_names_the_key():
     with pytest.raises(config.ConfigError, match="sla.label_fraction"):
-        config.load("sla", profile="smoke", overrides={"label_fraction": -0.1})
+        load_config("sla", profile="smoke", overrides={"label_fraction": -0.1})

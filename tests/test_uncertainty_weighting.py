@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from replikit import config
-from replikit.families import multitask
 from replikit.config import ConfigError
+from replikit.families import multitask
+from replikit.methods import load_config
 from replikit.methods import uncertainty_weighting as uw
 
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
 def test_every_profile_validates(profile):
-    cfg = config.load("uncertainty_weighting", profile=profile)
+    cfg = load_config("uncertainty_weighting", profile=profile)
     assert cfg.mass_scale > cfg.centroid_scale
 
 
@@ -27,7 +27,7 @@ def test_every_profile_validates(profile):
 ])
 def test_bad_configs_are_rejected(override):
     with pytest.raises(ConfigError):
-        config.load("uncertainty_weighting", profile="default", overrides=override)
+        load_config("uncertainty_weighting", profile="default", overrides=override)
 
 
 def test_targets_have_the_declared_scales():

@@ -1,7 +1,7 @@
 """Load and validate a method's parameters from ``params.yaml``.
 
-``params.yaml`` holds ``profile`` (smoke | default | full), a base ``seed``, the list of ``methods``
-and one section per method. A section's top-level keys are the method's knobs (the ones
+``params.yaml`` holds ``profile`` (smoke | default | full), the ``seeds`` (a pilot and a confirmation
+base, and which one to ``use``), the list of ``methods`` and one section per method. A section's top-level keys are the method's knobs (the ones
 ``dvc exp run -S elr.noise_rate=0.6`` sets); its ``profiles:`` sub-section overlays sizes per profile
 (epochs, seeds, data sizes). Resolution order, last wins:
 
@@ -30,18 +30,65 @@ class ConfigError(ValueError):
     """A parameter is unknown, mistyped or out of range (message: one line naming the key)."""
 
 
+SeedRole = Literal["pilot", "confirmation"]
+
+
+class SeedBase(pydantic.BaseModel):
+    """The base every run's seed is derived from, and its role.
+
+    **pilot** seeds are for exploring and settling designs (epochs, coefficients, deltas); the
+    **confirmation** seeds judge the verdicts, and no design decision has seen them. :func:`derive_seed`
+    keeps the two families disjoint by construction (one bit of the derived seed is the role).
+    Written ``pilot:0`` / ``confirmation:1`` on the command line (``--set seed=pilot:0``).
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    role: SeedRole = "confirmation"
+    base: int = pydantic.Field(1, ge=0)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"role": "pilot", "base": value}
+        if isinstance(value, str):
+            role, sep, base = value.partition(":")
+            if not sep or not base.strip().isdigit():
+                raise ValueError(f"expected 'pilot:N' or 'confirmation:N', got {value!r}")
+            return {"role": role.strip(), "base": int(base)}
+        return value
+
+    def __str__(self) -> str:
+        return f"{self.role}:{self.base}"
+
+
 class MethodConfig(pydantic.BaseModel):
     """Base of every method's config: unknown keys are errors, assignments are validated."""
 
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
     profile: Profile = "default"
-    seed: int = pydantic.Field(0, ge=0, description="base seed; every run's seed is derived from it by name")
-    n_seeds: int = pydantic.Field(5, ge=1, le=100, description="independent repetitions per arm")
+    seed: SeedBase = pydantic.Field(
+        default_factory=SeedBase, description="seed base and role (pilot | confirmation); runs derive theirs from it"
+    )
+    n_seeds: int = pydantic.Field(
+        5, ge=1, le=100, description="seeds per arm at the first look (all of them without sequential looks)"
+    )
+    n_max: int = pydantic.Field(
+        0, ge=0, le=200, description="sequential seeds: add seeds while a claim is undecided, up to this (0: no looks)"
+    )
+    seed_batch: int = pydantic.Field(2, ge=1, le=100, description="seeds added at each sequential look")
     device: str = pydantic.Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA if present")
     workers: int = pydantic.Field(
         0, ge=0, le=64, description="parallel seed processes (1 torch thread each); 0 = one per CPU core"
     )
+
+    @pydantic.model_validator(mode="after")
+    def _n_max_covers_n_seeds(self) -> MethodConfig:
+        if self.n_max and self.n_max < self.n_seeds:
+            raise ValueError(f"n_max = {self.n_max} is below n_seeds = {self.n_seeds} (0 disables sequential looks)")
+        return self
 
     @property
     def evidence(self) -> bool:
@@ -95,7 +142,9 @@ def validate(model: type[MethodConfig], values: dict[str, Any], where: str) -> M
         return model(**values)
     except pydantic.ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
+        key = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+        if not key:  # a check across fields
+            raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
         if first["type"] == "extra_forbidden":
             known = ", ".join(sorted(model.model_fields))
             msg = f"{where}.{key}: unknown key (known keys: {known})"
@@ -120,24 +169,29 @@ def resolve(
     unknown_profiles = set(per_profile) - set(PROFILES)
     if unknown_profiles:
         raise ConfigError(
-            f"{method}.profiles.{sorted(unknown_profiles)[0]}: unknown profile (allowed: {' | '.join(PROFILES)})"
+            f"{method}.profiles.{min(unknown_profiles)}: unknown profile (allowed: {' | '.join(PROFILES)})"
         )
-    values = {"seed": params.get("seed", 0), **section, **(per_profile.get(profile) or {})}
+    values = {"seed": seed_base(params), **section, **(per_profile.get(profile) or {})}
     values.update(overrides or {})
+    if isinstance(values.get("seed"), str) and ":" not in values["seed"]:  # --set seed=pilot: that base
+        values["seed"] = seed_base(params, values["seed"])
     values["profile"] = profile
     return validate(model, values, where=method)
 
 
-def load(
-    method: str,
-    profile: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    params_file: str | Path | None = None,
-) -> MethodConfig:
-    """The validated config of ``method`` for ``profile`` (default: params.yaml's ``profile``)."""
-    from replikit.methods import get_method
-
-    return resolve(method, get_method(method).Config, read_params(params_file), profile, overrides)
+def seed_base(params: dict[str, Any], role: str | None = None) -> dict[str, Any]:
+    """``params.yaml``'s seed base of ``role`` (default: ``seeds.use``), as SeedBase fields."""
+    seeds = params.get("seeds")
+    if seeds is None:
+        raise ConfigError("params.yaml has no `seeds:` section (pilot, confirmation, use)")
+    if not isinstance(seeds, dict) or set(seeds) - {"pilot", "confirmation", "use"}:
+        raise ConfigError(f"seeds = {seeds!r}: expected keys pilot, confirmation, use")
+    role = role or seeds.get("use", "confirmation")
+    if role not in ("pilot", "confirmation"):
+        raise ConfigError(f"seeds.use = {role!r}: unknown role (allowed: pilot | confirmation)")
+    if not isinstance(seeds.get(role), int) or seeds[role] < 0:
+        raise ConfigError(f"seeds.{role} = {seeds.get(role)!r}: a non-negative integer is required")
+    return {"role": role, "base": seeds[role]}
 
 
 def config_hash(cfg: pydantic.BaseModel) -> str:
@@ -146,11 +200,15 @@ def config_hash(cfg: pydantic.BaseModel) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def derive_seed(base: int, *names: object) -> int:
-    """A run's seed from (base seed, method, role, repetition...), by hashing the names.
+def derive_seed(base: SeedBase | int, *names: object) -> int:
+    """A run's seed from (seed base, method, role, repetition...), by hashing the names.
 
     Adding a method, an arm or a seed never changes another run's draws. Roles used across the
     suite: "data" (data set generation, splits, label noise), "init" (weights), "batches" (order).
+    Pilot and confirmation seeds never overlap: bit 30 of the result is the base's role (1 for
+    confirmation). A bare int base is a pilot base.
     """
+    base = base if isinstance(base, SeedBase) else SeedBase.model_validate(base)
     key = "/".join([str(base), *map(str, names)]).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
+    low = int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x3FFFFFFF
+    return low | (0x40000000 if base.role == "confirmation" else 0)

@@ -31,15 +31,24 @@ class ClaimRecord(pydantic.BaseModel):
     paper: str
     quote: str
     metric: str
-    baseline: str
+    baseline: str | None
     treatment: str
-    effect: float
+    effect: float | None
     ci_low: float | None
     ci_high: float | None
-    n_seeds: int = pydantic.Field(ge=1)
-    threshold: float
+    n_seeds: int = pydantic.Field(ge=0)
+    delta: float = pydantic.Field(gt=0)
     paper_value: dict[str, float]
-    verdict: Literal["reproduced", "not_reproduced", "inconclusive"]
+    verdict: Literal["reproduced", "not_reproduced", "inconclusive", "skipped"]
+
+    @pydantic.model_validator(mode="after")
+    def _judged_or_skipped(self) -> ClaimRecord:
+        if self.verdict == "skipped":
+            if not getattr(self, "reason", ""):
+                raise ValueError(f"{self.id}: a skipped claim needs its reason")
+        elif self.effect is None or self.n_seeds < 1:
+            raise ValueError(f"{self.id}: a judged claim needs an effect and at least one seed")
+        return self
 
 
 class VerdictFile(pydantic.BaseModel):
@@ -93,45 +102,118 @@ def _pct(x: float | None) -> str:
 
 
 def _ours(c: ClaimRecord) -> str:
+    if c.verdict == "skipped":
+        return "-"
     ci = f" [{_pct(c.ci_low)}, {_pct(c.ci_high)}]" if c.ci_low is not None else " [no CI]"
     return f"{c.effect:+.3f}{ci} (n={c.n_seeds})"
 
 
 def _means(c: ClaimRecord) -> str:
     t, b = getattr(c, "treatment_mean", None), getattr(c, "baseline_mean", None)
-    return "-" if t is None or b is None else f"{t:.3f} vs {b:.3f}"
+    if t is None:
+        return "-"
+    return f"{t:.3f}" if b is None else f"{t:.3f} vs {b:.3f}"
 
 
 def _paper(c: ClaimRecord) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in c.paper_value.items()) or "-"
 
 
-VERDICT_MARK = {"reproduced": "reproduced", "not_reproduced": "not reproduced", "inconclusive": "inconclusive"}
+def _delta(c: ClaimRecord) -> str:
+    kind = getattr(c, "kind", "superiority")
+    return f"> {c.delta:g}" if kind == "superiority" else f"> -{c.delta:g} (non-inf.)"
+
+
+def _margin(c: ClaimRecord) -> str:
+    m = getattr(c, "margin", None)
+    return "-" if m is None else f"{m:+.1f}"
+
+
+def _comparison(c: ClaimRecord) -> str:
+    comp = getattr(c, "comparison", None) or f"{c.treatment} vs {c.baseline}"
+    extra = " (relative)" if getattr(c, "relative", False) else ""
+    base_metric = getattr(c, "baseline_metric", c.metric)
+    if base_metric != c.metric:
+        extra += f" (baseline: {base_metric})"
+    return f"{comp} on {c.metric}{extra}"
+
+
+def _verdict(c: ClaimRecord, v: VerdictFile) -> str:
+    text = VERDICT_MARK[c.verdict]
+    if c.verdict == "skipped":
+        text += f": {c.reason}"
+    return text + ("" if v.evidence else f" ({v.profile}: no evidence)")
+
+
+VERDICT_MARK = {"reproduced": "reproduced", "not_reproduced": "not reproduced", "inconclusive": "inconclusive",
+                "skipped": "skipped"}
 
 
 def summary(verdicts) -> str:
     claims = [c for _, v in verdicts for c in v.claims]
     counts = {k: sum(1 for c in claims if c.verdict == k) for k in VERDICT_MARK}
-    return ", ".join(f"{n} {VERDICT_MARK[k]}" for k, n in counts.items()) + f" of {len(claims)} claims."
+    return ", ".join(f"{n} {VERDICT_MARK[k]}" for k, n in counts.items() if n or k != "skipped") + (
+        f" of {len(claims)} claims."
+    )
 
 
 def rows(verdicts: list[tuple[Path, VerdictFile]]) -> list[dict[str, str]]:
+    """One row per claim; ``margin`` is the distance to a flip, in interval half-widths."""
     out = []
     for _, v in verdicts:
         for c in v.claims:
             out.append({
                 "claim": c.id,
-                "comparison": f"{c.treatment} vs {c.baseline} on {c.metric}"
-                + (f" (baseline: {c.baseline_metric})" if getattr(c, "baseline_metric", c.metric) != c.metric else ""),
+                "comparison": _comparison(c),
                 "paper": _paper(c),
                 "ours: means": _means(c),
-                "ours: effect [95% CI] (n)": _ours(c),
-                "threshold": f"{c.threshold:g}",
-                "verdict": VERDICT_MARK[c.verdict] + ("" if v.evidence else f" ({v.profile}: no evidence)"),
+                "ours: effect [CI] (n)": _ours(c),
+                "stop": getattr(c, "stop", "") or "-",
+                "delta": _delta(c),
+                "margin": _margin(c),
+                "verdict": _verdict(c, v),
                 "runtime": f"{v.runtime_s:.0f} s",
                 "device": v.device,
             })
     return out
+
+
+def _quote_label(c: ClaimRecord) -> str:
+    return " (paraphrase, not a quote)" if getattr(c, "quote_kind", "verbatim") == "paraphrase" else ""
+
+
+def _note(c: ClaimRecord) -> str:
+    parts = [getattr(c, "note", "")]
+    if getattr(c, "delta_reason", ""):
+        parts.append(f"delta {c.delta:g}: {c.delta_reason}.")
+    if getattr(c, "paper_source", ""):
+        parts.append(f"Paper's numbers: {c.paper_source}.")
+    return " ".join(p for p in parts if p)
+
+
+README_START = "<!-- results:start (generated by `python -m replikit.report --readme`; do not edit) -->"
+README_END = "<!-- results:end -->"
+
+
+def readme_table(verdicts) -> str:
+    """The README's results table, generated from the verdict files (never typed by hand)."""
+    cols = ["claim", "comparison", "paper", "ours: effect [CI] (n)", "stop", "delta", "margin", "verdict"]
+    lines = [summary(verdicts), "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in rows(verdicts)]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, verdicts) -> bool:
+    """Rewrite the README's generated results section; True if it changed."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme}: no results markers ({README_START} ... {README_END})")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{readme_table(verdicts)}\n{README_END}{tail}"
+    if new != text:
+        readme.write_text(new)
+    return new != text
 
 
 def provenance(root: Path, verdicts: list[tuple[Path, VerdictFile]]) -> dict[str, str]:
@@ -161,8 +243,8 @@ def to_markdown(verdicts, root: Path) -> str:
     for folder, v in verdicts:
         lines += [f"## {v.method}", ""]
         for c in v.claims:
-            lines += [f"> {c.quote}", f"> — {c.paper}", ""]
-            note = getattr(c, "note", "")
+            lines += [f"> {c.quote}", f"> — {c.paper}{_quote_label(c)}", ""]
+            note = _note(c)
             if note:
                 lines += [f"*{c.id}*: {note}", ""]
         for fig in v.figures:
@@ -184,7 +266,8 @@ tr:nth-child(even) td{background:#fafafa}
 td.nowrap{white-space:nowrap}
 td small{color:#666}
 td.verdict span{display:inline-block;padding:.05em .45em;border-radius:.3em;font-weight:600;color:#fff}
-.reproduced span{background:#1a7f37}.not_reproduced span{background:#b42318}.inconclusive span{background:#9a6700}
+.reproduced span{background:#1a7f37}.not_reproduced span{background:#b42318}
+.inconclusive span{background:#9a6700}.skipped span{background:#6b7280}
 .summary{font-size:1.05em}
 blockquote{border-left:4px solid #ccc;margin:.6em 0;padding:.1em .9em;color:#444}
 figure{display:inline-block;margin:.4em;vertical-align:top}
@@ -221,8 +304,8 @@ def to_html(verdicts, root: Path) -> str:
         if not v.evidence:
             parts.append(f"<p><em>{e(v.profile)} profile: computed, but too small to count as evidence.</em></p>")
         for c in v.claims:
-            parts.append(f"<blockquote>{e(c.quote)}<br>— {e(c.paper)}</blockquote>")
-            note = getattr(c, "note", "")
+            parts.append(f"<blockquote>{e(c.quote)}<br>— {e(c.paper)}{e(_quote_label(c))}</blockquote>")
+            note = _note(c)
             if note:
                 parts.append(f"<p><strong>{e(c.id)}</strong>: {e(note)}</p>")
         for fig in v.figures:
@@ -254,10 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replikit.report", description=__doc__)
     parser.add_argument("--results", default="results")
     parser.add_argument("--out", default="reports")
+    parser.add_argument("--readme", action="store_true", help="also rewrite README.md's generated results table")
     args = parser.parse_args(argv)
     root = find_root()
     try:
         md, page = build(root / args.results, root / args.out, root)
+        if args.readme:
+            params = yaml.safe_load((root / "params.yaml").read_text()) or {}
+            verdicts = read_verdicts(root / args.results, params.get("methods", []))
+            update_readme(root / "README.md", verdicts)
     except ValueError as err:
         print(f"replikit.report: {err}", file=sys.stderr)
         return 2

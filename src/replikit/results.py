@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from replikit import resume
 from replikit.claims import ClaimResult
 from replikit.config import MethodConfig, config_hash, find_root
 
@@ -80,19 +81,27 @@ def versions() -> dict[str, str]:
     return out
 
 
-def flat_metrics(runs: pd.DataFrame, claims: list[ClaimResult]) -> dict[str, float]:
-    """Flat numbers: each claim's effect and interval, each arm's mean of each metric."""
-    out: dict[str, float] = {}
+def flat_metrics(runs: pd.DataFrame, claims: list[ClaimResult]) -> dict[str, float | int | str]:
+    """What a reader compares across experiments: each claim's effect, interval, n and verdict, and the
+    means of the arms and metrics the claims compare. Per-run detail stays in runs.csv."""
+    out: dict[str, float | int | str] = {}
+    compared: set[tuple[str, str]] = set()
     for r in claims:
         d = r.to_json()
         for k in ("effect", "ci_low", "ci_high"):
             if d[k] is not None:
                 out[f"{r.claim.id}.{k}"] = d[k]
-    numeric = runs.drop(columns=["seed"]).groupby("arm").mean(numeric_only=True)
-    for arm, row in numeric.iterrows():
-        for metric, value in row.items():
-            if pd.notna(value):
-                out[f"{arm}.{metric}"] = round(float(value), 6)
+        out[f"{r.claim.id}.n"] = r.n_seeds
+        out[f"{r.claim.id}.verdict"] = r.verdict
+        c = r.claim
+        if c.statistic is None:
+            compared.add((c.treatment, c.metric))
+            if c.baseline is not None:
+                compared.add((c.baseline, c.baseline_metric or c.metric))
+    for arm, metric in sorted(compared):
+        values = runs.loc[runs["arm"] == arm, metric] if metric in runs else pd.Series(dtype=float)
+        if values.notna().any():
+            out[f"{arm}.{metric}"] = round(float(values.mean()), 6)
     return out
 
 
@@ -132,6 +141,7 @@ def save(
             "method": method,
             "profile": cfg.profile,
             "evidence": cfg.evidence,
+            "seeds": {"role": cfg.seed.role, "base": cfg.seed.base},
             "claims": [r.to_json() for r in claims],
             "runtime_s": round(outcome.runtime_s, 2),
             "device": outcome.device,
@@ -150,4 +160,5 @@ def save(
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    resume.clear(resume.store_folder(root, method, cfg))  # the runs are safe in the record now
     return out

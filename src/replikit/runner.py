@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from replikit import config
+from replikit.methods import load_config
 
 
 class RunnerError(RuntimeError):
@@ -71,7 +72,7 @@ def execute(
     import papermill
 
     root = Path(root) if root else config.find_root()
-    cfg = config.load(method, profile=profile, overrides=overrides, params_file=root / "params.yaml")
+    cfg = load_config(method, profile=profile, overrides=overrides, params_file=root / "params.yaml")
     out = Path(out_dir) if out_dir else root / "results" / method
     out = out if out.is_absolute() else root / out
     nb = jupytext.read(notebook_path(method, root))

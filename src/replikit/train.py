@@ -11,22 +11,27 @@ the loop does the rest:
 - loss summed on the device and checked once per epoch: a non-finite loss raises
   :class:`DivergenceError` naming the epoch (one host sync per epoch, not per step);
 - a per-epoch history (train loss, lr, whatever ``evaluate`` returns) for the figures;
+- inside a run store (:mod:`replikit.resume`), a ``fit`` given ``resume_state`` checkpoints and resumes
+  where a killed run stopped, with the same numbers as an uninterrupted run;
 - a tqdm bar over epochs, silent in CI, under ``REPLIKIT_PROGRESS=0`` and when stderr is no terminal
   (set ``REPLIKIT_PROGRESS=1`` to force it).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-import multiprocessing
 from typing import Any
 
 import torch
 from tqdm import tqdm
+
+from replikit import resume
 
 StepFn = Callable[[torch.Tensor, float], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -79,6 +84,7 @@ def fit(
     evaluate: Callable[[], dict[str, float]] | None = None,
     models: Sequence[torch.nn.Module] = (),
     desc: str = "train",
+    resume_state: dict[str, torch.Tensor] | None = None,
 ) -> list[dict[str, float]]:
     """Train for ``epochs`` passes over ``n`` examples; return the per-epoch history.
 
@@ -86,8 +92,13 @@ def fit(
         may also return a dict of scalar tensors to average into the history.
     params: the parameters to optimise (an optimiser is built) or a ready optimiser.
     lr_schedule: multiplier of the base learning rate as a function of p (e.g. DANN's annealing).
-    evaluate: called after each epoch in eval mode under no_grad; its floats join the history row.
+    evaluate: called after each epoch in eval mode under no_grad (with the 1-based epoch if it takes an
+        argument); its floats join the history row.
     models: modules switched between train() and eval() around ``evaluate``.
+    resume_state: None, or the run's whole trainable state beyond ``models`` and the optimiser (a dict
+        of tensors, restored in place; ``{}`` when there is none). Given it, and inside a run store,
+        ``fit`` checkpoints and resumes (:mod:`replikit.resume`); a method with hidden state it cannot
+        name (another optimiser, say) leaves it None and its killed runs restart from scratch.
     """
     if isinstance(params, torch.optim.Optimizer):
         opt = params
@@ -103,8 +114,17 @@ def fit(
     gen = torch.Generator(device=device).manual_seed(seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     history: list[dict[str, float]] = []
-    bar = progress(range(epochs), desc=desc, unit="ep")
-    t = 0
+    start = 0
+    ckpt = resume.checkpointer()  # numbered per fit call of the run, so call it whether used or not
+    if ckpt is not None and resume_state is not None and models:
+        saved = ckpt.load()
+        if saved is not None:
+            start, history = _restore(saved, models, opt, gen, resume_state)
+    else:
+        ckpt = None
+    eval_takes_epoch = evaluate is not None and len(inspect.signature(evaluate).parameters) > 0
+    bar = progress(range(start, epochs), desc=desc, unit="ep", initial=start, total=epochs)
+    t = start * steps_per_epoch
     for epoch in bar:
         for m in models:
             m.train()
@@ -140,12 +160,41 @@ def fit(
             for m in models:
                 m.eval()
             with torch.no_grad(), autocast:
-                row.update(evaluate())
+                row.update(evaluate(epoch + 1) if eval_takes_epoch else evaluate())
         history.append(row)
         bar.set_postfix(loss=f"{mean_loss:.3f}")
+        if ckpt is not None and ckpt.due(final=epoch + 1 == epochs):
+            ckpt.save(_snapshot(epoch + 1, history, models, opt, gen, resume_state))
     for m in models:
         m.eval()
     return history
+
+
+def _snapshot(epoch, history, models, opt, gen, state) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "history": list(history),
+        "models": [m.state_dict() for m in models],
+        "opt": opt.state_dict(),
+        "gen": gen.get_state(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "state": {k: v.detach().clone() for k, v in state.items()},
+    }
+
+
+def _restore(saved, models, opt, gen, state) -> tuple[int, list[dict[str, float]]]:
+    for m, sd in zip(models, saved["models"], strict=True):
+        m.load_state_dict(sd)
+    opt.load_state_dict(saved["opt"])
+    gen.set_state(saved["gen"])
+    torch.set_rng_state(saved["rng"])
+    if saved["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    with torch.no_grad():
+        for k, v in state.items():
+            v.copy_(saved["state"][k])
+    return saved["epoch"], list(saved["history"])
 
 
 @torch.no_grad()
@@ -164,9 +213,9 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Seeds in parallel. Small models on a CPU spend most of their time in per-op overhead that does not
+# Runs in parallel. Small models on a CPU spend most of their time in per-op overhead that does not
 # parallelise across threads; separate processes with one thread each do (benchmarks/parallel_seeds.py
-# measures it). On CUDA every run stays in this process, on the one device.
+# measures it). On CUDA the same worker processes share the one GPU, so many small runs fill it.
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -181,23 +230,32 @@ def run_many(
     """``[fn(**task) for task in tasks]``, in ``workers`` processes (0 = one per CPU core).
 
     ``fn`` must be importable (a module-level function) so that spawned workers can find it. Results
-    come back in task order and, on the CPU, are identical for any number of workers (every run uses one
-    torch thread). On CUDA, or with one worker, the tasks run here, one after another.
+    come back in task order and are identical for any number of workers (every run uses one torch
+    thread, on the CPU and on CUDA alike). Inside a run store (:mod:`replikit.resume`) finished runs
+    are read back instead of run again, and each new one is recorded as soon as it ends.
     """
     n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = workers or n_cpu
-    if resolve_device(device).type == "cuda":
-        return [fn(**task) for task in progress(tasks, desc=desc, unit="run")]
-    if workers == 1 or len(tasks) == 1:
+    resolve_device(device)  # fail early on cuda without CUDA
+    store = resume.active()
+    keys = [resume.task_key(fn, t) if store else None for t in tasks]
+    results = [resume.load_record(store, k) if store else resume.MISSING for k in keys]
+    todo = [i for i, r in enumerate(results) if r is resume.MISSING]
+    folder = str(store) if store else None
+    workers = min(workers or n_cpu, max(1, len(todo)))
+    if workers == 1:
         # one thread here too: the thread count changes float reduction order, hence the numbers, and
         # `workers` must only change the speed, never the results
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return [fn(**task) for task in progress(tasks, desc=desc, unit="run")]
+            for i in progress(todo, desc=desc, unit="run"):
+                results[i] = resume.call(fn, tasks[i], folder, keys[i])
         finally:
             torch.set_num_threads(threads)
+        return results
     ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker) as pool:
-        futures = [pool.submit(fn, **task) for task in tasks]
-        return [f.result() for f in progress(futures, desc=desc, unit="run")]
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+        futures = {i: pool.submit(resume.call, fn, tasks[i], folder, keys[i]) for i in todo}
+        for i in progress(todo, desc=desc, unit="run"):
+            results[i] = futures[i].result()
+    return results

@@ -74,9 +74,12 @@ CLAIMS = [
         metric="final_test_acc",
         treatment="elr",
         baseline="ce",
-        threshold=0.02,
+        delta=0.02,
+        delta_reason="two points of clean accuracy: smaller gains are within what a learning-rate or epoch "
+        "choice moves at this scale; the paper's gain is 7.3 points",
         paper_value={"ce": 0.8188, "elr": 0.8915},
-        note="40% symmetric noise; final-epoch clean test accuracy; 'far above' declared as > 2 points.",
+        paper_source="CE: Table 1, CIFAR-10 symmetric 40%; ELR: the official repository's README, same setting",
+        note="40% symmetric noise; final-epoch clean test accuracy.",
     ),
     Claim(
         id="elr.beats_oracle_stop",
@@ -88,8 +91,10 @@ CLAIMS = [
         baseline_metric="best_test_acc",
         treatment="elr",
         baseline="ce",
-        threshold=0.0,
+        delta=0.005,
+        delta_reason="half a point: below it, regularizing and oracle early stopping are equal in practice",
         paper_value={"elr": 0.8915},
+        paper_source="the official repository's README, CIFAR-10 symmetric 40%",
         note="Regularizing beats stopping early: ELR at its last epoch against CE at its best test epoch "
         "(an oracle no real user has).",
     ),
@@ -145,11 +150,8 @@ def run_one(cfg: dict, arm: str, rep: int, noise_rate: float) -> dict:
     def step(idx: torch.Tensor, p: float) -> torch.Tensor:
         return elr_loss(model(x[idx]), y[idx], targets, idx, cfg.beta, weight)
 
-    epoch = iter(range(1, cfg.epochs + 1))
-
-    def evaluate() -> dict[str, float]:
+    def evaluate(e: int) -> dict[str, float]:
         row = {"test_acc": train.accuracy(model, x_test, y_test), "memorized": float("nan")}
-        e = next(epoch)
         if is_wrong.any() and (e % 5 == 0 or e == 1 or e == cfg.epochs):  # a pass over the train set: every 5th
             row["memorized"] = (train.predict(model, x).argmax(1) == y)[is_wrong].float().mean().item()
         return row
@@ -158,7 +160,7 @@ def run_one(cfg: dict, arm: str, rep: int, noise_rate: float) -> dict:
         step, model.parameters(), len(y), epochs=cfg.epochs, batch_size=cfg.batch_size,
         seed=derive_seed(cfg.seed, NAME, "batches", rep), device=device, lr=cfg.lr, optimizer=cfg.optimizer,
         weight_decay=cfg.weight_decay, lr_schedule=(lambda p: 0.5 * (1 + np.cos(np.pi * p))) if cfg.cosine else None,
-        evaluate=evaluate, models=[model], desc=f"{arm} seed {rep}",
+        evaluate=evaluate, models=[model], desc=f"{arm} seed {rep}", resume_state={"targets": targets},
     )
     accs = [h["test_acc"] for h in history]
     return {

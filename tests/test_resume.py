@@ -1,0 +1,77 @@
+"""Killed runs resume: a run store records finished runs, and fit() checkpoints and resumes an unfinished
+one to the same numbers as an uninterrupted run (a real SIGKILL, on the CPU, ELR at smoke size)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT
+from replikit import resume
+
+RUN_ELR = """
+import sys
+from replikit import resume, train
+from replikit.methods import elr, load_config
+cfg = load_config("elr", profile="smoke", overrides={"epochs": 8, "train_subset": 1500})
+task = {"cfg": cfg.model_dump(), "arm": "elr", "rep": 0, "noise_rate": cfg.noise_rate}
+with resume.using(resume.Path(sys.argv[1])):
+    train.run_many(elr.run_one, [task], workers=1, device="cpu")
+"""
+
+
+def run_elr(store: Path, every_s: str) -> subprocess.Popen:
+    env = {**os.environ, resume.EVERY_ENV: every_s, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen([sys.executable, "-c", RUN_ELR, str(store)], cwd=ROOT, env=env)
+
+
+def record(store: Path) -> dict:
+    (path,) = store.glob("*.pkl")
+    return pickle.loads(path.read_bytes())
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_elr(whole, "0").wait(timeout=300) == 0
+    proc = run_elr(killed, "0")  # checkpoint after every epoch
+    deadline = time.monotonic() + 300
+    ckpt = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(killed.glob("*.ckpt/fit0.pt"))
+        if found and torch.load(found[0], weights_only=False)["epoch"] >= 3:
+            ckpt = found[0]
+            break
+        time.sleep(0.02)
+    assert ckpt is not None, "the run ended before it could be killed mid-way"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_epochs = torch.load(ckpt, weights_only=False)["epoch"]
+    assert 3 <= done_epochs < 8 and not list(killed.glob("*.pkl"))
+    assert run_elr(killed, "0").wait(timeout=300) == 0  # resumes from the checkpoint
+    a, b = record(whole), record(killed)
+    # every epoch's loss, accuracy and memorization, bit for bit (NaN where not measured)
+    pd.testing.assert_frame_equal(pd.DataFrame(a["history"]), pd.DataFrame(b["history"]), check_exact=True)
+    assert (a["final_test_acc"], a["memorized"]) == (b["final_test_acc"], b["memorized"])
+    assert not list(killed.glob("*.ckpt/*")), "checkpoints are removed once the run is recorded"
+
+
+def test_store_keys_ignore_how_many_seeds_run_but_not_what_a_run_computes():
+    def fn():
+        pass
+
+    base = {"cfg": {"profile": "smoke", "n_seeds": 2, "workers": 1, "lr": 0.1}, "rep": 0}
+    same = {"cfg": {"profile": "smoke", "n_seeds": 9, "workers": 4, "lr": 0.1}, "rep": 0}
+    other = {"cfg": {"profile": "smoke", "n_seeds": 2, "workers": 1, "lr": 0.2}, "rep": 0}
+    assert resume.task_key(fn, base) == resume.task_key(fn, same)
+    assert resume.task_key(fn, base) != resume.task_key(fn, other)
+    assert resume.task_key(fn, base) != resume.task_key(fn, {**base, "rep": 1})
