@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test lab report bench full
+.PHONY: setup repro test lab report bench full stability
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,6 +31,9 @@ report: setup
 bench: setup          ## trainer overhead against a bare PyTorch loop; seeds in processes vs threads
 	$(BIN)/python benchmarks/trainer_overhead.py
 	$(BIN)/python benchmarks/parallel_seeds.py
+
+stability: setup      ## rerun every method on a second confirmation base; does each decided verdict hold?
+	$(BIN)/python benchmarks/verdict_stability.py
 
 full: setup           ## the paper-scale runs (real data in data/external, a GPU): results-full/, reports-full/
 	for m in $$($(BIN)/python -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['methods']))"); do \

@@ -33,3 +33,18 @@ def test_every_method_has_a_notebook_and_params_section():
         assert (ROOT / "notebooks" / f"{method}.py").is_file(), method
         assert method in params, f"params.yaml has no section {method}"
         assert method in available()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_notebook_is_thin_and_judged_by_the_one_judge(method):
+    """No function definitions; runs and judges through sequential.replicate; saves through results.save."""
+    import ast
+
+    import jupytext
+
+    nb = jupytext.read(ROOT / "notebooks" / f"{method}.py")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    tree = ast.parse(code)
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda))]
+    assert code.count("sequential.replicate(") == 1 and "judge" not in code
+    assert "results.save(" in code

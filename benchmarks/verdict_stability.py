@@ -1,0 +1,91 @@
+"""Do the verdicts survive a fresh draw? Rerun every method on a second confirmation base and compare.
+
+    python benchmarks/verdict_stability.py                 # base B = params.yaml's confirmation + 1
+    python benchmarks/verdict_stability.py --base 7 --methods elr dann
+    python benchmarks/verdict_stability.py --compare-only  # reuse results-stability/ from an earlier run
+
+Base A is what ``dvc repro`` left in ``results/<method>/verdict.json`` (params.yaml's confirmation base).
+Base B reruns each method's notebook through the runner with ``seed=confirmation:<B>`` into
+``results-stability/<method>/`` (never touching DVC's results). A rerun on another machine is a fresh
+draw too, since float reduction order differs; this makes the fresh draw explicit and local.
+
+Prints one row per claim: verdict and n under A and B, and whether they agree. The goal: every claim
+decided under both bases has the same verdict. Writes ``reports/verdict_stability.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from replikit import runner  # noqa: E402
+
+DECIDED = {"reproduced", "not_reproduced"}
+
+
+def claims_of(path: Path) -> dict[str, dict]:
+    return {c["id"]: c for c in json.loads(path.read_text())["claims"]}
+
+
+def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict[str, str]]:
+    rows = []
+    for cid, ca in a.items():
+        cb = b.get(cid, {"verdict": "missing", "n_seeds": 0})
+        if ca["verdict"] in DECIDED and cb["verdict"] in DECIDED:
+            status = "same" if ca["verdict"] == cb["verdict"] else "FLIP"
+        elif ca["verdict"] == cb["verdict"]:
+            status = "same"
+        else:
+            status = "decided once" if DECIDED & {ca["verdict"], cb["verdict"]} else "differs"
+        rows.append({"claim": cid, "A": f"{ca['verdict']} (n={ca['n_seeds']})",
+                     "B": f"{cb['verdict']} (n={cb['n_seeds']})", "status": status})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=int, default=params["seeds"]["confirmation"] + 1)
+    parser.add_argument("--methods", nargs="*", default=params["methods"])
+    parser.add_argument("--out", default="results-stability")
+    parser.add_argument("--compare-only", action="store_true")
+    args = parser.parse_args(argv)
+    out = ROOT / args.out
+    rows = []
+    for m in args.methods:
+        a_path = ROOT / "results" / m / "verdict.json"
+        if not a_path.is_file():
+            print(f"{m}: no results/{m}/verdict.json (run dvc repro first)", file=sys.stderr)
+            return 2
+        if not args.compare_only:
+            t = time.perf_counter()
+            runner.execute(m, overrides={"seed": f"confirmation:{args.base}"}, out_dir=out / m, root=ROOT)
+            print(f"{m}: base B rerun in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        rows += compare(claims_of(a_path), claims_of(out / m / "verdict.json"))
+    both = [r for r in rows if r["A"].split()[0] in DECIDED and r["B"].split()[0] in DECIDED]
+    agree = sum(r["status"] == "same" for r in both)
+    decided_a = sum(r["A"].split()[0] in DECIDED for r in rows)
+    lines = [
+        f"# Verdict stability: confirmation base {params['seeds']['confirmation']} (A) vs {args.base} (B)", "",
+        f"{agree} of {len(both)} claims decided under both bases agree; {decided_a} of {len(rows)} claims decided "
+        f"under A; {sum(r['status'] == 'FLIP' for r in rows)} flips.", "",
+        "| claim | A | B | status |", "|---|---|---|---|",
+        *[f"| {r['claim']} | {r['A']} | {r['B']} | {r['status']} |" for r in rows],
+    ]
+    text = "\n".join(lines) + "\n"
+    (ROOT / "reports").mkdir(exist_ok=True)
+    (ROOT / "reports" / "verdict_stability.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
