@@ -63,3 +63,17 @@ def test_dvc_repro_smoke_profile(tmp_path):
 
     metrics = sh("dvc", "metrics", "show", "--json", cwd=repo)
     assert "elr.final_gain.effect" in metrics
+
+
+def test_method_stages_depend_on_every_shared_module():
+    """A new shared module must rerun the methods: dvc.yaml lists each top-level module, and folders."""
+    import yaml
+
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["method"]["do"]
+    deps = set(stage["deps"])
+    src = ROOT / "src" / "replikit"
+    for path in src.iterdir():
+        rel = path.relative_to(ROOT).as_posix()
+        if path.name in ("methods", "report.py", "__pycache__") or path.name.endswith(".egg-info"):
+            continue
+        assert rel in deps, f"dvc.yaml's method stage does not depend on {rel}"
