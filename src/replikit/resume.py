@@ -128,8 +128,11 @@ def load_record(folder: Path, key: str) -> Any:
 _current: dict[str, Any] = {}  # the run executing in this process: its store, key and fit counter
 
 
-def call(fn, task: dict[str, Any], folder: str | None, key: str | None) -> Any:
-    """``fn(**task)``; with a store, checkpoint inside it and record the result (runs in a worker)."""
+def call(fn, task: dict[str, Any], folder: str | None, key: str | None, keep: bool = True) -> Any:
+    """``fn(**task)``; with a store, checkpoint inside it and record the result (runs in a worker).
+
+    ``keep=False`` leaves the record to the caller (a Ray worker on a node without the store's disk).
+    """
     if folder is None:
         return fn(**task)
     folder_path = Path(folder)
@@ -138,9 +141,16 @@ def call(fn, task: dict[str, Any], folder: str | None, key: str | None) -> Any:
         result = fn(**task)
     finally:
         _current.clear()
-    _atomic_pickle(folder_path / f"{key}.pkl", result)
-    shutil.rmtree(folder_path / f"{key}.ckpt", ignore_errors=True)
+    if keep:
+        record(folder_path, key, result)
     return result
+
+
+def record(folder: Path, key: str, result: Any) -> None:
+    """Record a finished run and drop its checkpoints."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_pickle(folder / f"{key}.pkl", result)
+    shutil.rmtree(folder / f"{key}.ckpt", ignore_errors=True)
 
 
 class Checkpointer:

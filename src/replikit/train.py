@@ -26,6 +26,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -219,9 +220,43 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 # ---------------------------------------------------------------------------------------------------
 
 
+RAY_ENV = "REPLIKIT_RAY_ADDRESS"  # "local" (a Ray instance on this machine), "auto", or "ray://head:10001"
+RAY_GPUS_ENV = "REPLIKIT_RAY_GPUS_PER_RUN"  # fraction of a GPU per run on CUDA nodes (default 0.25)
+
+
 def _init_worker() -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("REPLIKIT_PROGRESS", "0")
+    # deterministic cuBLAS, so a run's numbers do not depend on how many runs share the GPU
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def _ray_call(fn, task, folder, key):
+    """One run on a Ray worker: one torch thread, as in the local pool; the driver records the result."""
+    _init_worker()
+    return resume.call(fn, task, folder, key, keep=False)
+
+
+def _run_ray(fn, tasks: list[dict[str, Any]], keys: list[str | None], folder: str | None, device: str) -> list[Any]:
+    """The tasks on a Ray cluster (``REPLIKIT_RAY_ADDRESS``), fractional GPUs on CUDA (optional extra)."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError(f"{RAY_ENV} is set but Ray is not installed: pip install -e '.[ray]'") from None
+    address = os.environ[RAY_ENV]
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    gpus = float(os.environ.get(RAY_GPUS_ENV, "0.25")) if resolve_device(device).type == "cuda" else 0.0
+    remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(_ray_call)
+    refs = [remote.remote(fn, task, folder, key) for task, key in zip(tasks, keys)]
+    out = []
+    for ref, key in zip(progress(refs, desc="ray runs", unit="run"), keys):
+        result = ray.get(ref)
+        if folder is not None:
+            resume.record(Path(folder), key, result)
+        out.append(result)
+    return out
 
 
 def run_many(
@@ -232,7 +267,9 @@ def run_many(
     ``fn`` must be importable (a module-level function) so that spawned workers can find it. Results
     come back in task order and are identical for any number of workers (every run uses one torch
     thread, on the CPU and on CUDA alike). Inside a run store (:mod:`replikit.resume`) finished runs
-    are read back instead of run again, and each new one is recorded as soon as it ends.
+    are read back instead of run again, and each new one is recorded as soon as it ends. With
+    ``REPLIKIT_RAY_ADDRESS`` set, the runs go to a Ray cluster instead (``pip install -e '.[ray]'``),
+    one CPU and ``REPLIKIT_RAY_GPUS_PER_RUN`` of a GPU each, with the same results as the local pool.
     """
     n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     resolve_device(device)  # fail early on cuda without CUDA
@@ -241,6 +278,11 @@ def run_many(
     results = [resume.load_record(store, k) if store else resume.MISSING for k in keys]
     todo = [i for i, r in enumerate(results) if r is resume.MISSING]
     folder = str(store) if store else None
+    if os.environ.get(RAY_ENV) and todo:
+        done = _run_ray(fn, [tasks[i] for i in todo], [keys[i] for i in todo], folder, device)
+        for i, r in zip(todo, done):
+            results[i] = r
+        return results
     workers = min(workers or n_cpu, max(1, len(todo)))
     if workers == 1:
         # one thread here too: the thread count changes float reduction order, hence the numbers, and
