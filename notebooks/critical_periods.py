@@ -27,10 +27,10 @@ overrides = {}  # the method's parameters to change, e.g. {"deficit": "zero"}; v
 out_dir = None  # None: scratch/critical_periods (interactive runs never touch DVC's results/)
 
 # %%
-from replikit import claims, config, plots, results, sequential
-from replikit.methods import critical_periods
+from replikit import claims, plots, results, sequential
+from replikit.methods import critical_periods, load_config
 
-cfg = config.load("critical_periods", profile=profile, overrides=overrides)
+cfg = load_config("critical_periods", profile=profile, overrides=overrides)
 cfg
 
 # %% [markdown]

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from replikit import config
 from replikit.methods import critical_periods as cp
+from replikit.methods import load_config
 
 
 def test_share_on_hand_made_maps():
@@ -150,7 +150,7 @@ def test_derived_statistics_on_a_hand_made_table():
 
 
 def test_smoke_run_one_row_per_arm_and_seed():
-    cfg = config.load("critical_periods", profile="smoke", overrides={"workers": 1, "seed": 0})
+    cfg = load_config("critical_periods", profile="smoke", overrides={"workers": 1, "seed": 0})
     out = cp.run(cfg)
     assert len(out.runs) == len(cfg.depths) * len(cp.CONDITIONS) * cfg.n_seeds
     assert not out.runs.duplicated(["arm", "seed"]).any()
@@ -159,7 +159,7 @@ def test_smoke_run_one_row_per_arm_and_seed():
 
 
 def test_full_profile_path_at_tiny_size():
-    cfg = config.load(
+    cfg = load_config(
         "critical_periods",
         profile="full",
         overrides={
@@ -178,3 +178,24 @@ def test_full_profile_path_at_tiny_size():
     assert (cfg.dim_out, cfg.width) == (15, 100)
     out = cp.run(cfg)
     assert len(out.runs) == 2 * len(cp.CONDITIONS)
+
+
+def test_claims_needing_absent_depths_are_skipped():
+    from replikit import claims
+
+    rows = [
+        {
+            "arm": f"depth1_{c}",
+            "seed": s,
+            "depth": 1,
+            "condition": c,
+            "deprived_share": 0.5,
+            "deprived_gain": 0.5,
+        }
+        for s in (0, 1, 2)
+        for c in cp.CONDITIONS
+    ]
+    verdicts = {r.claim.id: r for r in claims.judge_all(cp.CLAIMS, pd.DataFrame(rows))}
+    for name in ("deep_early_harm", "harm_grows_with_depth", "late_no_harm", "competition"):
+        assert verdicts[f"{cp.NAME}.{name}"].verdict == "skipped", name
+    assert verdicts[f"{cp.NAME}.shallow_recovers"].verdict == "reproduced"  # identical shares, margin 0.05
