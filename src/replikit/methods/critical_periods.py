@@ -47,6 +47,11 @@ test (A absorbs B's part, then hands it back slowly). Data matter as the paper s
 (sources less redundant, so B keeps a gradient of its own after A has learned) every depth recovers
 (old-seed pilot: depth 4 early_long 0.482, harm slope 0.001-0.012 per layer, competition gap 0.01-0.07).
 A 3-seed pilot takes ~18 s of CPU (12 runs).
+"Lasting" means: at the end of a fixed training period 6.5 times the long deficit. With two *noisy* views
+the least-squares optimum is unique, so a deep deprived pathway is not stuck forever: its share is still
+creeping up at step 3000 (see the trajectory figure); the harm is a recovery slowed by orders of
+magnitude, not a new fixed point. In the paper's model (both pathways read the same input) the flow
+conserves the split once the loss is fitted, and the harm is permanent.
 Measured result: results/critical_periods/verdict.json.
 """
 
@@ -357,7 +362,8 @@ CLAIMS = [
         delta_reason="a drop of 0.1 in B's share is a fifth of its fair half, five times the control's "
         "spread across seeds (pilot sd <= 0.02): the smallest loss that would read as a lasting imbalance",
         note="Effect = control share - deprived share of pathway B at the end of training, depth 4, after "
-        "a long early deficit (steps 0..long_deficit) and a fixed period of normal training.",
+        "a long early deficit (steps 0..long_deficit) and a fixed period of normal training (the deprived "
+        "pathway is still recovering slowly at the end: lasting = within the training horizon).",
     ),
     Claim(
         id=f"{NAME}.shallow_recovers",
