@@ -19,7 +19,8 @@ def test_notebook_smoke(method, tmp_path):
     out = runner.execute(method, profile="smoke", out_dir=tmp_path / method)
     raw = check_verdict(out / "verdict.json", method, "smoke")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics and all(isinstance(v, (int, float)) for v in metrics.values())
+    assert metrics and all(isinstance(v, (int, float, str)) for v in metrics.values())
+    assert all(isinstance(v, str) == k.endswith(".verdict") for k, v in metrics.items())
     assert raw["figures"] and all((out / f).is_file() for f in raw["figures"])
     for name in ("runs.csv", "history.csv", f"{method}.ipynb"):  # every out dvc.yaml declares
         assert (out / name).is_file(), name
