@@ -205,7 +205,8 @@ def test_moons_claim_arm_is_the_papers_logistic_dann_paired_with_source_only():
     assert (claim.treatment, claim.baseline) == ("moons_dann", "moons_source_only")
     assert claim.quote_kind == "paraphrase" and claim.delta > 0
     assert isinstance(dann.domain_classifier(15, 0), torch.nn.Linear)  # hidden = 0: logistic regression
-    cfg = load_config("dann", profile="smoke", overrides={"moons_epochs": 2, "moons_n": 40, "moons_adv_weight": 0.0})
+    small = {"moons_epochs": 2, "moons_n": 40, "moons_adv_weight": 0.0}
+    cfg = load_config("dann", profile="smoke", overrides=small)
     out = {a: dann.run_moons(cfg.model_dump(), a, 0) for a in dann.MOONS_ARMS}
     # with no adversarial weight every toy arm is the same network, trained on the same batches
     assert out["moons_dann"]["moons_target_acc"] == out["moons_source_only"]["moons_target_acc"]

@@ -157,8 +157,8 @@ class Config(MethodConfig):
         32,
         ge=0,
         le=1024,
-        description="hidden units of the domain classifier of the toy's variant arm moons_dann_mlp (0 = no variant); "
-        "the claim's arm moons_dann uses the paper's logistic domain classifier",
+        description="hidden units of the domain classifier of the toy's variant arm moons_dann_mlp (0 = no "
+        "variant); the claim's arm moons_dann uses the paper's logistic domain classifier",
     )
     moons_epochs: int = pydantic.Field(200, ge=1, le=100_000, description="passes over the toy source set")
     moons_batch: int = pydantic.Field(
@@ -203,15 +203,15 @@ CLAIMS = [
         baseline="source_only",
         kind="non_inferiority",
         delta=0.02,
-        delta_reason="features 'discriminative for the main learning task on the source domain': DANN may lose "
-        "at most 2 points of source accuracy to source-only.",
+        delta_reason="features 'discriminative for the main learning task on the source domain': DANN may "
+        "lose at most 2 points of source accuracy to source-only.",
         note="source test accuracy at the last epoch.",
     ),
     Claim(
         id="dann.moons_target_gain",
         paper=PAPER,
-        quote="On the two-moons toy with the target rotated by 35 degrees, the DANN decision boundary classifies "
-        "the target domain correctly where the standard network's does not.",
+        quote="On the two-moons toy with the target rotated by 35 degrees, the DANN decision boundary "
+        "classifies the target domain correctly where the standard network's does not.",
         quote_kind="paraphrase",
         metric="moons_target_acc",
         treatment="moons_dann",

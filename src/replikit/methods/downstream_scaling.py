@@ -65,16 +65,16 @@ shows the log law no better than persistence on pilot seeds (law minus best naiv
 forecaster is kept as declared.
 
 Measured before the changes above (2,048 fine-tuning tokens, the old comparative misaligned claim;
-default profile, 8 seeds, 2 CPU cores): all five claims then reproduced. Aligned: Spearman(-CE, D_p) = 1.000 in every seed; Spearman(accuracy, D_p) 0.997
-[0.990, 1.004]; the log law fit on 2^8..2^12 predicts 2^13..2^15 within 1.13 points [0.39, 1.88]
-(accuracy 0.294 -> 0.330, Bayes 0.340; the law overshoots slightly as the curve nears the ceiling).
-Misaligned: cross-entropy still improves monotonically (Spearman 1.000 in every seed) while the
-accuracy stalls: +2.4 points from 2^11 to 2^15 against +5.3 for the aligned arm (paired difference
-+2.9 [+1.5, +4.2]); on average it still creeps up (Spearman 0.93) rather than getting worse, and the
-log law fit on the misaligned small sizes overshoots by 3.0 points. The misaligned pretrained model's
-own accuracy *falls* with D_p (0.144 at 2^11 -> 0.129 at 2^15: it learns the wrong preferences ever
-better); fine-tuning recovers part of it. Caveat: at 2^8 tokens pretraining overfits (downstream CE
-4.3 nats, worse than no pretraining, 2.68).
+default profile, 8 seeds, 2 CPU cores): all five claims then reproduced. Aligned: Spearman(-CE, D_p) =
+1.000 in every seed; Spearman(accuracy, D_p) 0.997 [0.990, 1.004]; the log law fit on 2^8..2^12 predicts
+2^13..2^15 within 1.13 points [0.39, 1.88] (accuracy 0.294 -> 0.330, Bayes 0.340; the law overshoots
+slightly as the curve nears the ceiling). Misaligned: cross-entropy still improves monotonically
+(Spearman 1.000 in every seed) while the accuracy stalls: +2.4 points from 2^11 to 2^15 against +5.3 for
+the aligned arm (paired difference +2.9 [+1.5, +4.2]); on average it still creeps up (Spearman 0.93)
+rather than getting worse, and the log law fit on the misaligned small sizes overshoots by 3.0 points.
+The misaligned pretrained model's own accuracy *falls* with D_p (0.144 at 2^11 -> 0.129 at 2^15: it
+learns the wrong preferences ever better); fine-tuning recovers part of it. Caveat: at 2^8 tokens
+pretraining overfits (downstream CE 4.3 nats, worse than no pretraining, 2.68).
 """
 
 from __future__ import annotations
@@ -149,7 +149,8 @@ class Config(MethodConfig):
         0.25,
         ge=0.0,
         lt=1.0,
-        description="share of the fine-tuning documents held out to pick the fine-tuning epoch, 0 included (0 = last)",
+        description="share of the fine-tuning documents held out to pick the fine-tuning epoch, 0 included "
+        "(0 = last)",
     )
     ft_lr: float = pydantic.Field(1e-3, gt=0.0, le=1.0, description="fine-tuning learning rate (Adam)")
     batch_size: int = pydantic.Field(256, ge=8, le=8192, description="batch size")
@@ -213,15 +214,18 @@ ALIGNED_QUOTE = (
     "With sufficient alignment, both downstream cross-entropy and BLEU score improve monotonically with more "
     "pretraining data."
 )
-LAW_QUOTE = "In such cases, we show that it is possible to predict the downstream BLEU score with good accuracy using a log-law."
+LAW_QUOTE = (
+    "In such cases, we show that it is possible to predict the downstream BLEU score with good accuracy "
+    "using a log-law."
+)
 MISALIGNED_QUOTE = (
-    "However, there are also cases where moderate misalignment causes the BLEU score to fluctuate or get worse "
-    "with more pretraining, whereas downstream cross-entropy monotonically improves."
+    "However, there are also cases where moderate misalignment causes the BLEU score to fluctuate or get "
+    "worse with more pretraining, whereas downstream cross-entropy monotonically improves."
 )
 MONOTONE_DELTA = 0.1
 MONOTONE_REASON = (
-    "Spearman rho >= 0.9 over the 8 sizes = monotone up to noise: one swap of neighbouring sizes gives 0.976, "
-    "four give 0.905."
+    "Spearman rho >= 0.9 over the 8 sizes = monotone up to noise: one swap of neighbouring sizes gives "
+    "0.976, four give 0.905."
 )
 
 CLAIMS = [
@@ -236,8 +240,8 @@ CLAIMS = [
         kind="non_inferiority",
         delta=MONOTONE_DELTA,
         delta_reason=MONOTONE_REASON,
-        note="Per seed: Spearman correlation of -cross-entropy with pretraining size (1 = strictly monotone), "
-        "against 1; reproduced if the whole CI lies above 0.9.",
+        note="Per seed: Spearman correlation of -cross-entropy with pretraining size (1 = strictly "
+        "monotone), against 1; reproduced if the whole CI lies above 0.9.",
     ),
     Claim(
         id="downstream_scaling.aligned_metric_monotone",
@@ -279,8 +283,8 @@ CLAIMS = [
         delta=0.005,
         delta_reason="The law must predict at least half an accuracy point better (mean absolute error) than "
         "a forecaster with no law; a smaller gain would not justify fitting it.",
-        note="Derived, per seed (aligned arm): min(error of persistence, error of a straight line in raw D) - "
-        "error of the log law, on the sizes after the n_fit fitted ones. Persistence predicts the last "
+        note="Derived, per seed (aligned arm): min(error of persistence, error of a straight line in raw D) "
+        "- error of the log law, on the sizes after the n_fit fitted ones. Persistence predicts the last "
         "fitted value; the better naive forecaster is taken seed by seed, a strict baseline.",
     ),
     Claim(
@@ -308,9 +312,9 @@ CLAIMS = [
         delta=0.5,
         delta_reason="1 - Spearman >= 0.5 (rho <= 0.5): at most a weak monotone trend, i.e. the metric "
         "fluctuates (rho near 0) or gets worse (rho < 0); monotone improvement gives 0.",
-        note="Derived, per seed (misaligned arm): 1 - Spearman(next-token accuracy, pretraining size). Tested "
-        "as the paper states it, on the misaligned arm alone: a smaller gain than the aligned arm's does not "
-        "count.",
+        note="Derived, per seed (misaligned arm): 1 - Spearman(next-token accuracy, pretraining size). "
+        "Tested as the paper states it, on the misaligned arm alone: a smaller gain than the aligned arm's "
+        "does not count.",
     ),
 ]
 
@@ -433,7 +437,8 @@ def monotonicity(sizes: np.ndarray, values: np.ndarray) -> float:
 
 
 def pretrain_epochs(n: int, epochs: int, min_steps: int, batch_size: int) -> int:
-    """``epochs`` passes over ``n`` examples, or more passes on a small corpus to reach ``min_steps`` steps."""
+    """``epochs`` passes over ``n`` examples, or more passes on a small corpus to reach ``min_steps``
+    steps."""
     steps_per_epoch = max(1, n // min(batch_size, n))
     return max(epochs, math.ceil(min_steps / steps_per_epoch))
 
@@ -547,7 +552,10 @@ class Task:
             pre = read_bytes(
                 cfg.text_aligned if arm == "aligned" else cfg.text_misaligned, cfg.pretrain_tokens[-1]
             )
-            cut = lambda x: x[: len(x) // cfg.doc_len * cfg.doc_len].reshape(-1, cfg.doc_len)
+
+            def cut(x):
+                return x[: len(x) // cfg.doc_len * cfg.doc_len].reshape(-1, cfg.doc_len)
+
             self.ft_docs, self.pre_docs = cut(ft), cut(pre)
             ctx, nxt = windows(cut(test), cfg.context)
             self.eval_ctx = ctx
@@ -561,7 +569,10 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
     task = Task(cfg, arm, rep)
-    as_t = lambda a, dtype=torch.int64: torch.as_tensor(a, dtype=dtype, device=device)
+
+    def as_t(a, dtype=torch.int64):
+        return torch.as_tensor(a, dtype=dtype, device=device)
+
     n_val = round(len(task.ft_docs) * cfg.ft_val_fraction)
     ft_x, ft_y = (as_t(v) for v in windows(task.ft_docs[: len(task.ft_docs) - n_val], cfg.context))
     val_x, val_y = (as_t(v) for v in windows(task.ft_docs[len(task.ft_docs) - n_val :], cfg.context))
@@ -595,7 +606,10 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
         if not n_val:
             fit(model, ft_x, ft_y, cfg.ft_epochs, cfg.ft_lr, role)
             return cfg.ft_epochs
-        val_ce = lambda: F.cross_entropy(train.predict(model, val_x), val_y).item()
+
+        def val_ce() -> float:
+            return F.cross_entropy(train.predict(model, val_x), val_y).item()
+
         best = {"ce": val_ce(), "epoch": 0, "state": {k: v.clone() for k, v in model.state_dict().items()}}
         epoch = [0]
 

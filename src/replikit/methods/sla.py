@@ -135,29 +135,31 @@ CLAIMS = [
         baseline="baseline",
         delta=0.005,
         delta_reason="half an accuracy point: the smallest gain a user would switch training objective for; "
-        "the full-label baseline is within ~1.2 points of 100% on 540 test digits, so larger gains cannot occur.",
+        "the full-label baseline is within ~1.2 points of 100% on 540 test digits, so larger gains cannot "
+        "occur.",
         note="full labels; SLA+AG (aggregated over 4 rotations) vs the plain classifier.",
     ),
     Claim(
         id="sla.da_hurts",
         paper=PAPER,
-        quote="This simple, yet effective approach allows to train models easier by relaxing a certain invariant "
-        "constraint during learning the original and self-supervised tasks simultaneously.",
+        quote="This simple, yet effective approach allows to train models easier by relaxing a certain "
+        "invariant constraint during learning the original and self-supervised tasks simultaneously.",
         metric="acc",
         treatment="baseline",
         baseline="da",
         delta=0.01,
         delta_reason="1 accuracy point: forcing invariance must cost clearly more than seed-to-seed noise to "
         "count as hurting.",
-        note="The invariant constraint the quote relaxes is the one data augmentation with rotations imposes: "
-        "forcing rotation invariance with DA lowers accuracy. Effect = baseline - DA: positive means DA hurts.",
+        note="The invariant constraint the quote relaxes is the one data augmentation with rotations "
+        "imposes: forcing rotation invariance with DA lowers accuracy. Effect = baseline - DA: positive "
+        "means DA hurts.",
     ),
     Claim(
         id="sla.ag_beats_mt",
         paper=PAPER,
-        quote="Our scheme trains the model to learn both original and self-supervised tasks, but is different "
-        "from conventional multi-task learning frameworks that optimize the summation of their corresponding "
-        "losses.",
+        quote="Our scheme trains the model to learn both original and self-supervised tasks, but is "
+        "different from conventional multi-task learning frameworks that optimize the summation of their "
+        "corresponding losses.",
         metric="acc_ag",
         baseline_metric="acc",
         treatment="sla",
@@ -189,9 +191,10 @@ CLAIMS = [
         treatment="sla_few",
         baseline="baseline_few",
         delta=0.01,
-        delta_reason="1 accuracy point: a 'large accuracy improvement' with reduced labels, where the baseline "
-        "has room (about 94% with 10% of the labels).",
-        note="reduced labels (label_fraction of the training labels, stratified); SLA+AG vs plain classifier.",
+        delta_reason="1 accuracy point: a 'large accuracy improvement' with reduced labels, where the "
+        "baseline has room (about 94% with 10% of the labels).",
+        note="reduced labels (label_fraction of the training labels, stratified); SLA+AG vs plain "
+        "classifier.",
     ),
 ]
 

@@ -87,8 +87,8 @@ class Config(MergingConfig):
 
 
 NEGATION_QUOTE = (
-    "Negating a task vector decreases performance on the target task, with little change in model behavior on "
-    "control tasks."
+    "Negating a task vector decreases performance on the target task, with little change in model behavior "
+    "on control tasks."
 )
 NEGATION_SOURCE = "Table 1 (ViT-L/14; 'Pre-trained' and 'Negative task vector')"
 
@@ -114,8 +114,8 @@ CLAIMS = [
         treatment="added",
         baseline="pretrained",
         delta=0.005,
-        delta_reason="half a point for the worst task: improving 'multiple tasks at once' read as every merged "
-        "task gaining, by more than test-set rounding (1 of ~200 examples).",
+        delta_reason="half a point for the worst task: improving 'multiple tasks at once' read as every "
+        "merged task gaining, by more than test-set rounding (1 of ~200 examples).",
         note="Read as: every task improves. Worst task's test-accuracy gain over the pretrained model (the "
         "baseline's is 0 by definition).",
     ),

@@ -111,10 +111,13 @@ def margin_growth(runs: pd.DataFrame, small: int, large: int) -> pd.Series:
 
 def margin_growth_statistic(runs: pd.DataFrame) -> pd.Series:
     """The ``margin_grows`` claim's per-seed effect (index = seed): :func:`margin_growth` between the
-    smallest and the largest task count in the runs (columns ``acc_n<count>``)."""
+    smallest and the largest task count in the runs (columns ``acc_n<count>``). Empty (the claim is
+    skipped) when fewer than two task counts or either arm did not run."""
     counts = sorted(
         int(c[len("acc_n") :]) for c in runs.columns if c.startswith("acc_n") and c[len("acc_n") :].isdigit()
     )
+    if len(counts) < 2 or not {"ties", "task_arithmetic"} <= set(runs["arm"]):
+        return pd.Series(dtype=float, name="margin_growth")
     return margin_growth(runs, counts[0], counts[-1])
 
 
