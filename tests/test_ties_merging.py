@@ -70,6 +70,12 @@ def test_margin_growth_statistic_uses_the_extreme_task_counts():
     assert T.margin_growth_statistic(runs).iloc[0] == pytest.approx(0.1)
 
 
+def test_margin_growth_statistic_is_empty_without_two_task_counts():
+    runs = _runs(ta2=[0.9], ties2=[0.9], ta8=[0.7], ties8=[0.8]).drop(columns="acc_n2")
+    assert len(T.margin_growth_statistic(runs)) == 0
+    assert len(T.margin_growth_statistic(runs[runs["arm"] == "ties"])) == 0
+
+
 def test_claims_are_declared_with_deltas_and_the_derived_one_has_its_statistic():
     assert all(c.delta > 0 and c.delta_reason for c in T.CLAIMS)
     derived = [c for c in T.CLAIMS if c.statistic is not None]
