@@ -66,9 +66,9 @@ fig_shift.suptitle(f"{cfg.task}: source {task['xs'].shape}, target {task['xt'].s
 
 # %%
 outcome, verdicts = sequential.replicate(dann, cfg)
-print(f"{len(outcome.runs)} main runs and {len(outcome.extras['moons'])} toy runs in {outcome.runtime_s:.0f} s "
-      f"on {outcome.device}")
-outcome.runs.groupby("arm")[["target_acc", "source_acc", "domain_acc", "source_val_acc"]].agg(["mean", "std"])
+print(f"{len(outcome.runs) - len(outcome.extras['moons'])} main runs and {len(outcome.extras['moons'])} toy runs "
+      f"in {outcome.runtime_s:.0f} s on {outcome.device}")
+outcome.runs[outcome.runs["arm"].isin(dann.ARMS)].groupby("arm")[["target_acc", "source_acc", "domain_acc", "source_val_acc"]].agg(["mean", "std"])
 
 # %% [markdown]
 # ## 3. Training curves
@@ -86,13 +86,15 @@ axes[2].axhline(0.5, color="0.4", ls=":", lw=1)
 
 # %% [markdown]
 # ## 4. The paper's toy: two moons, target rotated by 35 degrees
-# A shallow network (one hidden layer of 15 units). Source points coloured by class, target points
-# (unlabelled during training) in grey; the line is each arm's decision boundary (seed 0).
+# A shallow network (one hidden layer of 15 units). `moons_dann` uses the paper's logistic domain
+# classifier (the claim's arm), `moons_dann_mlp` our variant with one hidden layer (reported, not judged).
+# Source points coloured by class, target points (unlabelled during training) in grey; the line is each
+# arm's decision boundary (seed 0).
 
 # %%
 maps = outcome.extras["moons_maps"]
-fig_moons, axes = plots.plt.subplots(1, 2, figsize=(11, 4.4), sharex=True, sharey=True, squeeze=False)
-for ax, arm in zip(axes[0], dann.ARMS):
+fig_moons, axes = plots.plt.subplots(1, 3, figsize=(16, 4.4), sharex=True, sharey=True, squeeze=False)
+for ax, arm in zip(axes[0], dann.MOONS_ARMS):
     if arm in maps:
         m = maps[arm]
         ax.contourf(m["gx"], m["gy"], m["prob"], levels=[0, 0.5, 1], colors=["#dbe9f6", "#fbe3d6"], alpha=0.8)
@@ -108,16 +110,17 @@ axes[0, 0].legend(loc="lower left", fontsize=8)
 
 # %% [markdown]
 # ## 5. Verdict
-# Declared in `dann.CLAIMS` before the final runs: DANN raises target accuracy (threshold 0), keeps
-# source accuracy (non-inferiority, at most 2 points lost), and raises the toy's target accuracy.
+# Declared in `dann.CLAIMS` before the final runs: DANN raises target accuracy (by at least 2 points), keeps
+# source accuracy (non-inferiority, at most 2 points lost), and, with the paper's logistic domain
+# classifier, raises the toy's target accuracy (by at least 5 points).
 
 # %%
 fig_paired, axes = plots.plt.subplots(1, 3, figsize=(13, 3.8))
 plots.paired_effects(outcome.runs, "target_acc", list(dann.ARMS), ax=axes[0], title="Target test accuracy")
 plots.paired_effects(outcome.runs, "source_acc", list(dann.ARMS), ax=axes[1], title="Source test accuracy")
 if len(outcome.extras["moons"]):
-    plots.paired_effects(outcome.extras["moons"], "moons_target_acc", list(dann.ARMS), ax=axes[2],
-                         title="Two moons: target accuracy")
+    plots.paired_effects(outcome.extras["moons"], "moons_target_acc", ["moons_source_only", "moons_dann"], ax=axes[2],
+                         title="Two moons: target accuracy (logistic G_d)")
 claims.table(verdicts)
 
 # %%

@@ -172,6 +172,7 @@ def test_every_profile_validates(profile):
         ({"task": "svhn_mnist", "model": "cnn1d"}, "images"),
         ({"model": "cnn2d"}, "1-D"),
         ({"lambda": 1.0}, "unknown key"),
+        ({"moons_seeds": 5}, "unknown key"),  # the toy runs with the main task's seeds
     ],
 )
 def test_config_errors(overrides, fragment):
@@ -197,6 +198,19 @@ def test_moons_target_is_rotated_fresh_sample():
     d = dann.make_moons_task(cfg, 0)
     assert d["xs"].shape == d["xt"].shape == (cfg.moons_n, 2)
     assert not np.allclose(d["xt"], rotate_2d(d["xs"], cfg.moons_angle))
+
+
+def test_moons_claim_arm_is_the_papers_logistic_dann_paired_with_source_only():
+    claim = {c.id: c for c in dann.CLAIMS}["dann.moons_target_gain"]
+    assert (claim.treatment, claim.baseline) == ("moons_dann", "moons_source_only")
+    assert claim.quote_kind == "paraphrase" and claim.delta > 0
+    assert isinstance(dann.domain_classifier(15, 0), torch.nn.Linear)  # hidden = 0: logistic regression
+    small = {"moons_epochs": 2, "moons_n": 40, "moons_adv_weight": 0.0}
+    cfg = load_config("dann", profile="smoke", overrides=small)
+    out = {a: dann.run_moons(cfg.model_dump(), a, 0) for a in dann.MOONS_ARMS}
+    # with no adversarial weight every toy arm is the same network, trained on the same batches
+    assert out["moons_dann"]["moons_target_acc"] == out["moons_source_only"]["moons_target_acc"]
+    assert out["moons_dann_mlp"]["moons_target_acc"] == out["moons_source_only"]["moons_target_acc"]
 
 
 def test_zero_adv_weight_dann_arm_equals_source_only_exactly():

@@ -56,7 +56,9 @@ def test_expected_scores_by_hand():
     q = torch.tensor([[0.25, 0.75], [0.5, 0.5]])
     w = torch.tensor([0.4, 0.6])
     out = ds.expected_scores(q.log(), target, w)
-    ce = 0.4 * -(0.5 * math.log(0.25) + 0.5 * math.log(0.75)) + 0.6 * -(0.9 * math.log(0.5) + 0.1 * math.log(0.5))
+    ce = 0.4 * -(0.5 * math.log(0.25) + 0.5 * math.log(0.75)) + 0.6 * -(
+        0.9 * math.log(0.5) + 0.1 * math.log(0.5)
+    )
     assert out["ce"] == pytest.approx(ce, rel=1e-6)
     # context 0: argmax q = 1, P = 0.5; context 1: tie -> argmax 0, P = 0.9
     assert out["acc"] == pytest.approx(0.4 * 0.5 + 0.6 * 0.9, rel=1e-6)
@@ -85,34 +87,100 @@ def test_summary_and_claims_on_a_made_up_curve():
     sizes = np.array(cfg.pretrain_tokens, dtype=float)
     rows = [{"arm": "aligned", "seed": 0, "pretrain_tokens": 0, "acc": 0.1, "ce": 3.0}]
     acc = ds.log_law(sizes, 0.2, 0.1, 0.7)
-    rows += [{"arm": "aligned", "seed": 0, "pretrain_tokens": int(s), "acc": a, "ce": 3.0 - i * 0.1}
-             for i, (s, a) in enumerate(zip(sizes, acc))]
+    rows += [
+        {"arm": "aligned", "seed": 0, "pretrain_tokens": int(s), "acc": a, "ce": 3.0 - i * 0.1}
+        for i, (s, a) in enumerate(zip(sizes, acc))
+    ]
     out = ds.summarize(cfg, pd.DataFrame(rows))["summary"]
     assert out["ce_monotonicity"] == pytest.approx(1.0) and out["metric_monotonicity"] == pytest.approx(1.0)
     assert out["law_error"] < 1e-4
     assert out["metric_gain_late"] == pytest.approx(acc[-1] - acc[2])
-    runs = pd.DataFrame([dict(out, seed=s) for s in range(3)] + [dict(out, seed=s, arm="misaligned") for s in range(3)])
-    verdicts = {v.claim.id: v for v in ds.judge_claims(runs)}
-    assert verdicts["downstream_scaling.aligned_ce_monotone"].verdict == "reproduced"
-    assert verdicts["downstream_scaling.aligned_log_law_predicts"].verdict == "reproduced"
-    assert verdicts["downstream_scaling.misaligned_metric_stalls"].effect == pytest.approx(0.0)
+    # an exact log law: the law beats both naive forecasters
+    assert out["law_gain_over_naive"] == pytest.approx(out["naive_error"] - out["law_error"])
+    assert out["law_gain_over_naive"] > 0
+    assert out["metric_non_monotonicity"] == pytest.approx(0.0)
+
+
+def test_naive_predictions_by_hand():
+    d = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    f = np.array([0.1, 0.3, 0.5, 0.6, 0.9])
+    out = ds.naive_predictions(d, f, n_fit=3)
+    np.testing.assert_allclose(out["persistence"], [0.5, 0.5])  # the last fitted value, held
+    np.testing.assert_allclose(out["linear"], [0.7, 1.9])  # the line 0.2 d - 0.1 through the first 3 points
+
+
+def _stat_runs(mono, law_err, naive_err):
+    rows = []
+    for seed, (m, le, ne) in enumerate(zip(mono, law_err, naive_err)):
+        rows.append(
+            {"arm": "aligned", "seed": seed, "metric_monotonicity": 1.0, "law_error": le, "naive_error": ne}
+        )
+        rows.append(
+            {
+                "arm": "misaligned",
+                "seed": seed,
+                "metric_monotonicity": m,
+                "law_error": 0.0,
+                "naive_error": 0.0,
+            }
+        )
+    return pd.DataFrame(rows[::-1])  # reversed: the statistics must index by seed, not by row order
+
+
+def test_misaligned_non_monotonicity_is_one_minus_spearman_of_the_misaligned_arm():
+    stat = ds.misaligned_non_monotonicity(_stat_runs([1.0, 0.2, -0.5], [0, 0, 0], [0, 0, 0]))
+    assert stat.index.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(stat.to_numpy(), [0.0, 0.8, 1.5])
+    # by hand on curves: monotone -> 0; flat-then-worse -> > 1; fluctuating -> about 1
+    sizes = np.arange(8)
+    assert 1.0 - ds.monotonicity(sizes, np.arange(8.0)) == pytest.approx(0.0)
+    assert 1.0 - ds.monotonicity(sizes, -np.arange(8.0)) == pytest.approx(2.0)
+    assert 1.0 - ds.monotonicity(sizes, np.array([0, 1, 0, 1, 0, 1, 0, 1.0])) == pytest.approx(1.0, abs=0.25)
+
+
+def test_law_gain_over_naive_is_naive_minus_law_error_of_the_aligned_arm():
+    stat = ds.law_gain_over_naive(_stat_runs([1, 1], [0.01, 0.03], [0.02, 0.02]))
+    np.testing.assert_allclose(stat.to_numpy(), [0.01, -0.01])
+    assert stat.index.tolist() == [0, 1]
+
+
+def test_claims_declare_deltas_and_the_derived_claims_their_statistics():
+    assert all(c.delta > 0 and c.delta_reason for c in ds.CLAIMS)
+    by_id = {c.id.split(".")[1]: c for c in ds.CLAIMS}
+    assert by_id["misaligned_metric_not_monotone"].statistic is ds.misaligned_non_monotonicity
+    assert by_id["aligned_log_law_beats_naive"].statistic is ds.law_gain_over_naive
+    assert (
+        "misaligned_metric_stalls" not in by_id
+    )  # the comparative reading is gone: tested as the paper states it
 
 
 def test_models_shapes():
     x = torch.randint(0, 7, (5, 3))
     cfg = ds.Config(profile="smoke", vocab=7, order=2, support=3, context=3, hidden=32, embed=4)
     assert ds.build_model(cfg, 7)(x).shape == (5, 7)
-    tcfg = ds.Config(profile="smoke", vocab=7, order=2, support=3, context=3, model="transformer", hidden=32, layers=1)
+    tcfg = ds.Config(
+        profile="smoke", vocab=7, order=2, support=3, context=3, model="transformer", hidden=32, layers=1
+    )
     assert ds.build_model(tcfg, 7)(x).shape == (5, 7)
 
 
 def test_text_corpus_task(tmp_path):
-    text = (b"the cat sat on the mat. " * 200)
+    text = b"the cat sat on the mat. " * 200
     for name in ("down", "al", "mis"):
         (tmp_path / f"{name}.txt").write_bytes(text)
-    cfg = ds.Config(profile="smoke", corpus="text", context=4, doc_len=16, finetune_tokens=256, eval_tokens=1000,
-                    pretrain_tokens=[64, 128, 256, 512, 1024], n_fit=3, text_downstream=str(tmp_path / "down.txt"),
-                    text_aligned=str(tmp_path / "al.txt"), text_misaligned=str(tmp_path / "mis.txt"))
+    cfg = ds.Config(
+        profile="smoke",
+        corpus="text",
+        context=4,
+        doc_len=16,
+        finetune_tokens=256,
+        eval_tokens=1000,
+        pretrain_tokens=[64, 128, 256, 512, 1024],
+        n_fit=3,
+        text_downstream=str(tmp_path / "down.txt"),
+        text_aligned=str(tmp_path / "al.txt"),
+        text_misaligned=str(tmp_path / "mis.txt"),
+    )
     task = ds.Task(cfg, "aligned", 0)
     assert task.vocab == 256 and task.pre_docs.shape[1] == 16
     assert np.isclose(task.eval_weight.sum(), 1.0) and task.eval_ctx.shape[1] == 4

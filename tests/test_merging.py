@@ -75,18 +75,29 @@ def test_trim_keeps_top_k_magnitudes_over_the_whole_vector():
 
 
 def test_elect_picks_the_sign_of_the_larger_total_mass():
-    stacked = torch.tensor([[0.5, -2.0, 0.5, 0.0],
-                            [0.3, 1.0, 0.5, 0.0],
-                            [-0.1, 0.5, -2.0, 0.0]])
-    # sums: 0.7, -0.5, -1.0, 0.0: the sign of the mass wins over the sign of the majority (columns 2, 3)
-    assert M.elect(stacked).tolist() == [1.0, -1.0, -1.0, 0.0]
+    stacked = torch.tensor([[0.5, -2.0, 0.5, 0.0], [0.3, 1.0, 0.5, 0.0], [-0.1, 0.5, -2.0, 0.0]])
+    # sums: 0.7, -0.5, -1.0, 0.0: the sign of the mass wins over the sign of the majority (columns 2, 3);
+    # the zero sum of column 4 takes the majority of the elected signs (+, -, -): -
+    assert M.elect(stacked).tolist() == [1.0, -1.0, -1.0, -1.0]
+
+
+def test_elect_gives_a_zero_sum_the_majority_sign_and_the_merge_keeps_its_values():
+    # column 0 cancels exactly (+1 - 1); the other columns elect +, +, -: majority +
+    stacked = torch.tensor([[1.0, 2.0, 3.0, -1.0], [-1.0, 1.0, 1.0, 0.0]])
+    gamma = M.elect(stacked)
+    assert gamma.tolist() == [1.0, 1.0, 1.0, -1.0]
+    # the disjoint mean of column 0 keeps the +1 (a sign-0 rule would have merged it to 0)
+    torch.testing.assert_close(M.disjoint_mean(stacked, gamma), t(1.0, 1.5, 2.0, -1.0))
+
+
+def test_elect_leaves_zero_when_the_elected_signs_are_tied():
+    # elected +, -, and a zero sum: no majority, the zero stays 0
+    assert M.elect(torch.tensor([[1.0, -1.0, 0.0]])).tolist() == [1.0, -1.0, 0.0]
 
 
 def test_disjoint_mean_averages_only_agreeing_nonzero_values():
-    stacked = torch.tensor([[0.5, -2.0, 0.5, 0.0],
-                            [0.3, 1.0, 0.0, 0.0],
-                            [-0.1, 0.5, -2.0, 0.0]])
-    gamma = M.elect(stacked)  # [+, -, -, 0]
+    stacked = torch.tensor([[0.5, -2.0, 0.5, 0.0], [0.3, 1.0, 0.0, 0.0], [-0.1, 0.5, -2.0, 0.0]])
+    gamma = M.elect(stacked)  # [+, -, -, -] (the zero sum takes the majority sign)
     out = M.disjoint_mean(stacked, gamma)
     # col 0: mean(0.5, 0.3) = 0.4 (the -0.1 disagrees); col 1: -2 alone; col 2: -2 alone (the zero does
     # not count in the mean); col 3: nothing agrees -> 0
@@ -101,7 +112,7 @@ def test_ties_merge_end_to_end_by_hand():
     ]
     # k = 0.5: each keeps its 2 largest magnitudes
     #   t1 -> [1, 0, 0, 2]; t2 -> [3, 0, 0, -1]; t3 -> [-0.5, 0, 0.4, 0] (drops 0.05, -0.3)
-    # elect: sums [3.5, 0, 0.4, 1] -> [+, 0, +, +]
+    # elect: sums [3.5, 0, 0.4, 1] -> [+, + (majority), +, +]; column 1 was trimmed everywhere: stays 0
     # disjoint mean: [mean(1, 3) = 2, 0, 0.4, 2]
     close(M.ties_merge(taus, 0.5), {"w": t(2.0, 0.0, 0.4, 2.0)})
     # k = 1 (no trim): sums [3.5, 0.05, 0.5, 0.7] -> all +; means over agreeing entries:

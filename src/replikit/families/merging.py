@@ -5,7 +5,8 @@ Part 1, pure tensor operations on state dicts (no training; unit-tested on hand-
     task_vector(ft, pre)      tau = theta_ft - theta_pre            (Ilharco et al. 2023, eq. 1)
     add / negate / scale / sum_vectors / apply(pre, tau, coef)     theta = theta_pre + coef * tau
     trim(tau, k)              keep the top-k fraction of |tau| entries of one task, zero the rest
-    elect(trimmed)            gamma = sgn(sum_t trimmed_t)           (sign with the larger total mass)
+    elect(trimmed)            gamma = sgn(sum_t trimmed_t)           (sign with the larger total mass;
+                                                                     a zero sum takes the majority sign)
     disjoint_mean(trimmed, gamma)  mean over the tasks whose entry is non-zero and agrees with gamma
     ties_merge(taus, k)       trim -> elect -> disjoint mean        (Yadav et al. 2023, Algorithm 1)
 
@@ -138,9 +139,15 @@ def trim(tau: StateDict, k: float) -> StateDict:
 def elect(trimmed: torch.Tensor) -> torch.Tensor:
     """Step 2 (elect): gamma_p = sgn(sum_t trimmed_t,p) for stacked trimmed vectors of shape (T, P).
 
-    The sign with the larger total magnitude wins; an entry whose sum is exactly 0 gets sign 0 (and
-    the merged entry stays 0)."""
-    return torch.sign(trimmed.sum(0))
+    The sign with the larger total magnitude wins. An entry whose sum is exactly 0 (every task trimmed
+    it, or its values cancel) takes the majority sign, sgn(sum_p gamma_p): the sign most entries
+    elected, as the reference code does (``resolve_zero_signs(..., "majority")`` in
+    github.com/prateeky2806/ties-merging, ``src/utils/merge_utils.py``). Where every task trimmed the
+    entry the merged value stays 0 whatever the sign; where values cancel, the disjoint mean keeps
+    those of the majority sign. In the degenerate case of as many positive as negative elected signs
+    the zero entries keep sign 0 (and merge to 0)."""
+    gamma = torch.sign(trimmed.sum(0))
+    return torch.where(gamma == 0, torch.sign(gamma.sum()), gamma)
 
 
 def disjoint_mean(trimmed: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:

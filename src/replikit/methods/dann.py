@@ -39,16 +39,22 @@ signals* and target-training labels, to place source-only in the paper's 50-70% 
 accuracy: source-only 0.55 / 0.58, DANN 0.63 / 0.66. The target test set was never used to choose.
 The two arms share, per seed, the weight init, the source batches and the target draws.
 Toy: the paper's two moons, target = a fresh moons sample rotated by 35 degrees, a shallow network
-(one hidden layer of 15 ReLU units). The paper's domain classifier is a logistic regression on the
-hidden layer; with it the pilot (base seed 1000, 3 draws) showed no gain (0.80/0.74/0.71 -> 0.76/0.78/
-0.72, also with adv_weight 6), so the toy's domain classifier has one hidden layer of 32 units
-(pilot: -> 0.93/0.87/0.87). Final toy runs use fresh draws (base seed 0).
+(one hidden layer of 15 ReLU units), run with the same seeds as the main task. The paper's domain
+classifier is a logistic regression on the hidden layer: that is the claim's arm, ``moons_dann``.
+Our variant ``moons_dann_mlp`` (a domain classifier with one hidden layer of 32 units, added after the
+logistic one gave no gain in an earlier pilot) is reported beside it, never judged.
+Pilot (pilot base seed 0, 8 draws, target test accuracy, source-only -> logistic DANN / variant):
+mean 0.743 -> 0.731 (gain -0.012; per draw -0.040 to +0.017) / 0.846 (+0.103). A logistic domain
+classifier on the source-only hidden layer tells the domains apart only 63% of the time (held out),
+so the paper's DANN has little to remove here; the earlier pilot (base seed 1000, 3 draws) found the
+same, also with adv_weight 6.
 Full profile (wired, not run here): SVHN -> MNIST (MNIST resized to 32x32 RGB), cnn2d.
 Measured (default profile, CPU, 5 seeds, paired): target accuracy source-only 0.575 -> DANN 0.669,
 effect +0.095 [95% CI +0.070, +0.119]: reproduced. Source accuracy 0.900 -> 0.895, effect -0.005
 [-0.021, +0.011] against the -0.02 margin: inconclusive (the interval just reaches past the margin).
 Held-out domain-classifier accuracy on the features: 0.79 (source-only probe) -> 0.55 (DANN).
-Two moons, target accuracy 0.745 -> 0.849, effect +0.104 [+0.009, +0.199]: reproduced.
+Two moons (then judged on the variant's domain classifier, now a labelled variant): target accuracy
+0.745 -> 0.849, effect +0.104 [+0.009, +0.199].
 """
 
 from __future__ import annotations
@@ -72,6 +78,9 @@ from replikit.results import Outcome, Timer
 NAME = "dann"
 PAPER = "Ganin et al. 2016"
 ARMS = ("source_only", "dann")
+# the toy's arms: source only, DANN with the paper's logistic domain classifier (the claim's arm), and our
+# variant with a one-hidden-layer domain classifier (reported, not judged)
+MOONS_ARMS = ("moons_source_only", "moons_dann", "moons_dann_mlp")
 QUOTE = (
     "As the training progresses, the approach promotes the emergence of features that are (i) "
     "discriminative for the main learning task on the source domain and (ii) indiscriminate with "
@@ -83,44 +92,82 @@ class Config(MethodConfig):
     """DANN's knobs; sizes per profile live in params.yaml's ``dann.profiles``."""
 
     task: Literal["mnist1d_clutter", "svhn_mnist"] = pydantic.Field(
-        "mnist1d_clutter", description="source -> target pair: MNIST-1D -> cluttered MNIST-1D, or SVHN -> MNIST"
+        "mnist1d_clutter",
+        description="source -> target pair: MNIST-1D -> cluttered MNIST-1D, or SVHN -> MNIST",
     )
-    model: Literal["mlp", "cnn1d", "cnn2d"] = pydantic.Field("cnn1d", description="feature extractor + linear head")
+    model: Literal["mlp", "cnn1d", "cnn2d"] = pydantic.Field(
+        "cnn1d", description="feature extractor + linear head"
+    )
     width: int = pydantic.Field(32, ge=4, le=4096, description="channels (CNN) or units (MLP)")
-    domain_hidden: int = pydantic.Field(100, ge=0, le=4096, description="hidden units of the domain classifier (0 = linear)")
+    domain_hidden: int = pydantic.Field(
+        100, ge=0, le=4096, description="hidden units of the domain classifier (0 = linear)"
+    )
     adv_weight: float = pydantic.Field(
         1.0, ge=0.0, le=100.0, description="multiplies lambda_p in the GRL of the dann arm; 0 = source only"
     )
     gamma: float = pydantic.Field(10.0, gt=0.0, le=100.0, description="lambda_p = 2/(1+exp(-gamma p)) - 1")
-    lr: float = pydantic.Field(0.1, gt=0.0, le=1.0, description="mu_0, the initial learning rate (paper: 0.01)")
-    lr_alpha: float = pydantic.Field(10.0, ge=0.0, le=100.0, description="mu_p = mu_0 / (1 + lr_alpha p)^lr_beta")
-    lr_beta: float = pydantic.Field(0.75, ge=0.0, le=5.0, description="exponent of the learning-rate annealing")
+    lr: float = pydantic.Field(
+        0.1, gt=0.0, le=1.0, description="mu_0, the initial learning rate (paper: 0.01)"
+    )
+    lr_alpha: float = pydantic.Field(
+        10.0, ge=0.0, le=100.0, description="mu_p = mu_0 / (1 + lr_alpha p)^lr_beta"
+    )
+    lr_beta: float = pydantic.Field(
+        0.75, ge=0.0, le=5.0, description="exponent of the learning-rate annealing"
+    )
     optimizer: Literal["sgd", "adam"] = pydantic.Field("sgd", description="sgd: momentum 0.9, as the paper")
     epochs: int = pydantic.Field(30, ge=1, le=1000, description="passes over the labelled source set")
-    batch_size: int = pydantic.Field(64, ge=2, le=8192, description="source examples per batch (as many target)")
+    batch_size: int = pydantic.Field(
+        64, ge=2, le=8192, description="source examples per batch (as many target)"
+    )
     # MNIST-1D task
     source_fraction: float = pydantic.Field(
-        0.5, gt=0.05, lt=0.95, description="share of MNIST-1D's training signals that are source (rest: target)"
+        0.5,
+        gt=0.05,
+        lt=0.95,
+        description="share of MNIST-1D's training signals that are source (rest: target)",
     )
-    val_size: int = pydantic.Field(500, ge=0, le=100_000, description="source examples held out as validation")
-    train_subset: int = pydantic.Field(0, ge=0, description="cap on source and target training examples (0 = all)")
+    val_size: int = pydantic.Field(
+        500, ge=0, le=100_000, description="source examples held out as validation"
+    )
+    train_subset: int = pydantic.Field(
+        0, ge=0, description="cap on source and target training examples (0 = all)"
+    )
     shift_strength: float = pydantic.Field(0.8, ge=0.0, le=20.0, description="background RMS / signal std")
-    shift_amplitude: float = pydantic.Field(1.0, gt=0.0, le=10.0, description="gain applied to target signals")
+    shift_amplitude: float = pydantic.Field(
+        1.0, gt=0.0, le=10.0, description="gain applied to target signals"
+    )
     shift_waves: int = pydantic.Field(3, ge=1, le=20, description="sinusoids per background")
-    shift_max_cycles: float = pydantic.Field(2.0, gt=0.25, le=20.0, description="highest background frequency (cycles/signal)")
+    shift_max_cycles: float = pydantic.Field(
+        2.0, gt=0.25, le=20.0, description="highest background frequency (cycles/signal)"
+    )
     # two-moons toy (the paper's Section 5.1)
-    moons_seeds: int = pydantic.Field(5, ge=0, le=100, description="seeds of the toy (0 = no toy)")
-    moons_n: int = pydantic.Field(300, ge=20, le=100_000, description="points per domain (train) and in the target test")
-    moons_angle: float = pydantic.Field(35.0, ge=-180.0, le=180.0, description="rotation of the target, degrees")
+    moons: bool = pydantic.Field(
+        True, description="also run the two-moons toy, with the same seeds as the main task"
+    )
+    moons_n: int = pydantic.Field(
+        300, ge=20, le=100_000, description="points per domain (train) and in the target test"
+    )
+    moons_angle: float = pydantic.Field(
+        35.0, ge=-180.0, le=180.0, description="rotation of the target, degrees"
+    )
     moons_noise: float = pydantic.Field(0.1, ge=0.0, le=1.0, description="make_moons noise")
     moons_hidden: int = pydantic.Field(15, ge=2, le=1024, description="hidden units of the shallow network")
-    moons_domain_hidden: int = pydantic.Field(
-        32, ge=0, le=1024, description="hidden units of the toy's domain classifier (0 = logistic, as the paper)"
+    moons_variant_hidden: int = pydantic.Field(
+        32,
+        ge=0,
+        le=1024,
+        description="hidden units of the domain classifier of the toy's variant arm moons_dann_mlp (0 = no "
+        "variant); the claim's arm moons_dann uses the paper's logistic domain classifier",
     )
     moons_epochs: int = pydantic.Field(200, ge=1, le=100_000, description="passes over the toy source set")
-    moons_batch: int = pydantic.Field(32, ge=2, le=100_000, description="toy source points per batch (as many target)")
+    moons_batch: int = pydantic.Field(
+        32, ge=2, le=100_000, description="toy source points per batch (as many target)"
+    )
     moons_lr: float = pydantic.Field(0.05, gt=0.0, le=10.0, description="mu_0 of the toy")
-    moons_adv_weight: float = pydantic.Field(1.0, ge=0.0, le=100.0, description="adv_weight of the toy's dann arm")
+    moons_adv_weight: float = pydantic.Field(
+        1.0, ge=0.0, le=100.0, description="adv_weight of the toy's dann arm"
+    )
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -139,38 +186,44 @@ CLAIMS = [
         metric="target_acc",
         treatment="dann",
         baseline="source_only",
-        threshold=0.0,
+        delta=0.02,
+        delta_reason="2 points of target accuracy: a clear gain for an adaptation method; the paper's gains "
+        "are 19-24 points.",
         paper_value={"source_only": 0.549, "dann": 0.7385},
+        paper_source="Table 2, SVHN -> MNIST column, 'Source only' and 'DANN' rows",
         note="target test accuracy at the last epoch; paper: SVHN->MNIST (MNIST->MNIST-M: 0.5225 -> 0.7666). "
         "Ours: MNIST-1D -> cluttered MNIST-1D, cnn1d.",
     ),
     Claim(
         id="dann.source_kept",
         paper=PAPER,
-        quote="(i) discriminative for the main learning task on the source domain",
+        quote=QUOTE,
         metric="source_acc",
         treatment="dann",
         baseline="source_only",
-        threshold=-0.02,
         kind="non_inferiority",
-        note="source test accuracy at the last epoch; DANN may lose at most 2 points to source-only.",
+        delta=0.02,
+        delta_reason="features 'discriminative for the main learning task on the source domain': DANN may "
+        "lose at most 2 points of source accuracy to source-only.",
+        note="source test accuracy at the last epoch.",
     ),
     Claim(
         id="dann.moons_target_gain",
         paper=PAPER,
-        quote="(the two-moons toy, target rotated by 35 degrees) the DANN decision boundary classifies "
-        "the target domain correctly, the standard network's does not",
+        quote="On the two-moons toy with the target rotated by 35 degrees, the DANN decision boundary "
+        "classifies the target domain correctly where the standard network's does not.",
+        quote_kind="paraphrase",
         metric="moons_target_acc",
-        treatment="dann",
-        baseline="source_only",
-        threshold=0.0,
-        note="shallow network (15 hidden units), target test accuracy; the paper shows the figure, no number.",
+        treatment="moons_dann",
+        baseline="moons_source_only",
+        delta=0.05,
+        delta_reason="5 points of target accuracy: the paper's figure shows a boundary that fits the rotated "
+        "moons where source-only misclassifies a visible share of them.",
+        note="Shallow network (15 hidden units), the paper's logistic domain classifier on the hidden layer; "
+        "target test accuracy (the paper shows the figure, no number). Our variant with a one-hidden-layer "
+        "domain classifier (arm moons_dann_mlp) is reported beside it, not judged.",
     ),
 ]
-
-# the toy claim is judged on its own table of runs (outcome.extras["moons"])
-MAIN_CLAIMS = CLAIMS[:2]
-MOONS_CLAIMS = CLAIMS[2:]
 
 
 # ============================ ALGO LOGIC: the paper's equations ====================================
@@ -214,7 +267,9 @@ def domain_classifier(feature_dim: int, hidden: int) -> nn.Module:
 def domain_loss(d_source: torch.Tensor, d_target: torch.Tensor) -> torch.Tensor:
     """L_d summed over domains: mean BCE of source logits against 0 plus target logits against 1."""
     zeros, ones = torch.zeros_like(d_source), torch.ones_like(d_target)
-    return F.binary_cross_entropy_with_logits(d_source, zeros) + F.binary_cross_entropy_with_logits(d_target, ones)
+    return F.binary_cross_entropy_with_logits(d_source, zeros) + F.binary_cross_entropy_with_logits(
+        d_target, ones
+    )
 
 
 def dann_loss(model: models.Split, domain: nn.Module, xs, ys, xt, coef: float, adapt: bool | None = None):
@@ -246,9 +301,25 @@ def dann_loss(model: models.Split, domain: nn.Module, xs, ys, xt, coef: float, a
 
 
 def train_dann(
-    model: models.Split, domain: nn.Module, xs, ys, xt, *, adv_weight: float, gamma: float, epochs: int,
-    batch_size: int, lr: float, lr_alpha: float, lr_beta: float, optimizer: str, batch_seed: int,
-    target_seed: int, device: torch.device, evaluate=None, desc: str = "dann",
+    model: models.Split,
+    domain: nn.Module,
+    xs,
+    ys,
+    xt,
+    *,
+    adv_weight: float,
+    gamma: float,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    lr_alpha: float,
+    lr_beta: float,
+    optimizer: str,
+    batch_seed: int,
+    target_seed: int,
+    device: torch.device,
+    evaluate=None,
+    desc: str = "dann",
 ) -> list[dict[str, float]]:
     """Algorithm: each step draws a source batch (train.fit's permutation) and as many target indices
     (a device generator of its own, so both arms see the same target draws), sets the GRL factor
@@ -262,9 +333,18 @@ def train_dann(
         return dann_loss(model, domain, xs[idx], ys[idx], xt[tidx], coef, adapt=adv_weight > 0)
 
     return train.fit(
-        step, list(model.parameters()) + list(domain.parameters()), len(ys), epochs=epochs,
-        batch_size=min(batch_size, len(ys)), seed=batch_seed, device=device, lr=lr, optimizer=optimizer,
-        lr_schedule=lambda p: annealed_lr(p, lr_alpha, lr_beta), evaluate=evaluate, models=[model, domain],
+        step,
+        list(model.parameters()) + list(domain.parameters()),
+        len(ys),
+        epochs=epochs,
+        batch_size=min(batch_size, len(ys)),
+        seed=batch_seed,
+        device=device,
+        lr=lr,
+        optimizer=optimizer,
+        lr_schedule=lambda p: annealed_lr(p, lr_alpha, lr_beta),
+        evaluate=evaluate,
+        models=[model, domain],
         desc=desc,
     )
 
@@ -279,26 +359,42 @@ def make_task(cfg: Config) -> dict[str, np.ndarray]:
 
         src, tgt = data.load("svhn"), data.load("mnist")
         n = len(src.y_train)
-        tr_idx, val_idx = data.split(n, min(cfg.val_size, n - 1) / n, derive_seed(cfg.seed, NAME, "data", "val"))
+        tr_idx, val_idx = data.split(
+            n, min(cfg.val_size, n - 1) / n, derive_seed(cfg.seed, NAME, "data", "val")
+        )
         out = {
-            "xs": src.x_train[tr_idx], "ys": src.y_train[tr_idx],
-            "xs_val": src.x_train[val_idx], "ys_val": src.y_train[val_idx],
-            "xs_test": src.x_test, "ys_test": src.y_test,
-            "xt": to_rgb32(tgt.x_train), "yt": tgt.y_train,
-            "xt_test": to_rgb32(tgt.x_test), "yt_test": tgt.y_test,
+            "xs": src.x_train[tr_idx],
+            "ys": src.y_train[tr_idx],
+            "xs_val": src.x_train[val_idx],
+            "ys_val": src.y_train[val_idx],
+            "xs_test": src.x_test,
+            "ys_test": src.y_test,
+            "xt": to_rgb32(tgt.x_train),
+            "yt": tgt.y_train,
+            "xt_test": to_rgb32(tgt.x_test),
+            "yt_test": tgt.y_test,
         }
     else:
         ds = data.load("mnist1d")
-        tgt_idx, src_idx = data.split(len(ds.y_train), cfg.source_fraction, derive_seed(cfg.seed, NAME, "data", "domains"))
+        tgt_idx, src_idx = data.split(
+            len(ds.y_train), cfg.source_fraction, derive_seed(cfg.seed, NAME, "data", "domains")
+        )
         rng = np.random.default_rng(derive_seed(cfg.seed, NAME, "data", "val"))
         src_idx = rng.permutation(src_idx)
         val_idx, tr_idx = np.sort(src_idx[: cfg.val_size]), np.sort(src_idx[cfg.val_size :])
-        shift = {"strength": cfg.shift_strength, "amplitude": cfg.shift_amplitude, "n_waves": cfg.shift_waves,
-                 "max_cycles": cfg.shift_max_cycles}
+        shift = {
+            "strength": cfg.shift_strength,
+            "amplitude": cfg.shift_amplitude,
+            "n_waves": cfg.shift_waves,
+            "max_cycles": cfg.shift_max_cycles,
+        }
         out = {
-            "xs": ds.x_train[tr_idx], "ys": ds.y_train[tr_idx],
-            "xs_val": ds.x_train[val_idx], "ys_val": ds.y_train[val_idx],
-            "xs_test": ds.x_test, "ys_test": ds.y_test,
+            "xs": ds.x_train[tr_idx],
+            "ys": ds.y_train[tr_idx],
+            "xs_val": ds.x_train[val_idx],
+            "ys_val": ds.y_train[val_idx],
+            "xs_test": ds.x_test,
+            "ys_test": ds.y_test,
             "xt": clutter_shift(ds.x_train[tgt_idx], derive_seed(cfg.seed, NAME, "shift", "train"), **shift),
             "yt": ds.y_train[tgt_idx],
             "xt_test": clutter_shift(ds.x_test, derive_seed(cfg.seed, NAME, "shift", "test"), **shift),
@@ -316,15 +412,20 @@ def make_moons_task(cfg: Config, rep: int) -> dict[str, np.ndarray]:
     from sklearn.datasets import make_moons
 
     def sample(role: str):
-        return make_moons(cfg.moons_n, noise=cfg.moons_noise, random_state=derive_seed(cfg.seed, NAME, "moons", role, rep))
+        return make_moons(
+            cfg.moons_n, noise=cfg.moons_noise, random_state=derive_seed(cfg.seed, NAME, "moons", role, rep)
+        )
 
     xs, ys = sample("source")
     centre = xs.mean(0)
     (xt, yt), (xt_test, yt_test) = sample("target"), sample("target_test")
     return {
-        "xs": xs.astype(np.float32), "ys": ys.astype(np.int64),
-        "xt": rotate_2d(xt, cfg.moons_angle, centre).astype(np.float32), "yt": yt.astype(np.int64),
-        "xt_test": rotate_2d(xt_test, cfg.moons_angle, centre).astype(np.float32), "yt_test": yt_test.astype(np.int64),
+        "xs": xs.astype(np.float32),
+        "ys": ys.astype(np.int64),
+        "xt": rotate_2d(xt, cfg.moons_angle, centre).astype(np.float32),
+        "yt": yt.astype(np.int64),
+        "xt_test": rotate_2d(xt_test, cfg.moons_angle, centre).astype(np.float32),
+        "yt_test": yt_test.astype(np.int64),
     }
 
 
@@ -359,16 +460,33 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
         return row
 
     history = train_dann(
-        model, domain, t["xs"], t["ys"], t["xt"], adv_weight=cfg.adv_weight if arm == "dann" else 0.0,
-        gamma=cfg.gamma, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_alpha=cfg.lr_alpha,
-        lr_beta=cfg.lr_beta, optimizer=cfg.optimizer, batch_seed=derive_seed(cfg.seed, NAME, "batches", rep),
-        target_seed=derive_seed(cfg.seed, NAME, "target_draws", rep), device=device, evaluate=evaluate,
+        model,
+        domain,
+        t["xs"],
+        t["ys"],
+        t["xt"],
+        adv_weight=cfg.adv_weight if arm == "dann" else 0.0,
+        gamma=cfg.gamma,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_alpha=cfg.lr_alpha,
+        lr_beta=cfg.lr_beta,
+        optimizer=cfg.optimizer,
+        batch_seed=derive_seed(cfg.seed, NAME, "batches", rep),
+        target_seed=derive_seed(cfg.seed, NAME, "target_draws", rep),
+        device=device,
+        evaluate=evaluate,
         desc=f"{arm} seed {rep}",
     )
     last = history[-1]
     return {
-        "arm": arm, "seed": rep, "target_acc": last["target_acc"], "source_acc": last["source_acc"],
-        "domain_acc": last["domain_acc"], "source_val_acc": last.get("source_val_acc", math.nan),
+        "arm": arm,
+        "seed": rep,
+        "target_acc": last["target_acc"],
+        "source_acc": last["source_acc"],
+        "domain_acc": last["domain_acc"],
+        "source_val_acc": last.get("source_val_acc", math.nan),
         "target_train_acc": train.accuracy(model, t["xt"], t["yt"]),  # pilot only (shift calibration)
         "history": history,
     }
@@ -381,18 +499,33 @@ def run_moons(cfg: dict, arm: str, rep: int, grid: int = 0) -> dict:
     d = make_moons_task(cfg, rep)
     t = {k: torch.as_tensor(v) for k, v in d.items()}
     train.manual_seed(derive_seed(cfg.seed, NAME, "moons_init", rep))
-    model = models.build("mlp", (2,), 2, width=cfg.moons_hidden, depth=1)
-    domain = domain_classifier(model.feature_dim, cfg.moons_domain_hidden)
+    model = models.build(
+        "mlp", (2,), 2, width=cfg.moons_hidden, depth=1
+    )  # built first: same init in every arm
+    domain = domain_classifier(model.feature_dim, cfg.moons_variant_hidden if arm == "moons_dann_mlp" else 0)
     history = train_dann(
-        model, domain, t["xs"], t["ys"], t["xt"], adv_weight=cfg.moons_adv_weight if arm == "dann" else 0.0,
-        gamma=cfg.gamma, epochs=cfg.moons_epochs, batch_size=cfg.moons_batch, lr=cfg.moons_lr,
-        lr_alpha=cfg.lr_alpha, lr_beta=cfg.lr_beta, optimizer="sgd",
+        model,
+        domain,
+        t["xs"],
+        t["ys"],
+        t["xt"],
+        adv_weight=0.0 if arm == "moons_source_only" else cfg.moons_adv_weight,
+        gamma=cfg.gamma,
+        epochs=cfg.moons_epochs,
+        batch_size=cfg.moons_batch,
+        lr=cfg.moons_lr,
+        lr_alpha=cfg.lr_alpha,
+        lr_beta=cfg.lr_beta,
+        optimizer="sgd",
         batch_seed=derive_seed(cfg.seed, NAME, "moons_batches", rep),
-        target_seed=derive_seed(cfg.seed, NAME, "moons_target_draws", rep), device=device, desc=f"moons {arm} {rep}",
+        target_seed=derive_seed(cfg.seed, NAME, "moons_target_draws", rep),
+        device=device,
+        desc=f"moons {arm} {rep}",
     )
     with torch.no_grad():
         out = {
-            "arm": arm, "seed": rep,
+            "arm": arm,
+            "seed": rep,
             "moons_target_acc": train.accuracy(model, t["xt_test"], t["yt_test"]),
             "moons_source_acc": train.accuracy(model, t["xs"], t["ys"]),
             "moons_domain_acc": _domain_acc(model, domain, t["xs"], t["xt"]),
@@ -414,10 +547,15 @@ def run_task(kind: str, **task) -> dict:
 
 
 def run(cfg: Config) -> Outcome:
-    """Source-only and DANN over ``n_seeds`` seeds (main task) and ``moons_seeds`` seeds (toy)."""
+    """Source-only and DANN over ``n_seeds`` seeds, and the toy's arms over the same seeds: ``runs`` holds
+    both (toy arms prefixed ``moons_``), ``extras["moons"]`` the toy's rows alone."""
     base = {"cfg": cfg.model_dump()}
-    moons = [dict(base, kind="moons", arm=a, rep=r, grid=150 if r == 0 else 0)
-             for r in range(cfg.moons_seeds) for a in ARMS]
+    toy_arms = [a for a in MOONS_ARMS if a != "moons_dann_mlp" or cfg.moons_variant_hidden]
+    moons = [
+        dict(base, kind="moons", arm=a, rep=r, grid=150 if r == 0 else 0)
+        for r in range(cfg.n_seeds if cfg.moons else 0)
+        for a in toy_arms
+    ]
     main = [dict(base, kind="main", arm=a, rep=r) for r in range(cfg.n_seeds) for a in ARMS]
     with Timer() as t:
         results = train.run_many(run_task, main + moons, cfg.workers, cfg.device, desc="dann runs")
@@ -427,17 +565,9 @@ def run(cfg: Config) -> Outcome:
     moons_runs = pd.DataFrame([{k: v for k, v in r.items() if k != "map"} for r in moons_res])
     maps = {r["arm"]: r["map"] for r in moons_res if "map" in r}
     return Outcome(
-        runs=runs, history=history, extras={"moons": moons_runs, "moons_maps": maps}, runtime_s=t.seconds,
+        runs=pd.concat([runs, moons_runs], ignore_index=True),
+        history=history,
+        extras={"moons": moons_runs, "moons_maps": maps},
+        runtime_s=t.seconds,
         device=str(train.resolve_device(cfg.device)),
     )
-
-
-def judge(outcome: Outcome) -> list:
-    """Verdicts of every claim: the main ones on ``outcome.runs``, the toy's on its own runs."""
-    from replikit.claims import judge_all
-
-    verdicts = judge_all(MAIN_CLAIMS, outcome.runs)
-    moons = outcome.extras.get("moons")
-    if moons is not None and len(moons):
-        verdicts += judge_all(MOONS_CLAIMS, moons)
-    return verdicts

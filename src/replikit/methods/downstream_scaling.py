@@ -1,7 +1,8 @@
 """Scaling Laws for Downstream Task Performance of Large Language Models (Isik, Ponomareva, Hazimeh,
-Paparas, Vassilvitskii, Koyejo; 2024, arXiv 2402.04177).
+Paparas, Vassilvitskii, Koyejo; 2024, arXiv 2402.04177 v1; later versions, retitled "Scaling Laws for
+Downstream Task Performance in Machine Translation", say "translation scores" for "BLEU score").
 
-Claims (abstract): "With sufficient alignment, both downstream cross-entropy and BLEU score improve
+Claims (abstract of v1): "With sufficient alignment, both downstream cross-entropy and BLEU score improve
 monotonically with more pretraining data. In such cases, we show that it is possible to predict the
 downstream BLEU score with good accuracy using a log-law. However, there are also cases where
 moderate misalignment causes the BLEU score to fluctuate or get worse with more pretraining, whereas
@@ -22,7 +23,7 @@ Small scale (default profile), a procedural stand-in for languages:
 - Model: an MLP over the embeddings of the last two tokens (the order of the chain). For each D_p in
   ``pretrain_tokens`` (2^8 .. 2^15 tokens: 8 powers of two) a fresh model (same init) is pretrained
   for max(4 epochs, 300 steps) with cosine decay (small corpora are repeated: data-limited, not
-  step-starved), then fine-tuned on a fixed downstream set of 2,048 tokens: up to 10 epochs, keeping
+  step-starved), then fine-tuned on a fixed downstream set of 512 tokens: up to 10 epochs, keeping
   the epoch (0 = the pretrained model) with the lowest loss on a quarter of the fine-tuning documents
   held out for that purpose (downstream data only; the test distribution is never used to choose).
 - Metrics, evaluated exactly against the true downstream chain (expectation over its stationary
@@ -32,7 +33,13 @@ Small scale (default profile), a procedural stand-in for languages:
   predicted distribution, which is what the paper's contrast between BLEU and cross-entropy is about.
   Its ceiling is the chain's Bayes accuracy (sum_c pi_c max_y P(y|c), about 0.34 here).
 - The log law is fit (scipy ``curve_fit``) on the 5 smallest sizes of each seed and predicts the 3
-  larger ones; the verdict is on the mean absolute prediction error.
+  larger ones; the verdicts are on the mean absolute prediction error, and on that error against the
+  better of two forecasters without the law (persistence of the last fitted value; a straight line in
+  raw D_p), seed by seed.
+- The misaligned claim is tested as the paper states it, on the misaligned arm alone: per seed,
+  1 - Spearman(accuracy, D_p) (0 = monotone improvement, 1 = no trend, 2 = monotone decline) must
+  reach 0.5. (It used to be judged as "the misaligned arm gains less than the aligned one", which
+  passed while the misaligned accuracy still rose, Spearman 0.93.)
 - Every seed draws new chains, new corpora and new weights; both arms of a seed share the downstream
   chain, the fine-tuning set and the init.
 
@@ -44,17 +51,30 @@ and the curve flattened; a fixed 5-epoch fine-tuning *lowered* the accuracy of w
 epoch, which is also standard practice. The 2-point threshold of the log-law claim was declared after
 these pilots and before the final run.
 
-Measured (default profile, 8 seeds, 2 CPU cores; results/downstream_scaling/verdict.json): all five
-claims reproduced. Aligned: Spearman(-CE, D_p) = 1.000 in every seed; Spearman(accuracy, D_p) 0.997
-[0.990, 1.004]; the log law fit on 2^8..2^12 predicts 2^13..2^15 within 1.13 points [0.39, 1.88]
-(accuracy 0.294 -> 0.330, Bayes 0.340; the law overshoots slightly as the curve nears the ceiling).
-Misaligned: cross-entropy still improves monotonically (Spearman 1.000 in every seed) while the
-accuracy stalls: +2.4 points from 2^11 to 2^15 against +5.3 for the aligned arm (paired difference
-+2.9 [+1.5, +4.2]); on average it still creeps up (Spearman 0.93) rather than getting worse, and the
-log law fit on the misaligned small sizes overshoots by 3.0 points. The misaligned pretrained model's
-own accuracy *falls* with D_p (0.144 at 2^11 -> 0.129 at 2^15: it learns the wrong preferences ever
-better); fine-tuning recovers part of it. Caveat: at 2^8 tokens pretraining overfits (downstream CE
-4.3 nats, worse than no pretraining, 2.68).
+Second design pilot (pilot base seed 0, reps 0-2; 1 - Spearman of the misaligned accuracy, per rep):
+with 2,048 fine-tuning tokens the misaligned accuracy still rose with D_p at every alignment tried:
+a = 0.3: 0.05 / 0.07 / 0.02; a = 0.1: 0.21 / 0.07 / 0.00; a = 0 (pure misaligned chain): 0.00 / 0.17 /
+0.07. Pretraining on the misaligned chain still teaches the shared supports, and 2,048 tokens of
+fine-tuning undo its wrong preferences: that design could not show the effect at all. The paper
+reports that the fine-tuning set's size shapes these curves, so the fine-tuning set was cut to 512
+tokens: a = 0.3: 0.86 / 0.60 / 0.31 (accuracy peaks near 2^12 and falls), misaligned CE still
+monotone (Spearman 1.00 / 1.00 / 1.00), aligned accuracy still monotone (Spearman 1.00 x 3); 1,024
+tokens: 0.19 / 0.02 / 0.02. The 0.5 delta of the claim was declared before this pilot. The same pilot
+shows the log law no better than persistence on pilot seeds (law minus best naive error, points:
+2,048 tokens +0.7 / +0.3 / -2.0; 512 tokens +0.5 / +1.7 / +3.2): the claim against the naive
+forecaster is kept as declared.
+
+Measured before the changes above (2,048 fine-tuning tokens, the old comparative misaligned claim;
+default profile, 8 seeds, 2 CPU cores): all five claims then reproduced. Aligned: Spearman(-CE, D_p) =
+1.000 in every seed; Spearman(accuracy, D_p) 0.997 [0.990, 1.004]; the log law fit on 2^8..2^12 predicts
+2^13..2^15 within 1.13 points [0.39, 1.88] (accuracy 0.294 -> 0.330, Bayes 0.340; the law overshoots
+slightly as the curve nears the ceiling). Misaligned: cross-entropy still improves monotonically
+(Spearman 1.000 in every seed) while the accuracy stalls: +2.4 points from 2^11 to 2^15 against +5.3 for
+the aligned arm (paired difference +2.9 [+1.5, +4.2]); on average it still creeps up (Spearman 0.93)
+rather than getting worse, and the log law fit on the misaligned small sizes overshoots by 3.0 points.
+The misaligned pretrained model's own accuracy *falls* with D_p (0.144 at 2^11 -> 0.129 at 2^15: it
+learns the wrong preferences ever better); fine-tuning recovers part of it. Caveat: at 2^8 tokens
+pretraining overfits (downstream CE 4.3 nats, worse than no pretraining, 2.68).
 """
 
 from __future__ import annotations
@@ -74,7 +94,7 @@ from scipy import optimize, stats
 from torch import nn
 
 from replikit import train
-from replikit.claims import Claim, ClaimResult, judge, judge_effects
+from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.results import Outcome, Timer
 
@@ -86,41 +106,64 @@ ARMS = ["aligned", "misaligned"]
 class Config(MethodConfig):
     """Downstream scaling's knobs; sizes per profile live in params.yaml's ``downstream_scaling.profiles``."""
 
-    corpus: Literal["markov", "text"] = pydantic.Field("markov", description="procedural chains or text files")
+    corpus: Literal["markov", "text"] = pydantic.Field(
+        "markov", description="procedural chains or text files"
+    )
     vocab: int = pydantic.Field(16, ge=2, le=256, description="vocabulary size (markov corpus)")
     order: int = pydantic.Field(2, ge=1, le=4, description="Markov order of the chains (markov corpus)")
     support: int = pydantic.Field(8, ge=2, le=256, description="allowed next tokens per context")
-    concentration: float = pydantic.Field(1.0, gt=0.0, le=100.0, description="Dirichlet concentration on the support")
+    concentration: float = pydantic.Field(
+        1.0, gt=0.0, le=100.0, description="Dirichlet concentration on the support"
+    )
     misaligned_alignment: float = pydantic.Field(
-        0.3, ge=0.0, le=1.0, description="a of the misaligned arm's pretraining mixture (1 = misalignment off)"
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="a of the misaligned arm's pretraining mixture (1 = misalignment off)",
     )
     pretrain_tokens: list[int] = pydantic.Field(
         default_factory=lambda: [2**k for k in range(8, 16)], description="pretraining sizes D_p (tokens)"
     )
     n_fit: int = pydantic.Field(5, ge=3, le=50, description="the log law is fit on this many smallest sizes")
-    finetune_tokens: int = pydantic.Field(2048, ge=64, description="downstream fine-tuning tokens (fixed)")
+    finetune_tokens: int = pydantic.Field(512, ge=64, description="downstream fine-tuning tokens (fixed)")
     doc_len: int = pydantic.Field(128, ge=8, le=100_000, description="tokens per generated document")
     context: int = pydantic.Field(2, ge=1, le=512, description="tokens the model sees (= order for markov)")
     model: Literal["mlp", "transformer"] = pydantic.Field("mlp", description="next-token model")
     embed: int = pydantic.Field(16, ge=2, le=4096, description="token embedding size")
-    hidden: int = pydantic.Field(128, ge=4, le=8192, description="hidden units (MLP) / model width (transformer)")
+    hidden: int = pydantic.Field(
+        128, ge=4, le=8192, description="hidden units (MLP) / model width (transformer)"
+    )
     layers: int = pydantic.Field(2, ge=1, le=48, description="transformer layers")
     pretrain_epochs: int = pydantic.Field(4, ge=1, le=100, description="passes over the pretraining corpus")
     pretrain_min_steps: int = pydantic.Field(
-        300, ge=0, le=1_000_000, description="small corpora get more passes, up to this many steps (data-limited)"
+        300,
+        ge=0,
+        le=1_000_000,
+        description="small corpora get more passes, up to this many steps (data-limited)",
     )
     pretrain_lr: float = pydantic.Field(5e-3, gt=0.0, le=1.0, description="pretraining learning rate (Adam)")
-    ft_epochs: int = pydantic.Field(10, ge=1, le=1000, description="fine-tuning epochs (at most; see ft_val_fraction)")
+    ft_epochs: int = pydantic.Field(
+        10, ge=1, le=1000, description="fine-tuning epochs (at most; see ft_val_fraction)"
+    )
     ft_val_fraction: float = pydantic.Field(
-        0.25, ge=0.0, lt=1.0,
-        description="share of the fine-tuning documents held out to pick the fine-tuning epoch, 0 included (0 = last)",
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="share of the fine-tuning documents held out to pick the fine-tuning epoch, 0 included "
+        "(0 = last)",
     )
     ft_lr: float = pydantic.Field(1e-3, gt=0.0, le=1.0, description="fine-tuning learning rate (Adam)")
     batch_size: int = pydantic.Field(256, ge=8, le=8192, description="batch size")
     eval_tokens: int = pydantic.Field(50_000, ge=1000, description="held-out tokens (text corpus only)")
-    text_downstream: str = pydantic.Field("data/external/text/downstream.txt", description="downstream text file")
-    text_aligned: str = pydantic.Field("data/external/text/aligned.txt", description="aligned pretraining text")
-    text_misaligned: str = pydantic.Field("data/external/text/misaligned.txt", description="misaligned pretraining text")
+    text_downstream: str = pydantic.Field(
+        "data/external/text/downstream.txt", description="downstream text file"
+    )
+    text_aligned: str = pydantic.Field(
+        "data/external/text/aligned.txt", description="aligned pretraining text"
+    )
+    text_misaligned: str = pydantic.Field(
+        "data/external/text/misaligned.txt", description="misaligned pretraining text"
+    )
 
     @pydantic.model_validator(mode="after")
     def _sizes(self) -> Config:
@@ -134,73 +177,144 @@ class Config(MethodConfig):
         if self.corpus == "markov" and self.support > self.vocab:
             raise ValueError(f"support = {self.support} > vocab = {self.vocab}")
         if self.corpus == "markov" and self.context < self.order:
-            raise ValueError(f"context = {self.context} < order = {self.order}: the model cannot see the chain's state")
+            raise ValueError(
+                f"context = {self.context} < order = {self.order}: the model cannot see the chain's state"
+            )
         return self
 
+
+def naive_predictions(d: np.ndarray, f: np.ndarray, n_fit: int) -> dict[str, np.ndarray]:
+    """What a forecaster without the law would say about the sizes after the first ``n_fit``.
+
+    persistence: the last fitted value stays (the metric has stopped moving);
+    linear: a straight line in the raw size D fitted on the first ``n_fit`` points (no log).
+    """
+    d, f = np.asarray(d, dtype=float), np.asarray(f, dtype=float)
+    slope, icpt = np.polyfit(d[:n_fit], f[:n_fit], 1)
+    return {"persistence": np.full(len(d) - n_fit, f[n_fit - 1]), "linear": icpt + slope * d[n_fit:]}
+
+
+def misaligned_non_monotonicity(runs: pd.DataFrame) -> pd.Series:
+    """Derived claim: per seed, 1 - Spearman(accuracy, D_p) of the misaligned arm.
+
+    0: accuracy improves strictly monotonically with pretraining size; 1: no monotone trend (it
+    fluctuates); 2: it gets strictly worse. Positive supports "fluctuates or gets worse"."""
+    arm = runs[runs["arm"] == "misaligned"].set_index("seed").sort_index()
+    return (1.0 - arm["metric_monotonicity"]).rename("metric_non_monotonicity")
+
+
+def law_gain_over_naive(runs: pd.DataFrame) -> pd.Series:
+    """Derived claim: per seed, aligned arm, the best naive predictor's error minus the log law's error
+    (mean absolute error on the held-out larger sizes, accuracy units). Positive: the law predicts better."""
+    arm = runs[runs["arm"] == "aligned"].set_index("seed").sort_index()
+    return (arm["naive_error"] - arm["law_error"]).rename("law_gain_over_naive")
+
+
+ALIGNED_QUOTE = (
+    "With sufficient alignment, both downstream cross-entropy and BLEU score improve monotonically with more "
+    "pretraining data."
+)
+LAW_QUOTE = (
+    "In such cases, we show that it is possible to predict the downstream BLEU score with good accuracy "
+    "using a log-law."
+)
+MISALIGNED_QUOTE = (
+    "However, there are also cases where moderate misalignment causes the BLEU score to fluctuate or get "
+    "worse with more pretraining, whereas downstream cross-entropy monotonically improves."
+)
+MONOTONE_DELTA = 0.1
+MONOTONE_REASON = (
+    "Spearman rho >= 0.9 over the 8 sizes = monotone up to noise: one swap of neighbouring sizes gives "
+    "0.976, four give 0.905."
+)
 
 CLAIMS = [
     Claim(
         id="downstream_scaling.aligned_ce_monotone",
         paper=PAPER,
-        quote="With sufficient alignment, both downstream cross-entropy and BLEU score improve monotonically "
-        "with more pretraining data.",
+        quote=ALIGNED_QUOTE,
         metric="ce_monotonicity",
         treatment="aligned",
-        baseline="none",
-        threshold=0.9,
+        baseline=None,
+        constant=1.0,
         kind="non_inferiority",
+        delta=MONOTONE_DELTA,
+        delta_reason=MONOTONE_REASON,
         note="Per seed: Spearman correlation of -cross-entropy with pretraining size (1 = strictly "
-        "monotone); reproduced if the 95% CI lies above 0.9.",
+        "monotone), against 1; reproduced if the whole CI lies above 0.9.",
     ),
     Claim(
         id="downstream_scaling.aligned_metric_monotone",
         paper=PAPER,
-        quote="With sufficient alignment, both downstream cross-entropy and BLEU score improve monotonically "
-        "with more pretraining data.",
+        quote=ALIGNED_QUOTE,
         metric="metric_monotonicity",
         treatment="aligned",
-        baseline="none",
-        threshold=0.9,
+        baseline=None,
+        constant=1.0,
         kind="non_inferiority",
-        note="Per seed: Spearman correlation of next-token accuracy (BLEU's stand-in) with pretraining "
-        "size; reproduced if the 95% CI lies above 0.9.",
+        delta=MONOTONE_DELTA,
+        delta_reason=MONOTONE_REASON,
+        note="Per seed: Spearman correlation of next-token accuracy (BLEU's stand-in) with pretraining size.",
     ),
     Claim(
         id="downstream_scaling.aligned_log_law_predicts",
         paper=PAPER,
-        quote="In such cases, we show that it is possible to predict the downstream BLEU score with good "
-        "accuracy using a log-law.",
+        quote=LAW_QUOTE,
         metric="neg_law_error",
         treatment="aligned",
-        baseline="none",
-        threshold=-0.02,
+        baseline=None,
+        constant=0.0,
         kind="non_inferiority",
+        delta=0.02,
+        delta_reason="'good accuracy' read as a mean absolute prediction error under 2 accuracy points "
+        "(declared after the design pilots, before the final runs).",
         note="Per seed: the log law fit on the n_fit smallest sizes predicts the larger ones; effect = "
-        "-(mean absolute error in accuracy). Reproduced if the whole CI of the error is under 2 points.",
+        "-(mean absolute error in accuracy).",
+    ),
+    Claim(
+        id="downstream_scaling.aligned_log_law_beats_naive",
+        paper=PAPER,
+        quote=LAW_QUOTE,
+        metric="law_gain_over_naive",
+        treatment="aligned",
+        baseline=None,
+        constant=0.0,
+        statistic=law_gain_over_naive,
+        delta=0.005,
+        delta_reason="The law must predict at least half an accuracy point better (mean absolute error) than "
+        "a forecaster with no law; a smaller gain would not justify fitting it.",
+        note="Derived, per seed (aligned arm): min(error of persistence, error of a straight line in raw D) "
+        "- error of the log law, on the sizes after the n_fit fitted ones. Persistence predicts the last "
+        "fitted value; the better naive forecaster is taken seed by seed, a strict baseline.",
     ),
     Claim(
         id="downstream_scaling.misaligned_ce_monotone",
         paper=PAPER,
-        quote="Moderate misalignment causes the BLEU score to fluctuate or get worse with more pretraining, "
-        "whereas downstream cross-entropy monotonically improves.",
+        quote=MISALIGNED_QUOTE,
         metric="ce_monotonicity",
         treatment="misaligned",
-        baseline="none",
-        threshold=0.9,
+        baseline=None,
+        constant=1.0,
         kind="non_inferiority",
+        delta=MONOTONE_DELTA,
+        delta_reason=MONOTONE_REASON,
         note="Per seed: Spearman correlation of -cross-entropy with pretraining size, misaligned arm.",
     ),
     Claim(
-        id="downstream_scaling.misaligned_metric_stalls",
+        id="downstream_scaling.misaligned_metric_not_monotone",
         paper=PAPER,
-        quote="Moderate misalignment causes the BLEU score to fluctuate or get worse with more pretraining.",
-        metric="metric_gain_late",
-        treatment="aligned",
-        baseline="misaligned",
-        threshold=0.0,
-        note="Per seed, paired: accuracy gained over the larger half of the sizes (largest minus middle "
-        "size), aligned minus misaligned; positive = the misaligned metric stalls or worsens where "
-        "the aligned one still improves.",
+        quote=MISALIGNED_QUOTE,
+        metric="metric_non_monotonicity",
+        treatment="misaligned",
+        baseline=None,
+        constant=0.0,
+        statistic=misaligned_non_monotonicity,
+        delta=0.5,
+        delta_reason="1 - Spearman >= 0.5 (rho <= 0.5): at most a weak monotone trend, i.e. the metric "
+        "fluctuates (rho near 0) or gets worse (rho < 0); monotone improvement gives 0.",
+        note="Derived, per seed (misaligned arm): 1 - Spearman(next-token accuracy, pretraining size). "
+        "Tested as the paper states it, on the misaligned arm alone: a smaller gain than the aligned arm's "
+        "does not count.",
     ),
 ]
 
@@ -208,7 +322,9 @@ CLAIMS = [
 # ============================ ALGO LOGIC: languages, the log law ===================================
 
 
-def make_chain(vocab: int, order: int, support: int, concentration: float, rng: np.random.Generator) -> np.ndarray:
+def make_chain(
+    vocab: int, order: int, support: int, concentration: float, rng: np.random.Generator
+) -> np.ndarray:
     """Transition table P[context, next] of an order-``order`` chain; contexts indexed in base ``vocab``.
 
     Each context allows ``support`` next tokens (a random subset) with Dirichlet(concentration) weights.
@@ -321,7 +437,8 @@ def monotonicity(sizes: np.ndarray, values: np.ndarray) -> float:
 
 
 def pretrain_epochs(n: int, epochs: int, min_steps: int, batch_size: int) -> int:
-    """``epochs`` passes over ``n`` examples, or more passes on a small corpus to reach ``min_steps`` steps."""
+    """``epochs`` passes over ``n`` examples, or more passes on a small corpus to reach ``min_steps``
+    steps."""
     steps_per_epoch = max(1, n // min(batch_size, n))
     return max(epochs, math.ceil(min_steps / steps_per_epoch))
 
@@ -335,8 +452,14 @@ class ContextMLP(nn.Module):
     def __init__(self, vocab: int, context: int, embed: int, hidden: int):
         super().__init__()
         self.emb = nn.Embedding(vocab, embed)
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(context * embed, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, vocab))
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(context * embed, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, vocab),
+        )
 
     def forward(self, ctx: torch.Tensor) -> torch.Tensor:
         return self.net(self.emb(ctx))
@@ -349,14 +472,19 @@ class TinyTransformer(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(vocab, width)
         self.pos = nn.Parameter(torch.zeros(context, width))
-        layer = nn.TransformerEncoderLayer(width, max(1, width // 32), 4 * width, dropout=0.0, batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, max(1, width // 32), 4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Linear(width, vocab)
-        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context), persistent=False)
+        self.register_buffer(
+            "mask", nn.Transformer.generate_square_subsequent_mask(context), persistent=False
+        )
 
     def forward(self, ctx: torch.Tensor) -> torch.Tensor:
-        h = self.body(self.emb(ctx) + self.pos[: ctx.shape[1]], mask=self.mask[: ctx.shape[1], : ctx.shape[1]])
+        h = self.body(
+            self.emb(ctx) + self.pos[: ctx.shape[1]], mask=self.mask[: ctx.shape[1], : ctx.shape[1]]
+        )
         return self.out(h[:, -1])
 
 
@@ -399,11 +527,14 @@ class Task:
             down = make_chain(cfg.vocab, cfg.order, cfg.support, cfg.concentration, rng_chain)
             pre = mixture(down, misalign(down), a)
             rng_ft = np.random.default_rng(derive_seed(cfg.seed, NAME, "data", "finetune", rep))
-            self.ft_docs = sample_docs(down, cfg.vocab, cfg.order, max(1, cfg.finetune_tokens // cfg.doc_len),
-                                       cfg.doc_len, rng_ft)
+            self.ft_docs = sample_docs(
+                down, cfg.vocab, cfg.order, max(1, cfg.finetune_tokens // cfg.doc_len), cfg.doc_len, rng_ft
+            )
             rng_pre = np.random.default_rng(derive_seed(cfg.seed, NAME, "data", "pretrain", arm, rep))
             n_max = max(1, cfg.pretrain_tokens[-1] // cfg.doc_len)
-            self.pre_docs = sample_docs(pre, cfg.vocab, cfg.order, n_max, cfg.doc_len, rng_pre)  # nested sizes
+            self.pre_docs = sample_docs(
+                pre, cfg.vocab, cfg.order, n_max, cfg.doc_len, rng_pre
+            )  # nested sizes
             # exact evaluation: every context, weighted by the downstream chain's stationary distribution
             n_ctx = cfg.vocab**cfg.order
             ctx = np.stack(np.unravel_index(np.arange(n_ctx), (cfg.vocab,) * cfg.order), 1)
@@ -418,8 +549,13 @@ class Task:
             n_eval = min(cfg.eval_tokens, len(down_text) // 2)
             test = down_text[:n_eval]
             ft = down_text[n_eval : n_eval + cfg.finetune_tokens]
-            pre = read_bytes(cfg.text_aligned if arm == "aligned" else cfg.text_misaligned, cfg.pretrain_tokens[-1])
-            cut = lambda x: x[: len(x) // cfg.doc_len * cfg.doc_len].reshape(-1, cfg.doc_len)
+            pre = read_bytes(
+                cfg.text_aligned if arm == "aligned" else cfg.text_misaligned, cfg.pretrain_tokens[-1]
+            )
+
+            def cut(x):
+                return x[: len(x) // cfg.doc_len * cfg.doc_len].reshape(-1, cfg.doc_len)
+
             self.ft_docs, self.pre_docs = cut(ft), cut(pre)
             ctx, nxt = windows(cut(test), cfg.context)
             self.eval_ctx = ctx
@@ -433,7 +569,10 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
     task = Task(cfg, arm, rep)
-    as_t = lambda a, dtype=torch.int64: torch.as_tensor(a, dtype=dtype, device=device)
+
+    def as_t(a, dtype=torch.int64):
+        return torch.as_tensor(a, dtype=dtype, device=device)
+
     n_val = round(len(task.ft_docs) * cfg.ft_val_fraction)
     ft_x, ft_y = (as_t(v) for v in windows(task.ft_docs[: len(task.ft_docs) - n_val], cfg.context))
     val_x, val_y = (as_t(v) for v in windows(task.ft_docs[len(task.ft_docs) - n_val :], cfg.context))
@@ -447,16 +586,30 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
         def step(b: torch.Tensor, p: float) -> torch.Tensor:
             return F.cross_entropy(model(x[b]), y[b])
 
-        train.fit(step, model.parameters(), len(y), epochs=epochs, batch_size=min(cfg.batch_size, len(y)),
-                  seed=derive_seed(cfg.seed, NAME, "batches", role, arm, rep), device=device, lr=lr,
-                  lr_schedule=schedule, evaluate=evaluate, models=[model], desc=f"{arm} {role} seed {rep}")
+        train.fit(
+            step,
+            model.parameters(),
+            len(y),
+            epochs=epochs,
+            batch_size=min(cfg.batch_size, len(y)),
+            seed=derive_seed(cfg.seed, NAME, "batches", role, arm, rep),
+            device=device,
+            lr=lr,
+            lr_schedule=schedule,
+            evaluate=evaluate,
+            models=[model],
+            desc=f"{arm} {role} seed {rep}",
+        )
 
     def finetune(model, role) -> int:
         """Fine-tune; keep the epoch (0 = the pretrained model) of lowest held-out fine-tuning loss."""
         if not n_val:
             fit(model, ft_x, ft_y, cfg.ft_epochs, cfg.ft_lr, role)
             return cfg.ft_epochs
-        val_ce = lambda: F.cross_entropy(train.predict(model, val_x), val_y).item()
+
+        def val_ce() -> float:
+            return F.cross_entropy(train.predict(model, val_x), val_y).item()
+
         best = {"ce": val_ce(), "epoch": 0, "state": {k: v.clone() for k, v in model.state_dict().items()}}
         epoch = [0]
 
@@ -464,7 +617,9 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
             epoch[0] += 1
             ce = val_ce()
             if ce < best["ce"]:
-                best.update(ce=ce, epoch=epoch[0], state={k: v.clone() for k, v in model.state_dict().items()})
+                best.update(
+                    ce=ce, epoch=epoch[0], state={k: v.clone() for k, v in model.state_dict().items()}
+                )
             return {"val_ce": ce}
 
         fit(model, ft_x, ft_y, cfg.ft_epochs, cfg.ft_lr, role, evaluate=evaluate)
@@ -477,10 +632,19 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
         model = build_model(cfg, task.vocab).to(device)
         row = {"arm": arm, "seed": rep, "pretrain_tokens": size}
         if size:
-            pre_x, pre_y = (as_t(v) for v in windows(task.pre_docs[: max(1, size // cfg.doc_len)], cfg.context))
+            pre_x, pre_y = (
+                as_t(v) for v in windows(task.pre_docs[: max(1, size // cfg.doc_len)], cfg.context)
+            )
             epochs = pretrain_epochs(len(pre_y), cfg.pretrain_epochs, cfg.pretrain_min_steps, cfg.batch_size)
-            fit(model, pre_x, pre_y, epochs, cfg.pretrain_lr, f"pretrain {size}",
-                schedule=lambda p: 0.5 * (1.0 + math.cos(math.pi * p)))
+            fit(
+                model,
+                pre_x,
+                pre_y,
+                epochs,
+                cfg.pretrain_lr,
+                f"pretrain {size}",
+                schedule=lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+            )
             row.update({f"pre_{k}": v for k, v in scores(model).items()})
         row["ft_epoch"] = finetune(model, f"finetune {size}")
         row.update(scores(model))
@@ -496,30 +660,35 @@ def summarize(cfg: Config, curve: pd.DataFrame) -> dict:
     pred = log_law(d, *params)
     curve = curve.assign(law_pred=np.r_[np.nan, pred] if len(curve) == len(d) + 1 else np.nan)
     err = np.abs(pred[cfg.n_fit :] - acc[cfg.n_fit :])
+    naive_err = {
+        k: float(np.abs(v - acc[cfg.n_fit :]).mean()) for k, v in naive_predictions(d, acc, cfg.n_fit).items()
+    }
     mid = len(d) // 2
     summary = {
-        "arm": c["arm"].iloc[0], "seed": int(c["seed"].iloc[0]),
-        "ce_monotonicity": monotonicity(d, -ce), "metric_monotonicity": monotonicity(d, acc),
-        "law_error": float(err.mean()), "neg_law_error": -float(err.mean()),
-        "metric_gain_late": float(acc[-1] - acc[mid - 1]), "ce_gain_late": float(ce[mid - 1] - ce[-1]),
-        "acc_max_size": float(acc[-1]), "ce_max_size": float(ce[-1]),
+        "arm": c["arm"].iloc[0],
+        "seed": int(c["seed"].iloc[0]),
+        "ce_monotonicity": monotonicity(d, -ce),
+        "metric_monotonicity": monotonicity(d, acc),
+        "metric_non_monotonicity": 1.0 - monotonicity(d, acc),
+        "law_error": float(err.mean()),
+        "neg_law_error": -float(err.mean()),
+        "persistence_error": naive_err["persistence"],
+        "linear_error": naive_err["linear"],
+        "naive_error": min(
+            naive_err.values()
+        ),  # the better naive forecaster, seed by seed (a strict baseline)
+        "law_gain_over_naive": min(naive_err.values()) - float(err.mean()),
+        "metric_gain_late": float(acc[-1] - acc[mid - 1]),
+        "ce_gain_late": float(ce[mid - 1] - ce[-1]),
+        "acc_max_size": float(acc[-1]),
+        "ce_max_size": float(ce[-1]),
         "acc_scratch": float(curve.loc[curve["pretrain_tokens"] == 0, "acc"].iloc[0]),
         "acc_bayes": float(curve["bayes_acc"].iloc[0]) if "bayes_acc" in curve else math.nan,
-        "law_log_a": params[0], "law_alpha": params[1], "law_beta": params[2],
+        "law_log_a": params[0],
+        "law_alpha": params[1],
+        "law_beta": params[2],
     }
     return {"summary": summary, "curve": curve}
-
-
-def judge_claims(runs: pd.DataFrame, claims: list[Claim] | None = None) -> list[ClaimResult]:
-    """Judge the CLAIMS: single-arm claims (baseline "none") on the arm's per-seed values, the others paired."""
-    out = []
-    for claim in claims or CLAIMS:
-        if claim.baseline == "none":
-            values = runs.loc[runs["arm"] == claim.treatment, claim.metric].to_numpy(float)
-            out.append(judge_effects(claim, values, treatment_mean=float(values.mean())))
-        else:
-            out.append(judge(claim, runs))
-    return out
 
 
 def run(cfg: Config) -> Outcome:
@@ -529,4 +698,6 @@ def run(cfg: Config) -> Outcome:
         results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="scaling runs")
     runs = pd.DataFrame([r["summary"] for r in results])
     curves = pd.concat([r["curve"] for r in results], ignore_index=True)
-    return Outcome(runs=runs, history=curves, runtime_s=t.seconds, device=str(train.resolve_device(cfg.device)))
+    return Outcome(
+        runs=runs, history=curves, runtime_s=t.seconds, device=str(train.resolve_device(cfg.device))
+    )

@@ -31,9 +31,10 @@ steps (``ft_steps``) for both arms, whatever k.
 
 Design choices (all made on a validation split of the training set, ``eval_on: val``, never on the
 test set; pilot numbers below are on that validation split):
-- the claims probe the *channel means* of block 2 (``probe_features: pooled``; block 2 as in the
-  paper). The flattened maps of blocks 1-2 of an 8x8 digit are little more than a re-coded image: a
-  linear probe on them reaches 96-98% with *random* weights (pilot), at the ceiling of what the
+- our linear probe (a labelled variant since the claims read the paper's probe, below) reads the
+  *channel means* of block 2 (``probe_features: pooled``; block 2 as in the paper). The flattened
+  maps of blocks 1-2 of an 8x8 digit are little more than a re-coded image: a linear probe on them
+  reaches 96-98% with *random* weights (pilot), at the ceiling of what the
   supervised network reaches (99%), so it cannot tell features apart. Channel means remove the ink's
   position; random features then reach about 88%, leaving room. The map probes are still reported.
 - ``pretext_augment``: pretext images are shifted by up to one pixel and mirrored before being
@@ -53,7 +54,27 @@ accuracy is 93-96% after one epoch. Zeroing the outer ring (``mask_border``) doe
 accuracy split into axis and direction-within-axis (the part the ink position does not give), and
 train the pretext on mirrored/shifted images (above).
 
-Measured (default profile, test set, 6 seeds, paired; 2 shared CPU cores): none of the claims
+The paper's probe (since this change the claims read it; the linear probes above stay as labelled
+variants, in the probe figures). The paper reads block 2 with a conv block or a non-linear classifier
+(3 fully connected layers, batch norm + ReLU), the network frozen. Block 2 of an 8x8 digit is a 2x2
+map, too small for a 3x3 conv block, so the claims use the non-linear classifier
+(:class:`NonlinearProbe`, 200 hidden units, 150 full-batch Adam steps, standardised flattened map),
+for every shot count; the semi-supervised claim compares it at 10 labels per class with the network
+trained on those labels from scratch, as the paper's Fig. 5b does (nothing is fine-tuned there).
+Pilots (pilot base seed 0, reps 0-1, validation split of train, ``eval_on: val``; rotnet / random_init).
+With 300 probe steps (seed derivation before the pilot/confirmation split): paper's probe, all labels
+0.980 / 0.980 and 0.980 / 0.972; 10 labels 0.888 / 0.912 and 0.916 / 0.904 (network trained from scratch
+on those labels: 0.928 and 0.928; supervised, all labels: 0.992 and 0.984); our linear pooled probe, all
+labels 0.912 / 0.892 and 0.904 / 0.873. With 150 steps (current seed derivation, so other draws): all
+labels 0.992 / 0.984 and 0.976 / 0.972; 10 labels 0.912 / 0.912 and 0.900 / 0.908 (scratch 0.956 and
+0.928; supervised 1.000 and 0.980); linear pooled 0.920 / 0.892 and 0.936 / 0.880. The cheaper 150 steps
+(about 1.1 CPU-s per probe on all 1,257 images, half of 300) keep the picture. So at this scale the
+paper's probe saturates: on random features it reaches 97-98%, at the supervised network's level, and
+``probe_beats_random`` cannot show an effect (a design limit of 8x8 digits, not fixed here: a harder
+image set is needed), while ``probe_near_supervised`` is met by random features as well.
+
+Measured with the linear pooled probe, before the change above (default profile, test set, 6 seeds,
+paired; 2 shared CPU cores): none of the claims
 reproduces at this scale. Pretext: 75.5% held-out rotation accuracy (axis 99.98%, direction 75.5%;
 51.6% after one epoch), no better than a logistic regression on row/column ink sums (77%). Block-2
 pooled probe, all labels: RotNet 90.4% vs random 89.0% (+1.4 [-1.4, +4.2] points, inconclusive
@@ -76,9 +97,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from replikit import data, train
-from replikit.families import rotation
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
+from replikit.families import rotation
 from replikit.results import Outcome, Timer
 
 NAME = "rotnet"
@@ -89,33 +110,61 @@ ARMS = ("rotnet", "random_init")
 class Config(MethodConfig):
     """RotNet's knobs; sizes per profile live in params.yaml's ``rotnet.profiles``."""
 
-    dataset: Literal["digits", "cifar10"] = pydantic.Field("digits", description="images (2-D) for pretext and probes")
+    dataset: Literal["digits", "cifar10"] = pydantic.Field(
+        "digits", description="images (2-D) for pretext and probes"
+    )
     width: int = pydantic.Field(16, ge=4, le=1024, description="channels of block 1 (x2 block 2, x4 block 3)")
     convs_per_block: int = pydantic.Field(1, ge=1, le=3, description="conv layers per block (NIN: 3)")
     pretext_epochs: int = pydantic.Field(30, ge=1, le=1000, description="epochs of rotation prediction")
-    batch_size: int = pydantic.Field(64, ge=4, le=4096, description="images per step (x4 rotated in the pretext)")
+    batch_size: int = pydantic.Field(
+        64, ge=4, le=4096, description="images per step (x4 rotated in the pretext)"
+    )
     lr: float = pydantic.Field(2e-3, gt=0.0, le=1.0, description="learning rate (pretext and fine-tuning)")
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: float = pydantic.Field(0.0, ge=0.0, le=0.1)
     mask_border: bool = pydantic.Field(False, description="zero the outer ring of pixels of every image")
     pretext_augment: bool = pydantic.Field(
-        False, description="pretext images randomly shifted by up to 1 pixel and mirrored before being rotated"
+        False,
+        description="pretext images randomly shifted by up to 1 pixel and mirrored before being rotated",
     )
     shots: list[int] = pydantic.Field(
-        default_factory=lambda: [5, 10, 20, 0], min_length=1,
+        default_factory=lambda: [5, 10, 20, 0],
+        min_length=1,
         description="labelled images per class for probes and fine-tuning (0 = all labels)",
     )
     probe_block: int = pydantic.Field(2, ge=1, le=3, description="block whose features the claims probe")
     probe_features: Literal["pooled", "map"] = pydantic.Field(
-        "pooled", description="what the claims' probe reads: channel means of the block (pooled) or its whole map"
+        "pooled",
+        description="what the claims' probe reads: channel means of the block (pooled) or its whole map",
     )
-    probe_l2: float = pydantic.Field(1e-3, ge=0.0, le=10.0, description="L2 penalty of the logistic-regression probe")
+    probe_l2: float = pydantic.Field(
+        1e-3, ge=0.0, le=10.0, description="L2 penalty of the logistic-regression probe"
+    )
     probe_iters: int = pydantic.Field(100, ge=5, le=2000, description="L-BFGS iterations of the probe")
-    ft_steps: int = pydantic.Field(300, ge=1, le=100_000, description="optimiser steps of fine-tuning / scratch training")
+    paper_probe_hidden: int = pydantic.Field(
+        200,
+        ge=4,
+        le=4096,
+        description="hidden units of the paper's non-linear probe (3 FC layers, BN + ReLU)",
+    )
+    paper_probe_steps: int = pydantic.Field(
+        150, ge=1, le=100_000, description="full-batch Adam steps of the paper's non-linear probe"
+    )
+    paper_probe_lr: float = pydantic.Field(
+        1e-3, gt=0.0, le=1.0, description="learning rate of the non-linear probe"
+    )
+    paper_probe_wd: float = pydantic.Field(
+        5e-4, ge=0.0, le=0.1, description="weight decay of the non-linear probe"
+    )
+    ft_steps: int = pydantic.Field(
+        300, ge=1, le=100_000, description="optimiser steps of fine-tuning / scratch training"
+    )
     eval_on: Literal["test", "val"] = pydantic.Field(
         "test", description="val: hold out val_fraction of the training set and report on it (pilots only)"
     )
-    val_fraction: float = pydantic.Field(0.2, gt=0.0, lt=0.9, description="held-out share of train when eval_on=val")
+    val_fraction: float = pydantic.Field(
+        0.2, gt=0.0, lt=0.9, description="held-out share of train when eval_on=val"
+    )
 
     @pydantic.field_validator("shots")
     @classmethod
@@ -127,64 +176,73 @@ class Config(MethodConfig):
     @pydantic.model_validator(mode="after")
     def _claim_shots(self) -> Config:
         if CLAIM_SHOTS not in self.shots or 0 not in self.shots:
-            raise ValueError(f"shots must include {CLAIM_SHOTS} and 0 (all labels): the claims are judged there")
+            raise ValueError(
+                f"shots must include {CLAIM_SHOTS} and 0 (all labels): the claims are judged there"
+            )
         return self
 
 
 CLAIM_SHOTS = 10  # labels per class of the few-label claims (declared before the runs)
 
+PAPER_PROBE = "the paper's non-linear classifier (3 FC layers, BN + ReLU) on the frozen block-2 feature map"
+
 CLAIMS = [
     Claim(
         id="rotnet.probe_beats_random",
         paper=PAPER,
-        quote="this apparently simple task actually provides a very powerful supervisory signal for semantic "
-        "feature learning.",
-        metric="probe_acc_all",
+        quote="We demonstrate both qualitatively and quantitatively that this apparently simple task "
+        "actually provides a very powerful supervisory signal for semantic feature learning.",
+        metric="paper_probe_acc_all",
         treatment="rotnet",
         baseline="random_init",
-        threshold=0.03,
+        delta=0.03,
+        delta_reason="3 points: a 'very powerful supervisory signal' must show as a clear margin over frozen "
+        "random features read by the same probe; the paper's margin is about 19 points (91.16 vs 72.50, "
+        "conv-block probes).",
         paper_value={"random_init_conv": 0.7250, "rotnet_conv": 0.9116, "rotnet_nonlinear": 0.8906},
-        note="linear probe on the declared block, all labels; 'far above' declared as > 3 points.",
+        paper_source="Table 3 (CIFAR-10, NIN, features of the second block): 'Random Init. + conv', "
+        "'RotNet + conv' and 'RotNet + non-linear' rows",
+        note=f"{PAPER_PROBE}, all labels. Our linear probe on channel means (probe_acc_*) stays as a "
+        "labelled variant in the probe figures, not judged.",
     ),
     Claim(
         id="rotnet.probe_near_supervised",
         paper=PAPER,
-        quote="[our results] demonstrate dramatic improvements w.r.t. prior state-of-the-art approaches in "
-        "unsupervised representation learning and thus significantly close the gap with supervised feature learning.",
-        metric="probe_acc_all",
+        quote="Specifically, our results on those benchmarks demonstrate dramatic improvements w.r.t. prior "
+        "state-of-the-art approaches in unsupervised representation learning and thus significantly close "
+        "the gap with supervised feature learning.",
+        metric="paper_probe_acc_all",
         baseline_metric="ft_acc_all",
         treatment="rotnet",
         baseline="random_init",
-        threshold=-0.04,
         kind="non_inferiority",
+        delta=0.04,
+        delta_reason="margin 4 points: the paper's own gap to the supervised network is 3.74 (non-linear "
+        "probe) and 1.64 (conv-block probe) points.",
         paper_value={"supervised": 0.9280, "rotnet_nonlinear": 0.8906},
-        note="frozen RotNet features + linear probe vs the same network trained with all labels from scratch "
-        "(random_init's ft_acc_all); margin 4 points, the paper's gap being 3.74 (non-linear) / 1.64 (conv).",
-    ),
-    Claim(
-        id="rotnet.few_label_finetune",
-        paper=PAPER,
-        quote="at few labels, RotNet pretraining plus fine-tuning beats training from scratch (semi-supervised "
-        "setting: the unsupervised model exceeds the supervised one below 1000 examples per category).",
-        metric=f"ft_acc_{CLAIM_SHOTS}",
-        treatment="rotnet",
-        baseline="random_init",
-        threshold=0.0,
-        note=f"{CLAIM_SHOTS} labels per class; whole network trained for ft_steps from the pretext weights vs from "
-        "the same random init.",
+        paper_source="Table 3 (CIFAR-10, NIN): 'Supervised NIN' and 'RotNet + non-linear' rows",
+        note=f"{PAPER_PROBE} on frozen RotNet features vs the same network trained with all labels from "
+        "scratch (random_init's ft_acc_all).",
     ),
     Claim(
         id="rotnet.few_label_probe",
         paper=PAPER,
-        quote="when the number of examples per category drops below 1000 our method exceeds the supervised "
-        "model trained on the available examples, and the gap grows as examples decrease (Fig. 5b).",
-        metric=f"probe_acc_{CLAIM_SHOTS}",
+        quote="In the semi-supervised setting, a conv-block classifier trained on the frozen conv2 RotNet "
+        "features exceeds the supervised model trained on the available labelled examples when these drop "
+        "below 1000 per category, and the gap grows as the examples decrease.",
+        quote_kind="paraphrase",
+        metric=f"paper_probe_acc_{CLAIM_SHOTS}",
         baseline_metric=f"ft_acc_{CLAIM_SHOTS}",
         treatment="rotnet",
         baseline="random_init",
-        threshold=0.0,
-        note=f"{CLAIM_SHOTS} labels per class: frozen RotNet features + linear probe vs the network trained on "
-        "those labels alone.",
+        delta=0.02,
+        delta_reason="2 points at 10 labels per class: the paper's gap is widest at its fewest labels (20 "
+        "per class, Fig. 5b); a smaller gain would not make the frozen features worth their pretext.",
+        note=f"{CLAIM_SHOTS} labels per class: {PAPER_PROBE} vs the whole network trained on those labels "
+        "alone from the same init. Nothing is fine-tuned, as in the paper's semi-supervised result (Fig. "
+        "5b). The paper's conv block is replaced by its other probe of Table 3, the non-linear classifier: "
+        "block 2 of an 8x8 digit is a 2x2 map, too small for a 3x3 conv block. Fine-tuning the pretext "
+        "network (ft_acc_* of the rotnet arm) is reported as a variant, not judged.",
     ),
 ]
 
@@ -195,7 +253,11 @@ CLAIMS = [
 def conv_block(c_in: int, c_out: int, n_convs: int, pool: nn.Module) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(n_convs):
-        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+        layers += [
+            nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+        ]
     return nn.Sequential(*layers, pool)
 
 
@@ -205,11 +267,13 @@ class BlockNet(nn.Module):
     def __init__(self, channels: int, n_out: int, width: int = 16, convs_per_block: int = 1):
         super().__init__()
         w = width
-        self.blocks = nn.ModuleList([
-            conv_block(channels, w, convs_per_block, nn.MaxPool2d(2)),
-            conv_block(w, 2 * w, convs_per_block, nn.MaxPool2d(2)),
-            conv_block(2 * w, 4 * w, convs_per_block, nn.AdaptiveAvgPool2d(1)),
-        ])
+        self.blocks = nn.ModuleList(
+            [
+                conv_block(channels, w, convs_per_block, nn.MaxPool2d(2)),
+                conv_block(w, 2 * w, convs_per_block, nn.MaxPool2d(2)),
+                conv_block(2 * w, 4 * w, convs_per_block, nn.AdaptiveAvgPool2d(1)),
+            ]
+        )
         self.head = nn.Linear(4 * w, n_out)
 
     def block_features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -233,7 +297,8 @@ def pretext_loss(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[
 
 @torch.no_grad()
 def pretext_accuracy(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """Rotation accuracy on ``x``, and its split: axis (0/180 vs 90/270) and direction within the right axis."""
+    """Rotation accuracy on ``x``, and its split: axis (0/180 vs 90/270) and direction within the right
+    axis."""
     per_rot = rotation.logits_per_rotation(model, x)
     pred = per_rot.argmax(-1)  # (4, N)
     true = torch.arange(4, device=x.device)[:, None].expand_as(pred)
@@ -281,7 +346,9 @@ def fit_probe(f: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, iters
     lin = nn.Linear(f.shape[1], n_classes).to(f.device)
     nn.init.zeros_(lin.weight)
     nn.init.zeros_(lin.bias)
-    opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        lin.parameters(), lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()
@@ -294,10 +361,45 @@ def fit_probe(f: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, iters
     return lin
 
 
+class NonlinearProbe(nn.Sequential):
+    """The paper's non-linear classifier on frozen features: 3 fully connected layers, batch norm + ReLU
+    after the first two, reading the flattened feature map of a block."""
+
+    def __init__(self, n_in: int, n_classes: int, hidden: int = 200):
+        super().__init__(
+            nn.Linear(n_in, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, n_classes),
+        )
+
+
+def fit_nonlinear_probe(
+    f: torch.Tensor, y: torch.Tensor, n_classes: int, hidden: int, steps: int, lr: float, wd: float, seed: int
+) -> NonlinearProbe:
+    """Train :class:`NonlinearProbe` on frozen features ``f`` (N, D): full-batch Adam, ``steps`` steps;
+    returned in eval mode. The features carry no gradient: the network under them stays frozen."""
+    torch.manual_seed(seed)
+    probe = NonlinearProbe(f.shape[1], n_classes, hidden).to(f.device)
+    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=wd)
+    f = f.detach()
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(probe(f), y).backward()
+            opt.step()
+    return probe.eval()
+
+
 def border_ink(x: torch.Tensor) -> torch.Tensor:
     """Ink of the 4 border lines (top row, bottom row, left column, right column): the shortcut features."""
     img = x[:, 0]
-    return torch.stack([img[:, 0].mean(1), img[:, -1].mean(1), img[:, :, 0].mean(1), img[:, :, -1].mean(1)], 1)
+    return torch.stack(
+        [img[:, 0].mean(1), img[:, -1].mean(1), img[:, :, 0].mean(1), img[:, :, -1].mean(1)], 1
+    )
 
 
 def ink_profile(x: torch.Tensor) -> torch.Tensor:
@@ -306,7 +408,9 @@ def ink_profile(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([img.mean(2), img.mean(1)], 1)
 
 
-def shortcut_accuracy(feature_fn, x_tr: torch.Tensor, x_te: torch.Tensor, l2: float = 1e-3) -> dict[str, float]:
+def shortcut_accuracy(
+    feature_fn, x_tr: torch.Tensor, x_te: torch.Tensor, l2: float = 1e-3
+) -> dict[str, float]:
     """Rotation accuracy (4-way, and axis only) of a logistic regression on ``feature_fn`` of rotated images,
     trained on ``x_tr`` and measured on the held-out ``x_te``."""
     xr, kr = rotation.rotate_all(x_tr)
@@ -315,7 +419,10 @@ def shortcut_accuracy(feature_fn, x_tr: torch.Tensor, x_te: torch.Tensor, l2: fl
     lin = fit_probe(f_tr, kr, 4, l2, iters=200)
     with torch.no_grad():
         pred = lin(f_te).argmax(1)
-    return {"rotation_acc": (pred == ke).float().mean().item(), "axis_acc": (pred % 2 == ke % 2).float().mean().item()}
+    return {
+        "rotation_acc": (pred == ke).float().mean().item(),
+        "axis_acc": (pred % 2 == ke % 2).float().mean().item(),
+    }
 
 
 # =================================== one seed ======================================================
@@ -366,12 +473,22 @@ def run_one(cfg: dict, rep: int) -> dict:
     gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "augment", rep))
     pad = max(1, x.shape[-1] // 8)  # 1 pixel on digits, 4 on CIFAR
     history = train.fit(
-        lambda idx, p: pretext_loss(rotnet, rotation.random_crop_flip(x[idx], pad, gen) if cfg.pretext_augment else x[idx]),
-        rotnet.parameters(), len(x), epochs=cfg.pretext_epochs,
-        batch_size=min(cfg.batch_size, len(x)), seed=derive_seed(cfg.seed, NAME, "batches", rep), device=device,
-        lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
-        lr_schedule=lambda p: 0.5 * (1 + np.cos(np.pi * p)), evaluate=lambda: pretext_accuracy(rotnet, xe),
-        models=[rotnet], desc=f"pretext seed {rep}",
+        lambda idx, p: pretext_loss(
+            rotnet, rotation.random_crop_flip(x[idx], pad, gen) if cfg.pretext_augment else x[idx]
+        ),
+        rotnet.parameters(),
+        len(x),
+        epochs=cfg.pretext_epochs,
+        batch_size=min(cfg.batch_size, len(x)),
+        seed=derive_seed(cfg.seed, NAME, "batches", rep),
+        device=device,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        lr_schedule=lambda p: 0.5 * (1 + np.cos(np.pi * p)),
+        evaluate=lambda: pretext_accuracy(rotnet, xe),
+        models=[rotnet],
+        desc=f"pretext seed {rep}",
     )
     random_net = fresh(rotation.N_ROT)
     recalibrate_bn(random_net, x)  # random weights, but batch-norm statistics of the data (as after training)
@@ -386,23 +503,75 @@ def run_one(cfg: dict, rep: int) -> dict:
         for b, (m_tr, m_te) in enumerate(zip(maps_tr, maps_te), start=1):
             views_tr, views_te = probe_views(m_tr), probe_views(m_te)
             for view in views_tr:
-                f_tr, f_te = standardize(views_tr[view], views_te[view])  # stats of all (unlabelled) train images
+                f_tr, f_te = standardize(
+                    views_tr[view], views_te[view]
+                )  # stats of all (unlabelled) train images
                 for s, idx in subsets.items():
                     sel = torch.as_tensor(idx, device=device)
                     lin = fit_probe(f_tr[sel], y[sel], n_classes, cfg.probe_l2, cfg.probe_iters)
                     with torch.no_grad():
                         acc = (lin(f_te).argmax(1) == ye).float().mean().item()
-                    probes.append({"arm": arm, "seed": rep, "block": b, "features": view, "shots": shot_name(s),
-                                   "acc": acc})
+                    probes.append(
+                        {
+                            "arm": arm,
+                            "seed": rep,
+                            "block": b,
+                            "features": view,
+                            "probe": "linear",
+                            "shots": shot_name(s),
+                            "acc": acc,
+                        }
+                    )
                     if b == cfg.probe_block and (view == cfg.probe_features or len(views_tr) == 1):
                         row[arm][f"probe_acc_{shot_name(s)}"] = acc
+            if b == cfg.probe_block:  # the paper's probe: non-linear classifier on the whole block-2 map
+                f_tr, f_te = standardize(m_tr.flatten(1), m_te.flatten(1))
+                for s, idx in subsets.items():
+                    sel = torch.as_tensor(idx, device=device)
+                    probe = fit_nonlinear_probe(
+                        f_tr[sel],
+                        y[sel],
+                        n_classes,
+                        cfg.paper_probe_hidden,
+                        cfg.paper_probe_steps,
+                        cfg.paper_probe_lr,
+                        cfg.paper_probe_wd,
+                        seed=derive_seed(cfg.seed, NAME, "probe_init", s, rep),
+                    )
+                    with torch.no_grad():
+                        acc = (probe(f_te).argmax(1) == ye).float().mean().item()
+                    probes.append(
+                        {
+                            "arm": arm,
+                            "seed": rep,
+                            "block": b,
+                            "features": "map",
+                            "probe": "nonlinear",
+                            "shots": shot_name(s),
+                            "acc": acc,
+                        }
+                    )
+                    row[arm][f"paper_probe_acc_{shot_name(s)}"] = acc
         # --- fine-tuning (rotnet) / training from scratch (random_init) on the labelled subsets ---
         for s, idx in subsets.items():
-            acc = finetune(cfg, net.state_dict(), channels, n_classes, x[idx], y[idx], xe, ye, device,
-                           seed=derive_seed(cfg.seed, NAME, "ft", s, rep))
+            acc = finetune(
+                cfg,
+                net.state_dict(),
+                channels,
+                n_classes,
+                x[idx],
+                y[idx],
+                xe,
+                ye,
+                device,
+                seed=derive_seed(cfg.seed, NAME, "ft", s, rep),
+            )
             row[arm][f"ft_acc_{shot_name(s)}"] = acc
-    return {"runs": list(row.values()), "probes": probes,
-            "history": [dict(h, arm="rotnet", seed=rep) for h in history]}
+    return {
+        "runs": list(row.values()),
+        "probes": probes,
+        "history": [dict(h, arm="rotnet", seed=rep) for h in history],
+    }
 
 
 @torch.no_grad()
@@ -420,18 +589,30 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
     model.eval()
 
 
-def finetune(cfg: Config, state: dict, channels: int, n_classes: int, x, y, xe, ye, device, seed: int) -> float:
-    """Load ``state`` into the blocks, put a fresh head on, train everything ``ft_steps`` steps; test accuracy."""
+def finetune(
+    cfg: Config, state: dict, channels: int, n_classes: int, x, y, xe, ye, device, seed: int
+) -> float:
+    """Load ``state`` into the blocks, put a fresh head on, train everything ``ft_steps`` steps; return the
+    test accuracy."""
     torch.manual_seed(seed)
     net = BlockNet(channels, n_classes, cfg.width, cfg.convs_per_block).to(device)
-    net.blocks.load_state_dict({k[len("blocks."):]: v for k, v in state.items() if k.startswith("blocks.")})
+    net.blocks.load_state_dict({k[len("blocks.") :]: v for k, v in state.items() if k.startswith("blocks.")})
     batch = min(cfg.batch_size, len(y))
     steps_per_epoch = max(1, len(y) // batch)
     epochs = max(1, int(np.ceil(cfg.ft_steps / steps_per_epoch)))
     train.fit(
-        lambda idx, p: F.cross_entropy(net(x[idx]), y[idx]), net.parameters(), len(y), epochs=epochs,
-        batch_size=batch, seed=seed, device=device, lr=cfg.lr, optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay, lr_schedule=lambda p: 0.5 * (1 + np.cos(np.pi * p)), models=[net],
+        lambda idx, p: F.cross_entropy(net(x[idx]), y[idx]),
+        net.parameters(),
+        len(y),
+        epochs=epochs,
+        batch_size=batch,
+        seed=seed,
+        device=device,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        lr_schedule=lambda p: 0.5 * (1 + np.cos(np.pi * p)),
+        models=[net],
         desc="fine-tune",
     )
     return train.accuracy(net, xe, ye)
@@ -441,16 +622,28 @@ def run(cfg: Config) -> Outcome:
     """All seeds (one process each); plus the data-only shortcut check."""
     base = {"cfg": cfg.model_dump()}
     with Timer() as t:
-        results = train.run_many(run_one, [dict(base, rep=r) for r in range(cfg.n_seeds)], cfg.workers, cfg.device,
-                                 desc="rotnet seeds")
+        results = train.run_many(
+            run_one,
+            [dict(base, rep=r) for r in range(cfg.n_seeds)],
+            cfg.workers,
+            cfg.device,
+            desc="rotnet seeds",
+        )
     runs = pd.DataFrame([r for res in results for r in res["runs"]])
     probes = pd.DataFrame([p for res in results for p in res["probes"]])
     history = pd.DataFrame([h for res in results for h in res["history"]])
     x_np, _, xe_np, _, _ = _splits(cfg, 0)
     xt, xet = torch.as_tensor(x_np), torch.as_tensor(xe_np)
-    shortcut = pd.DataFrame([
-        {"features": "border ink (4 lines)", **shortcut_accuracy(border_ink, xt, xet)},
-        {"features": "row + column ink sums", **shortcut_accuracy(ink_profile, xt, xet)},
-    ])
-    return Outcome(runs=runs, history=history, extras={"probes": probes, "shortcut": shortcut},
-                   runtime_s=t.seconds, device=str(train.resolve_device(cfg.device)))
+    shortcut = pd.DataFrame(
+        [
+            {"features": "border ink (4 lines)", **shortcut_accuracy(border_ink, xt, xet)},
+            {"features": "row + column ink sums", **shortcut_accuracy(ink_profile, xt, xet)},
+        ]
+    )
+    return Outcome(
+        runs=runs,
+        history=history,
+        extras={"probes": probes, "shortcut": shortcut},
+        runtime_s=t.seconds,
+        device=str(train.resolve_device(cfg.device)),
+    )

@@ -10,10 +10,10 @@ data augmentation with the transformations (DA: the same label for every rotatio
 features); both lose accuracy against the plain classifier with rotations on CIFAR, while SLA+AG gains.
 Reference code: github.com/hankook/SLA (``train.py``, modes baseline | da | mt | sla).
 
-Paper figures (CIFAR-10, ResNet-32, rotation; Table 1/2 of the paper): not yet checked against the
-paper's table text, so ``paper_value`` below (baseline 92.39, DA 90.44, SLA+SI 92.50,
-SLA+AG 94.50) is as we recall it and unverified; the direction (DA < baseline < SLA+AG) is the paper's
-stated finding.
+Paper figures: none are quoted. The values once given here (baseline 92.39, DA 90.44, SLA+SI 92.50,
+SLA+AG 94.50 on CIFAR-10) were recalled, and were found in no source we could check (the paper's
+abstract, the reference code's README); the direction (DA < baseline < SLA+AG) is the paper's stated
+finding.
 
 Algorithm (rotations k = 0..3, M = 4; N classes):
     train:  every image x with label y is fed as its 4 rotations x_k with the joint label (y, k), one
@@ -59,9 +59,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from replikit import data, models, train
-from replikit.families import rotation
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
+from replikit.families import rotation
 from replikit.results import Outcome, Timer
 
 NAME = "sla"
@@ -73,15 +73,22 @@ FEW_ARMS = ("baseline", "sla")
 class Config(MethodConfig):
     """SLA's knobs; sizes per profile live in params.yaml's ``sla.profiles``."""
 
-    dataset: Literal["digits", "cifar10"] = pydantic.Field("digits", description="training data (needs 2-D images)")
+    dataset: Literal["digits", "cifar10"] = pydantic.Field(
+        "digits", description="training data (needs 2-D images)"
+    )
     model: Literal["cnn2d", "resnet18", "resnet34"] = pydantic.Field("cnn2d", description="backbone")
     width: int = pydantic.Field(16, ge=4, le=1024, description="channels of the first cnn2d block")
     arms: list[Literal["baseline", "da", "mt", "sla"]] = pydantic.Field(
-        default_factory=lambda: list(ARMS), min_length=1,
+        default_factory=lambda: list(ARMS),
+        min_length=1,
         description="objectives trained with full labels; baseline is SLA switched off (no rotations)",
     )
-    epochs: int = pydantic.Field(30, ge=1, le=1000, description="passes over the labelled images (full labels)")
-    batch_size: int = pydantic.Field(64, ge=4, le=4096, description="original images per step (x4 for rotation arms)")
+    epochs: int = pydantic.Field(
+        30, ge=1, le=1000, description="passes over the labelled images (full labels)"
+    )
+    batch_size: int = pydantic.Field(
+        64, ge=4, le=4096, description="original images per step (x4 for rotation arms)"
+    )
     lr: float = pydantic.Field(2e-3, gt=0.0, le=1.0, description="base learning rate")
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: float = pydantic.Field(0.0, ge=0.0, le=0.1)
@@ -89,14 +96,23 @@ class Config(MethodConfig):
     crop_flip: bool = pydantic.Field(False, description="random 4-pixel crop + horizontal flip (CIFAR only)")
     mt_rot_weight: float = pydantic.Field(1.0, ge=0.0, le=10.0, description="weight of MT's rotation loss")
     label_fraction: float = pydantic.Field(
-        0.1, ge=0.0, le=1.0, description="reduced-label setting: stratified fraction of labels kept (0 = skip)"
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="reduced-label setting: stratified fraction of labels kept (0 = skip)",
     )
-    few_epochs: int = pydantic.Field(150, ge=1, le=5000, description="epochs over the reduced labelled subset")
-    few_batch_size: int = pydantic.Field(32, ge=4, le=4096, description="original images per step, reduced labels")
+    few_epochs: int = pydantic.Field(
+        150, ge=1, le=5000, description="epochs over the reduced labelled subset"
+    )
+    few_batch_size: int = pydantic.Field(
+        32, ge=4, le=4096, description="original images per step, reduced labels"
+    )
     eval_on: Literal["test", "val"] = pydantic.Field(
         "test", description="val: hold out val_fraction of the training set and report on it (pilots only)"
     )
-    val_fraction: float = pydantic.Field(0.2, gt=0.0, lt=0.9, description="held-out share of train when eval_on=val")
+    val_fraction: float = pydantic.Field(
+        0.2, gt=0.0, lt=0.9, description="held-out share of train when eval_on=val"
+    )
 
     @pydantic.model_validator(mode="after")
     def _claims_need_arms(self) -> Config:
@@ -111,54 +127,59 @@ CLAIMS = [
     Claim(
         id="sla.ag_beats_baseline",
         paper=PAPER,
-        quote="we show that such a technique can be used to significantly improve the model accuracy even "
-        "under fully-labeled datasets [...] an aggregated inference which combines the predictions from "
-        "different augmentations to improve the prediction accuracy.",
+        quote="In this paper, we show that such a technique can be used to significantly improve the model "
+        "accuracy even under fully-labeled datasets.",
         metric="acc_ag",
         baseline_metric="acc",
         treatment="sla",
         baseline="baseline",
-        threshold=0.0,
-        paper_value={"baseline": 0.9239, "sla_ag": 0.9450},
-        note="full labels; SLA+AG (aggregated over 4 rotations) vs the plain classifier. Paper values: "
-        "CIFAR-10/ResNet-32 as recalled, not verified.",
+        delta=0.005,
+        delta_reason="half an accuracy point: the smallest gain a user would switch training objective for; "
+        "the full-label baseline is within ~1.2 points of 100% on 540 test digits, so larger gains cannot "
+        "occur.",
+        note="full labels; SLA+AG (aggregated over 4 rotations) vs the plain classifier.",
     ),
     Claim(
         id="sla.da_hurts",
         paper=PAPER,
-        quote="[learning the joint distribution] allows to train models easier by relaxing a certain invariant "
-        "constraint [forcing rotation invariance with DA lowers accuracy].",
+        quote="This simple, yet effective approach allows to train models easier by relaxing a certain "
+        "invariant constraint during learning the original and self-supervised tasks simultaneously.",
         metric="acc",
         treatment="baseline",
         baseline="da",
-        threshold=0.0,
-        paper_value={"baseline": 0.9239, "da": 0.9044},
-        note="effect = baseline - DA: positive means data augmentation with rotations hurts.",
+        delta=0.01,
+        delta_reason="1 accuracy point: forcing invariance must cost clearly more than seed-to-seed noise to "
+        "count as hurting.",
+        note="The invariant constraint the quote relaxes is the one data augmentation with rotations "
+        "imposes: forcing rotation invariance with DA lowers accuracy. Effect = baseline - DA: positive "
+        "means DA hurts.",
     ),
     Claim(
         id="sla.ag_beats_mt",
         paper=PAPER,
-        quote="Our scheme trains the model to learn both original and self-supervised tasks, but is different "
-        "from conventional multi-task learning frameworks that optimize the summation of their losses.",
+        quote="Our scheme trains the model to learn both original and self-supervised tasks, but is "
+        "different from conventional multi-task learning frameworks that optimize the summation of their "
+        "corresponding losses.",
         metric="acc_ag",
         baseline_metric="acc",
         treatment="sla",
         baseline="mt",
-        threshold=0.0,
+        delta=0.005,
+        delta_reason="half an accuracy point, as for the gain over the plain classifier.",
         note="SLA+AG vs the multi-task baseline (class head + rotation head), full labels.",
     ),
     Claim(
         id="sla.si_not_worse",
         paper=PAPER,
-        quote="(paraphrase, not the abstract's words) SLA+SI, single inference on the unrotated input, is on par "
-        "with the baseline.",
+        quote="SLA+SI, single inference on the unrotated input, is on par with the baseline.",
+        quote_kind="paraphrase",
         metric="acc",
         treatment="sla",
         baseline="baseline",
-        threshold=-0.01,
         kind="non_inferiority",
-        paper_value={"baseline": 0.9239, "sla_si": 0.9250},
-        note="non-inferiority, margin 1 point: the joint label alone does not cost accuracy.",
+        delta=0.01,
+        delta_reason="margin 1 point: the joint label alone may cost at most one accuracy point.",
+        note="non-inferiority: the joint label alone does not cost accuracy.",
     ),
     Claim(
         id="sla.few_labels_gain",
@@ -169,8 +190,11 @@ CLAIMS = [
         baseline_metric="acc",
         treatment="sla_few",
         baseline="baseline_few",
-        threshold=0.0,
-        note="reduced labels (label_fraction of the training labels, stratified); SLA+AG vs plain classifier.",
+        delta=0.01,
+        delta_reason="1 accuracy point: a 'large accuracy improvement' with reduced labels, where the "
+        "baseline has room (about 94% with 10% of the labels).",
+        note="reduced labels (label_fraction of the training labels, stratified); SLA+AG vs plain "
+        "classifier.",
     ),
 ]
 
@@ -206,14 +230,18 @@ def da_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_rot: int = rot
     return F.cross_entropy(model(xr), y.repeat(n_rot))
 
 
-def mt_loss(model: models.Split, rot_head: nn.Module, x, y, n_rot: int = rotation.N_ROT, rot_weight: float = 1.0):
+def mt_loss(
+    model: models.Split, rot_head: nn.Module, x, y, n_rot: int = rotation.N_ROT, rot_weight: float = 1.0
+):
     """1/M sum_k [CE(g(h(x_k)), y) + CE(r(h(x_k)), k)]: class head and rotation head on shared features."""
     xr, k = rotation.rotate_all(x, n_rot)
     f = model.features(xr)
     return F.cross_entropy(model.head(f), y.repeat(n_rot)) + rot_weight * F.cross_entropy(rot_head(f), k)
 
 
-def predictions(arm: str, model: nn.Module, x: torch.Tensor, n_rot: int = rotation.N_ROT) -> dict[str, torch.Tensor]:
+def predictions(
+    arm: str, model: nn.Module, x: torch.Tensor, n_rot: int = rotation.N_ROT
+) -> dict[str, torch.Tensor]:
     """Class logits of single inference (``acc``) and aggregated inference over rotations (``acc_ag``).
 
     sla: SI = joint logits (i, 0) of the unrotated input; AG = mean_k z_(i,k)(x_k) (the paper's SLA+AG).
@@ -225,7 +253,10 @@ def predictions(arm: str, model: nn.Module, x: torch.Tensor, n_rot: int = rotati
         return {"acc": train.predict(model, x)}
     per_rot = rotation.logits_per_rotation(model, x, n_rot)
     if arm == "sla":
-        return {"acc": rotation.single_logits(per_rot[0], 0, n_rot), "acc_ag": rotation.aggregate_joint(per_rot, n_rot)}
+        return {
+            "acc": rotation.single_logits(per_rot[0], 0, n_rot),
+            "acc_ag": rotation.aggregate_joint(per_rot, n_rot),
+        }
     return {"acc": per_rot[0], "acc_ag": rotation.aggregate_plain(per_rot)}
 
 
@@ -247,9 +278,13 @@ def run_one(cfg: dict, arm: str, rep: int, setting: str) -> dict:
     device = train.resolve_device(cfg.device)
     x_np, y_np, xe_np, ye_np = _splits(cfg, rep)
     if setting == "few":  # the same labelled subset for every arm of a seed: paired
-        keep = rotation.stratified_subset(y_np, fraction=cfg.label_fraction, seed=derive_seed(cfg.seed, NAME, "subset", rep))
+        keep = rotation.stratified_subset(
+            y_np, fraction=cfg.label_fraction, seed=derive_seed(cfg.seed, NAME, "subset", rep)
+        )
         x_np, y_np = x_np[keep], y_np[keep]
-    epochs, batch_size = (cfg.few_epochs, cfg.few_batch_size) if setting == "few" else (cfg.epochs, cfg.batch_size)
+    epochs, batch_size = (
+        (cfg.few_epochs, cfg.few_batch_size) if setting == "few" else (cfg.epochs, cfg.batch_size)
+    )
     batch_size = min(batch_size, len(y_np))
     x, y = torch.as_tensor(x_np, device=device), torch.as_tensor(y_np, device=device)
     xe, ye = torch.as_tensor(xe_np, device=device), torch.as_tensor(ye_np, device=device)
@@ -277,17 +312,31 @@ def run_one(cfg: dict, arm: str, rep: int, setting: str) -> dict:
         return {k: (v.argmax(1) == ye).float().mean().item() for k, v in predictions(arm, model, xe).items()}
 
     history = train.fit(
-        step, params, len(y), epochs=epochs, batch_size=batch_size,
-        seed=derive_seed(cfg.seed, NAME, "batches", setting, rep), device=device, lr=cfg.lr,
-        optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
+        step,
+        params,
+        len(y),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=derive_seed(cfg.seed, NAME, "batches", setting, rep),
+        device=device,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
         lr_schedule=(lambda p: 0.5 * (1 + np.cos(np.pi * p))) if cfg.cosine else None,
-        evaluate=evaluate, models=[m for m in (model, rot_head) if m is not None], desc=f"{arm}/{setting} seed {rep}",
+        evaluate=evaluate,
+        models=[m for m in (model, rot_head) if m is not None],
+        desc=f"{arm}/{setting} seed {rep}",
     )
     final = history[-1]
     name = arm if setting == "full" else f"{arm}_few"
     return {
-        "arm": name, "seed": rep, "setting": setting, "objective": arm, "n_labels": len(y),
-        "acc": final["acc"], "acc_ag": final.get("acc_ag", float("nan")),
+        "arm": name,
+        "seed": rep,
+        "setting": setting,
+        "objective": arm,
+        "n_labels": len(y),
+        "acc": final["acc"],
+        "acc_ag": final.get("acc_ag", float("nan")),
         "history": [dict(h, arm=name, seed=rep, setting=setting) for h in history],
     }
 
@@ -299,7 +348,9 @@ def run(cfg: Config) -> Outcome:
     if cfg.label_fraction > 0:
         tasks += [dict(base, arm=a, rep=r, setting="few") for r in range(cfg.n_seeds) for a in FEW_ARMS]
     # longest runs first: the two worker processes finish together
-    order = sorted(range(len(tasks)), key=lambda i: (tasks[i]["arm"] == "baseline", tasks[i]["setting"] == "few"))
+    order = sorted(
+        range(len(tasks)), key=lambda i: (tasks[i]["arm"] == "baseline", tasks[i]["setting"] == "few")
+    )
     with Timer() as t:
         done = train.run_many(run_one, [tasks[i] for i in order], cfg.workers, cfg.device, desc="sla runs")
     results = [None] * len(tasks)
@@ -307,4 +358,6 @@ def run(cfg: Config) -> Outcome:
         results[i] = r
     history = pd.DataFrame([h for r in results for h in r["history"]])
     runs = pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in results])
-    return Outcome(runs=runs, history=history, runtime_s=t.seconds, device=str(train.resolve_device(cfg.device)))
+    return Outcome(
+        runs=runs, history=history, runtime_s=t.seconds, device=str(train.resolve_device(cfg.device))
+    )
