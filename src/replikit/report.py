@@ -68,7 +68,8 @@ class VerdictFile(pydantic.BaseModel):
 def read_verdicts(results: Path, order: list[str] | None = None) -> list[tuple[Path, VerdictFile]]:
     """Every ``results/*/verdict.json``, validated; in ``order`` (e.g. params.yaml's methods), then by name."""
     rank = {m: i for i, m in enumerate(order or [])}
-    paths = sorted(results.glob("*/verdict.json"), key=lambda p: (rank.get(p.parent.name, len(rank)), p.parent.name))
+    found = [p for p in results.glob("*/verdict.json") if not p.parent.name.startswith(".")]  # not staging
+    paths = sorted(found, key=lambda p: (rank.get(p.parent.name, len(rank)), p.parent.name))
     out = []
     for path in paths:
         try:
