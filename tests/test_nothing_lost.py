@@ -21,16 +21,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-
 from conftest import sh, tool_env  # noqa: E402
+
 from replikit import results, runner  # noqa: E402
 from replikit.config import MethodConfig  # noqa: E402
 
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` by relative path: sha256 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -44,7 +47,9 @@ def record(out: Path, acc: float, fail_figure: bool = False) -> Path:
         fig.savefig = lambda *a, **k: (_ for _ in ()).throw(OSError("disk full (injected)"))
     outcome = results.Outcome(runs=pd.DataFrame({"arm": ["a", "b"], "seed": [0, 0], "acc": [acc, acc + 0.1]}))
     try:
-        return results.save("toy", MethodConfig(profile="smoke"), outcome, [], figures={"f": fig}, out_dir=out)
+        return results.save(
+            "toy", MethodConfig(profile="smoke"), outcome, [], figures={"f": fig}, out_dir=out
+        )
     finally:
         plt.close(fig)
 
@@ -148,7 +153,11 @@ def test_bad_value_keeps_the_results(repo, value, message, monkeypatch, capsys):
 @pytest.mark.slow
 def test_exception_in_the_run_keeps_the_results_and_shows_the_cause(repo):
     before = snapshot(repo / "results" / "elr")
-    edit(repo / "notebooks" / "elr.py", "outcome = elr.run(cfg)", "raise RuntimeError('injected failure in the run')")
+    edit(
+        repo / "notebooks" / "elr.py",
+        "outcome = elr.run(cfg)",
+        "raise RuntimeError('injected failure in the run')",
+    )
     failed = sh("dvc", "repro", cwd=repo, check=False)
     assert "notebook failed: RuntimeError: injected failure in the run" in failed
     assert "without encryption" not in failed and "KeyboardInterrupt" not in failed
@@ -161,8 +170,15 @@ def start_repro(repo: Path) -> subprocess.Popen:
     edit(repo / "params.yaml", "  noise_rate: 0.4\n", "  noise_rate: 0.6\n")
     running = repo / "logs" / "elr.running.ipynb"
     running.unlink(missing_ok=True)
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=tool_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600  # generous: CI machines are shared
     while not running.exists():
         assert proc.poll() is None, f"dvc repro ended early:\n{proc.stdout.read()}"

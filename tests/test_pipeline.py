@@ -4,8 +4,7 @@ import json
 
 import pytest
 import yaml
-
-from conftest import check_verdict, copy_repo, sh
+from conftest import ROOT, check_verdict, copy_repo, sh
 
 
 def ran(log):

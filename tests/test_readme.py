@@ -8,7 +8,6 @@ import shlex
 import time
 
 import pytest
-
 from conftest import ROOT, sh
 
 README = (ROOT / "README.md").read_text()
@@ -40,7 +39,8 @@ def test_readme_transcript_is_what_the_command_prints(command, quoted):
     assert quoted, f"{command}: the README quotes no output"
     printed = sh(*shlex.split(command), cwd=ROOT, check=False).splitlines()
     assert len(printed) == len(quoted) and all(map(matches, printed, quoted)), (
-        f"README:\n{chr(10).join(quoted)}\nprinted:\n{chr(10).join(printed)}")
+        f"README:\n{chr(10).join(quoted)}\nprinted:\n{chr(10).join(printed)}"
+    )
 
 
 def test_readme_has_transcripts():
@@ -79,5 +79,7 @@ def test_readme_sweep_as_written(smoke_repo):
                 data = rev["data"]
                 rates[data["params"]["params.yaml"]["data"]["elr"]["noise_rate"]] = data["metrics"]
     assert set(rates) == {0.6, 0.8}, rates
-    assert all(m["results/elr/metrics.json"]["data"]["elr.final_gain.effect"] is not None for m in rates.values())
+    assert all(
+        m["results/elr/metrics.json"]["data"]["elr.final_gain.effect"] is not None for m in rates.values()
+    )
     sh("dvc", "exp", "remove", "--all-commits", cwd=smoke_repo)  # leave the shared copy as it was

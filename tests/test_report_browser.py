@@ -20,8 +20,10 @@ from replikit import report
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 BROWSER = os.environ.get("REPLIKIT_BROWSER") or next(filter(None, map(shutil.which, BROWSERS)), None)
 pytestmark = pytest.mark.skipif(
-    BROWSER is None, reason=f"no browser found (looked for {', '.join(BROWSERS)} on PATH and $REPLIKIT_BROWSER): "
-    "install one, e.g. `apt-get install chromium`, to check the report in a browser")
+    BROWSER is None,
+    reason=f"no browser found (looked for {', '.join(BROWSERS)} on PATH and $REPLIKIT_BROWSER): "
+    "install one, e.g. `apt-get install chromium`, to check the report in a browser",
+)
 
 WIDTH, HEIGHT = 1280, 900
 
@@ -50,8 +52,16 @@ addEventListener("load", () => {
 
 def chromium(*args: str) -> str:
     # --no-sandbox: Chromium refuses to start as root (containers, CI) with its sandbox on
-    cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           f"--window-size={WIDTH},{HEIGHT}", "--virtual-time-budget=10000", *args]
+    cmd = [
+        BROWSER,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--window-size={WIDTH},{HEIGHT}",
+        "--virtual-time-budget=10000",
+        *args,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -91,15 +101,26 @@ def test_report_renders_in_a_browser(tmp_path):
 
     results = tmp_path / "results"
     long_quote = "A claim quoted at length, as papers' abstracts are. " * 12
-    for method, claim_id in (("toy", "toy.gain"), ("other", "other.a_rather_long_claim_identifier_without_spaces")):
+    for method, claim_id in (
+        ("toy", "toy.gain"),
+        ("other", "other.a_rather_long_claim_identifier_without_spaces"),
+    ):
         folder = results / method
         (folder / "figures").mkdir(parents=True)
         figure_png(folder / "figures" / "curves.png", 11)
         figure_png(folder / "figures" / "paired.png", 5.5)
         claim = {**CLAIM, "id": claim_id, "quote": long_quote, "note": "x" * 300}
-        verdict = {"method": method, "profile": "default", "evidence": True, "claims": [claim], "runtime_s": 1.0,
-                   "device": "cpu", "versions": {}, "git": "abc",
-                   "figures": ["figures/curves.png", "figures/paired.png"]}
+        verdict = {
+            "method": method,
+            "profile": "default",
+            "evidence": True,
+            "claims": [claim],
+            "runtime_s": 1.0,
+            "device": "cpu",
+            "versions": {},
+            "git": "abc",
+            "figures": ["figures/curves.png", "figures/paired.png"],
+        }
         (folder / "verdict.json").write_text(json.dumps(verdict))
     (tmp_path / "params.yaml").write_text("methods: [toy, other]\n")
     _, page = report.build(results, tmp_path / "reports", tmp_path)

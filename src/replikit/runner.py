@@ -116,7 +116,8 @@ def check_real_data(cfg: config.MethodConfig, root: Path) -> None:
     if absent:
         names = " ".join(absent)
         raise RunnerError(
-            f"{cfg.profile} profile needs real data not found under {root / real.EXTERNAL}: {', '.join(absent)}. "
+            f"{cfg.profile} profile needs real data not found under {root / real.EXTERNAL}: "
+            f"{', '.join(absent)}. "
             f"Fetch once with `python -m replikit.data.fetch {names}`, then `dvc commit -f data.dvc`."
         )
 
@@ -182,9 +183,10 @@ def execute(
                 running.replace(failed)
             if isinstance(err, KeyboardInterrupt):
                 raise
-            raise RunnerError(f"{method}: notebook failed: {root_cause(err)}; executed copy: {failed}") from err
+            cause = root_cause(err)
+            raise RunnerError(f"{method}: notebook failed: {cause}; executed copy: {failed}") from err
         if not (staging / "verdict.json").is_file():
-            raise RunnerError(f"{method}: the notebook finished but wrote no verdict.json (out_dir {staging})")
+            raise RunnerError(f"{method}: the notebook finished but wrote no verdict.json in {staging}")
         shutil.move(running, staging / f"{method}.ipynb")
         with signals_held():
             results.swap(staging, out)
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replikit.runner: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"replikit.runner: {args.method}: interrupted; its results folder is unchanged", file=sys.stderr)
+        print(f"replikit.runner: {args.method}: interrupted; its results are unchanged", file=sys.stderr)
         return 130
     print(f"{args.method}: results in {out}")
     return 0

@@ -24,9 +24,10 @@ class MissingDataError(FileNotFoundError):
 
 # the files torchvision reads for each set, relative to data/external/ (what `fetch` leaves there)
 FILES = {
-    "mnist": [f"MNIST/raw/{s}-{k}-idx{d}-ubyte" for s in ("train", "t10k") for k, d in (("images", 3), ("labels", 1))],
+    "mnist": [f"MNIST/raw/{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")],
     "svhn": ["svhn/train_32x32.mat", "svhn/test_32x32.mat"],
-    "cifar10": [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)] + ["cifar-10-batches-py/test_batch"],
+    "cifar10": [f"cifar-10-batches-py/{b}" for b in ("data_batch_1", "data_batch_2", "data_batch_3",
+                                                      "data_batch_4", "data_batch_5", "test_batch")],
 }
 
 
