@@ -150,16 +150,20 @@ def test_bad_value_keeps_the_results(repo, value, message, monkeypatch, capsys):
     assert snapshot(repo / "results" / "elr") == before
 
 
+def inject_failure(notebook: Path, message: str) -> None:
+    """A cell raising ``message`` right after the parameters cell, where the notebook starts working."""
+    text = notebook.read_text()
+    params = text.index('# %% tags=["parameters"]')
+    after = text.index("\n# %%", params + 1)
+    notebook.write_text(f"{text[:after]}\n# %%\nraise RuntimeError({message!r})\n{text[after:]}")
+
+
 @pytest.mark.slow
-def test_exception_in_the_run_keeps_the_results_and_shows_the_cause(repo):
+def test_exception_in_the_notebook_keeps_the_results_and_shows_the_cause(repo):
     before = snapshot(repo / "results" / "elr")
-    edit(
-        repo / "notebooks" / "elr.py",
-        "outcome = elr.run(cfg)",
-        "raise RuntimeError('injected failure in the run')",
-    )
+    inject_failure(repo / "notebooks" / "elr.py", "injected failure")
     failed = sh("dvc", "repro", cwd=repo, check=False)
-    assert "notebook failed: RuntimeError: injected failure in the run" in failed
+    assert "notebook failed: RuntimeError: injected failure" in failed
     assert "without encryption" not in failed and "KeyboardInterrupt" not in failed
     assert snapshot(repo / "results" / "elr") == before
     assert leftovers(repo / "results" / "elr") == []
