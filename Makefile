@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Jupyter refuses to run as root (containers, CI images) unless told to; never passed otherwise
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: setup repro test lab report bench full stability
 setup: $(VENV)/.installed
@@ -23,7 +25,7 @@ lab: setup            ## JupyterLab on the notebooks (jupytext opens notebooks/<
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
 	  > $(VENV)/share/jupyter/lab/settings/overrides.json
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/
 
 report: setup
 	$(BIN)/python -m replikit.report

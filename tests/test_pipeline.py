@@ -1,23 +1,10 @@
 """`dvc repro` of the smoke profile in a temporary copy of the repository, as a user would run it."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import ROOT, check_verdict
-
-
-def sh(*args, cwd):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout + done.stderr
+from conftest import ROOT, check_verdict, copy_repo, sh
 
 
 def ran(log):
@@ -29,20 +16,9 @@ PIPELINE_METHODS = ["dann", "elr"]
 
 @pytest.mark.slow
 def test_dvc_repro_smoke_profile(tmp_path):
-    repo = tmp_path / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("results/", "reports/")):  # a fresh clone's state
-            (repo / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, repo / f)
     # the pipeline's mechanics on two methods (test_notebooks runs every notebook): keeps CI short
+    repo = copy_repo(tmp_path / "repo", PIPELINE_METHODS)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["profile"], params["methods"] = "smoke", PIPELINE_METHODS
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git", "init", "-q", cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy", cwd=repo)
 
     first = sh("dvc", "repro", cwd=repo)
     methods = params["methods"]

@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -51,3 +52,51 @@ def test_failing_notebook_keeps_the_executed_copy_and_the_old_results(tmp_path):
     assert str(failed) in str(err.value) and "boom: injected failure" in failed.read_text()
     assert json.loads((previous / "verdict.json").read_text()) == {"old": True}
     assert sorted(p.name for p in previous.iterdir()) == ["verdict.json"]
+
+
+def test_missing_real_data_fails_before_a_kernel_starts(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    with pytest.raises(runner.RunnerError) as err:
+        runner.execute("elr", profile="full", root=tmp_path)
+    assert "full profile needs real data not found under" in str(err.value)
+    fetch = "cifar10. Fetch once with `python -m replikit.data.fetch cifar10`, then `dvc commit -f data.dvc`."
+    assert fetch in str(err.value)
+    assert not (tmp_path / "logs").exists()  # no kernel started
+
+
+def test_real_data_named_by_each_profile(tmp_path):
+    from replikit.data import real
+    from replikit.methods import load_config
+
+    for method in ("dann", "elr", "task_arithmetic", "rotnet"):
+        assert real.named_in(load_config(method, profile="smoke")) == []
+        assert real.named_in(load_config(method, profile="default")) == []
+    assert real.named_in(load_config("dann", profile="full")) == ["mnist", "svhn"]
+    assert real.named_in(load_config("task_arithmetic", profile="full")) == ["cifar10", "mnist", "svhn"]
+    assert real.named_in(load_config("elr", profile="smoke", overrides={"dataset": "cifar10"})) == ["cifar10"]
+    assert real.missing(["mnist", "cifar10"], tmp_path) == ["mnist", "cifar10"]
+    for f in real.FILES["mnist"]:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_bytes(b"")
+    assert real.missing(["mnist", "cifar10"], tmp_path) == ["cifar10"]
+
+
+@pytest.mark.slow
+def test_damaged_data_shows_the_root_cause_and_kernels_start_quietly(tmp_path, capfd):
+    """papermill only says PapermillExecutionError; the runner says what went wrong in the kernel."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(ROOT / "notebooks" / "elr.py", tmp_path / "notebooks" / "elr.py")
+    damaged = tmp_path / "data" / "default" / "mnist1d"
+    damaged.mkdir(parents=True)
+    for name in ("y_train", "x_test", "y_test"):
+        np.save(damaged / f"{name}.npy", np.zeros(4, dtype=np.int64))
+    (damaged / "x_train.npy").write_bytes(b"\x93NUMPY truncated")  # e.g. a copy cut short
+    with pytest.raises(runner.RunnerError) as err:
+        runner.execute("elr", profile="smoke", root=tmp_path)
+    message = str(err.value)
+    assert "elr: notebook failed: ValueError: " in message and "mnist1d is damaged" in message
+    assert "`dvc repro prepare`" in message and "logs/elr.failed.ipynb" in message
+    printed = capfd.readouterr()
+    assert "without encryption" not in printed.err + printed.out
+    assert "KeyboardInterrupt" not in printed.err + printed.out

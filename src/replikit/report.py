@@ -68,7 +68,8 @@ class VerdictFile(pydantic.BaseModel):
 def read_verdicts(results: Path, order: list[str] | None = None) -> list[tuple[Path, VerdictFile]]:
     """Every ``results/*/verdict.json``, validated; in ``order`` (e.g. params.yaml's methods), then by name."""
     rank = {m: i for i, m in enumerate(order or [])}
-    paths = sorted(results.glob("*/verdict.json"), key=lambda p: (rank.get(p.parent.name, len(rank)), p.parent.name))
+    found = [p for p in results.glob("*/verdict.json") if not p.parent.name.startswith(".")]  # not staging
+    paths = sorted(found, key=lambda p: (rank.get(p.parent.name, len(rank)), p.parent.name))
     out = []
     for path in paths:
         try:
@@ -258,7 +259,7 @@ def to_markdown(verdicts, root: Path) -> str:
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1400px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
+padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}
 table{border-collapse:collapse;width:100%;font-size:.8em;margin:1em 0}
 th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
 th{background:#f3f4f6}

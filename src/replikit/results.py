@@ -6,8 +6,12 @@
     metrics.json    flat numbers for ``dvc metrics show`` (contract)
     verdict.json    claims, effects, intervals, verdicts, provenance (contract); written last
 
-Everything is written into a staging folder that replaces the old one in a single rename, so a crash
-never leaves a half-written verdict next to stale figures.
+Everything is written into a staging folder that then replaces the old one (:func:`swap`), so a crash
+never leaves a half-written verdict next to stale figures, and a failed run leaves the last good record
+as it was. POSIX cannot rename a folder onto a non-empty one, so the swap is two renames (old folder
+aside to ``.<name>.old-<pid>``, new folder in); a process killed between them leaves no ``<name>``,
+and :func:`recover` (called by :func:`save` and by the runner before anything else) puts the old one
+back. Nothing else ever deletes a complete record.
 """
 
 from __future__ import annotations
@@ -114,6 +118,57 @@ def default_out_dir(method: str) -> Path:
     return find_root() / "scratch" / method
 
 
+def _orphan(path: Path) -> bool:
+    """Whether the process named by a ``.<name>.<kind>-<pid>`` folder is gone (or is this one)."""
+    tail = path.name.rsplit("-", 1)[-1]
+    if not tail.isdigit() or int(tail) == os.getpid():
+        return True
+    try:
+        os.kill(int(tail), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _leftovers(out: Path, kind: str) -> list[Path]:
+    """``.<name>.<kind>-<pid>`` folders beside ``out``, oldest first."""
+    found = [p for p in out.parent.glob(f".{out.name}.{kind}-*") if p.is_dir()]
+    return sorted(found, key=lambda p: p.stat().st_mtime)
+
+
+def recover(out: str | Path) -> Path | None:
+    """Undo what a killed :func:`swap` or :func:`save` left beside ``out``; return ``out`` if restored.
+
+    A kill between the swap's two renames leaves no ``out`` (or, after ``dvc checkout``, an ``out``
+    without ``verdict.json``) and the previous record in ``.<name>.old-<pid>``: it goes back. Old
+    folders of a completed swap, and staging folders of processes that are gone, are deleted.
+    """
+    out = Path(out)
+    restored = None
+    olds = _leftovers(out, "old")
+    if olds and not (out / "verdict.json").is_file() and (olds[-1] / "verdict.json").is_file():
+        if out.exists():
+            shutil.rmtree(out)  # a partial folder (cached outs checked out without the cache: false ones)
+        olds.pop().rename(out)
+        restored = out
+    for leftover in olds + _leftovers(out, "staging") + _leftovers(out, "next"):
+        if _orphan(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+    return restored
+
+
+def swap(new: Path, out: Path) -> None:
+    """Put the complete folder ``new`` at ``out``, replacing what was there (see the module docstring)."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    new.rename(out)  # a kill before this line: recover() renames `old` back
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def save(
     method: str,
     cfg: MethodConfig,
@@ -126,6 +181,7 @@ def save(
     out = Path(out_dir) if out_dir else default_out_dir(method)
     root = find_root()
     out.parent.mkdir(parents=True, exist_ok=True)
+    recover(out)
     stage = out.parent / f".{out.name}.staging-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
@@ -152,11 +208,7 @@ def save(
             "figures": sorted(f"figures/{n}.png" for n in (figures or {})),
         }
         _write_json(stage / "verdict.json", verdict)  # last: its presence marks a complete record
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            out.rename(old)
-        stage.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        swap(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

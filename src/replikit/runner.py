@@ -4,25 +4,38 @@
     python -m replikit.runner elr --profile smoke --set noise_rate=0.6 --out /tmp/elr
 
 The notebook is read from its jupytext source (``notebooks/<method>.py``), the config is validated
-*before* a kernel starts (an unknown or out-of-range key fails at once, naming it), and papermill runs
-it with parameters ``profile``, ``overrides`` and ``out_dir``; a parameter the notebook does not
-declare is an error, not papermill's warning. On success the executed notebook joins the results
-folder; on failure it is kept at ``logs/<method>.failed.ipynb`` with the traceback, the previous
-results are left untouched and the exit status is non-zero.
+*before* a kernel starts (an unknown or out-of-range key fails at once, naming it), the real data
+sets the config names are checked to be on disk (with the command that fetches them), and papermill
+runs it with parameters ``profile``, ``overrides`` and ``out_dir``; a parameter the notebook does not
+declare is an error, not papermill's warning. A failing notebook's error is printed with its root
+cause (the exception's type and message from the kernel), and the executed copy is kept at
+``logs/<method>.failed.ipynb``.
+
+Nothing lost, nothing stale: a failed run (a bad parameter, an exception in the method, Ctrl-C,
+SIGKILL) leaves the last good ``results/<method>/`` byte-identical. The notebook never writes the
+results folder itself: it saves into ``results/.<method>.next-<pid>``, the runner adds the executed
+notebook, and only then swaps that complete folder in with :func:`replikit.results.swap` (two renames,
+with Ctrl-C and SIGTERM held back). A kill between the two renames is undone by
+:func:`replikit.results.recover` on the next start. DVC would delete a stage's outputs before running
+it, so ``dvc.yaml`` marks the method stage's outputs ``persist: true`` and leaves the replacing to us.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from replikit import config
+from replikit import config, results
+from replikit.data import real
 from replikit.methods import load_config
 
 
@@ -59,6 +72,67 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _kernel_manager_class():
+    """A kernel manager that starts quietly and stops cleanly.
+
+    IPC sockets in a private temporary folder instead of TCP on localhost: ipykernel warns about
+    unencrypted TCP on every start. At shutdown jupyter_client first sends SIGINT, which the idle
+    kernel reports as "KeyboardInterrupt caught in kernel"; the shutdown request alone suffices (an
+    unresponsive kernel is still killed after its grace period).
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.ipc_dir = tempfile.mkdtemp(prefix="replikit-kernel-")
+            self.transport = "ipc"
+            self.ip = os.path.join(self.ipc_dir, "k")
+
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart:
+                shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+    return QuietKernelManager
+
+
+def root_cause(err: BaseException) -> str:
+    """``ValueError: data/default/... is damaged ...`` for papermill's errors (their ename/evalue)."""
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:
+        cell = getattr(err, "exec_count", None)
+        return f"{ename}: {evalue}" + (f" (cell [{cell}])" if cell else "")
+    return f"{type(err).__name__}: {err}"
+
+
+def check_real_data(cfg: config.MethodConfig, root: Path) -> None:
+    """Fail before a kernel starts when the config names real data sets that are not on disk."""
+    absent = real.missing(real.named_in(cfg), root / real.EXTERNAL)
+    if absent:
+        names = " ".join(absent)
+        raise RunnerError(
+            f"{cfg.profile} profile needs real data not found under {root / real.EXTERNAL}: "
+            f"{', '.join(absent)}. "
+            f"Fetch once with `python -m replikit.data.fetch {names}`, then `dvc commit -f data.dvc`."
+        )
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block ends (SIGKILL cannot: see results.recover)."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def execute(
     method: str,
     profile: str | None = None,
@@ -72,11 +146,14 @@ def execute(
     import papermill
 
     root = Path(root) if root else config.find_root()
-    cfg = load_config(method, profile=profile, overrides=overrides, params_file=root / "params.yaml")
     out = Path(out_dir) if out_dir else root / "results" / method
     out = out if out.is_absolute() else root / out
+    results.recover(out)  # first: a previous run killed mid-swap
+    cfg = load_config(method, profile=profile, overrides=overrides, params_file=root / "params.yaml")
+    check_real_data(cfg, root)
     nb = jupytext.read(notebook_path(method, root))
-    parameters = {"profile": cfg.profile, "overrides": dict(overrides or {}), "out_dir": str(out)}
+    staging = out.parent / f".{out.name}.next-{os.getpid()}"
+    parameters = {"profile": cfg.profile, "overrides": dict(overrides or {}), "out_dir": str(staging)}
     parameters.update(extra_parameters or {})
     unknown = set(parameters) - declared_parameters(nb)
     if unknown:
@@ -89,23 +166,32 @@ def execute(
     running = logs / f"{method}.running.ipynb"
     os.environ.setdefault("REPLIKIT_PROGRESS", "0")  # the kernel inherits it: its bars would flood the log
     try:
-        papermill.execute_notebook(
-            nb,
-            str(running),
-            parameters=parameters,
-            kernel_name="python3",
-            language="python",
-            cwd=str(root),
-            progress_bar=sys.stderr.isatty() and not os.environ.get("CI"),
-        )
-    except BaseException as err:
-        failed = logs / f"{method}.failed.ipynb"
-        if running.exists():
-            running.replace(failed)
-        raise RunnerError(f"{method}: notebook failed ({type(err).__name__}); executed copy: {failed}") from err
-    if not (out / "verdict.json").is_file():
-        raise RunnerError(f"{method}: the notebook finished but wrote no {out / 'verdict.json'}")
-    shutil.move(running, out / f"{method}.ipynb")
+        try:
+            papermill.execute_notebook(
+                nb,
+                str(running),
+                parameters=parameters,
+                kernel_name="python3",
+                language="python",
+                cwd=str(root),
+                progress_bar=sys.stderr.isatty() and not os.environ.get("CI"),
+                kernel_manager_class=_kernel_manager_class(),
+            )
+        except BaseException as err:
+            failed = logs / f"{method}.failed.ipynb"
+            if running.exists():
+                running.replace(failed)
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            cause = root_cause(err)
+            raise RunnerError(f"{method}: notebook failed: {cause}; executed copy: {failed}") from err
+        if not (staging / "verdict.json").is_file():
+            raise RunnerError(f"{method}: the notebook finished but wrote no verdict.json in {staging}")
+        shutil.move(running, staging / f"{method}.ipynb")
+        with signals_held():
+            results.swap(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -123,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, RunnerError, KeyError) as err:
         print(f"replikit.runner: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"replikit.runner: {args.method}: interrupted; its results are unchanged", file=sys.stderr)
+        return 130
     print(f"{args.method}: results in {out}")
     return 0
 

@@ -1,7 +1,7 @@
 """``python -m replikit.data.fetch NAME [NAME ...]``: download real data sets into data/external/.
 
 The only code in the suite that downloads anything; run it by hand for the full profile, then
-``dvc add data/external`` so data.dvc records exactly which bytes the full runs used.
+``dvc commit -f data.dvc`` so data.dvc records exactly which bytes the full runs used.
 """
 
 from __future__ import annotations

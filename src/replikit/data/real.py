@@ -7,6 +7,8 @@ one place that does), after which ``dvc commit -f data.dvc`` records them.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,45 @@ EXTERNAL = Path("data") / "external"
 
 class MissingDataError(FileNotFoundError):
     """A real data set is not on disk (the default and smoke profiles never need one)."""
+
+
+# the files torchvision reads for each set, relative to data/external/ (what `fetch` leaves there)
+FILES = {
+    "mnist": [f"MNIST/raw/{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")],
+    "svhn": ["svhn/train_32x32.mat", "svhn/test_32x32.mat"],
+    "cifar10": [f"cifar-10-batches-py/{b}" for b in ("data_batch_1", "data_batch_2", "data_batch_3",
+                                                      "data_batch_4", "data_batch_5", "test_batch")],
+}
+
+
+def named_in(cfg) -> list[str]:
+    """The real data sets a resolved method config names, in the values it sets explicitly.
+
+    Every string in those values is split into words (``svhn_mnist`` -> svhn, mnist; ``mnist1d`` stays
+    one word), so ``dataset: cifar10``, ``task: svhn_mnist`` and ``image_sets: [...]`` are all found.
+    Defaults are left out: they name embedded data, except options that only matter once another
+    key selects real data (merging's ``image_sets``), and that key is then set too.
+    """
+    found: set[str] = set()
+
+    def walk(value) -> None:
+        if isinstance(value, str):
+            found.update(w for w in re.split(r"[^a-z0-9]+", value.lower()) if w in FILES)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple, set)):
+            for v in value:
+                walk(v)
+
+    walk([getattr(cfg, key) for key in cfg.model_fields_set])
+    return sorted(found)
+
+
+def missing(names: Iterable[str], root: str | Path | None = None) -> list[str]:
+    """Those of ``names`` whose files are not all under ``root`` (default: the project's data/external)."""
+    root = _root(root)
+    return [n for n in names if not all((root / f).is_file() for f in FILES[n])]
 
 
 def _root(root: str | Path | None) -> Path:
