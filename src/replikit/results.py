@@ -212,5 +212,6 @@ def save(
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    resume.clear(resume.store_folder(root, method, cfg))  # the runs are safe in the record now
+    if not os.environ.get(resume.DEFER_CLEAR_ENV):  # the runner clears it after its own final swap
+        resume.clear(resume.store_folder(root, method, cfg))  # the runs are safe in the record now
     return out

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from replikit import config, results
+from replikit import config, results, resume
 from replikit.data import real
 from replikit.methods import load_config
 
@@ -165,6 +165,7 @@ def execute(
     logs.mkdir(exist_ok=True)
     running = logs / f"{method}.running.ipynb"
     os.environ.setdefault("REPLIKIT_PROGRESS", "0")  # the kernel inherits it: its bars would flood the log
+    os.environ[resume.DEFER_CLEAR_ENV] = "1"  # keep the run store until the results are swapped in
     try:
         try:
             papermill.execute_notebook(
@@ -190,8 +191,10 @@ def execute(
         shutil.move(running, staging / f"{method}.ipynb")
         with signals_held():
             results.swap(staging, out)
+        resume.clear(resume.store_folder(root, method, cfg))  # the runs are safe in results/ now
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.environ.pop(resume.DEFER_CLEAR_ENV, None)
     return out
 
 
