@@ -167,7 +167,25 @@ def test_fit_learns_two_scaled_tasks():
     ys = [5 * x[:, :1], (x[:, 1] > 0).long()]
     model = mt.build("mlp", (4,), tasks, width=16, depth=2)
     w = mt.Uncertainty(tasks)
-    hist = mt.fit(model, w, x, ys, epochs=15, batch_size=32, seed=0, lr=1e-2, optimizer="adam", weighting_lr=0.05)
+    hist = mt.fit(
+        model, w, x, ys, epochs=15, batch_size=32, seed=0, lr=1e-2, optimizer="adam", weighting_lr=0.05
+    )
     assert hist[-1]["loss_0"] < 0.2 * hist[0]["loss_0"]
     assert "w_1" in hist[-1]
     assert not torch.allclose(w.log_vars.detach(), torch.zeros(2))
+
+
+def test_best_by_validation_uses_the_validation_column_and_skips_diverged_runs():
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "group": ["a", "a", "a", "b", "b", "c"],
+            "val": [0.3, 0.2, np.inf, np.nan, 0.5, np.inf],
+            "test": [0.1, 0.9, 0.0, 0.0, 0.7, 0.0],
+        }
+    )
+    best = mt.best_by_validation(table, ["group"], "val").set_index("group")
+    assert best.loc["a", "test"] == 0.9  # lowest validation, not lowest test
+    assert best.loc["b", "test"] == 0.7  # a NaN validation score never wins
+    assert "c" not in best.index  # every run of the group diverged: no winner

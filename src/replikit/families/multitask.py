@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -93,8 +94,14 @@ def mlp_trunk(in_dim: int, width: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def build(model: str, input_shape: tuple[int, ...], tasks: Sequence[Task], width: int, depth: int,
-          zero_heads: bool = True) -> MultiTaskNet:
+def build(
+    model: str,
+    input_shape: tuple[int, ...],
+    tasks: Sequence[Task],
+    width: int,
+    depth: int,
+    zero_heads: bool = True,
+) -> MultiTaskNet:
     """``mlp`` (a ``depth`` x ``width`` ReLU trunk) or any trunk of :func:`replikit.models.build` (cnn2d, resnet18)."""
     if model == "mlp":
         return MultiTaskNet(mlp_trunk(math.prod(input_shape), width, depth), width, tasks, zero_heads)
@@ -104,7 +111,9 @@ def build(model: str, input_shape: tuple[int, ...], tasks: Sequence[Task], width
     return MultiTaskNet(split.features, split.feature_dim, tasks, zero_heads)
 
 
-def task_losses(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], tasks: Sequence[Task]) -> torch.Tensor:
+def task_losses(
+    outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], tasks: Sequence[Task]
+) -> torch.Tensor:
     """Vector [T] of per-task losses: mean squared error (regression) or cross-entropy (classification)."""
     losses = []
     for out, y, task in zip(outputs, targets, tasks):
@@ -197,13 +206,16 @@ def per_task_grad_norms(losses: torch.Tensor, shared: Sequence[torch.Tensor]) ->
     instead of T separate ones.
     """
     eye = torch.eye(len(losses), device=losses.device, dtype=losses.dtype)
-    grads = torch.autograd.grad(losses, list(shared), grad_outputs=eye, retain_graph=True, is_grads_batched=True)
+    grads = torch.autograd.grad(
+        losses, list(shared), grad_outputs=eye, retain_graph=True, is_grads_batched=True
+    )
     sq = sum((g.float() ** 2).flatten(1).sum(1) for g in grads)
     return torch.sqrt(sq).detach()
 
 
-def gradnorm_targets(norms: torch.Tensor, w: torch.Tensor, losses: torch.Tensor, initial: torch.Tensor,
-                     alpha: float) -> torch.Tensor:
+def gradnorm_targets(
+    norms: torch.Tensor, w: torch.Tensor, losses: torch.Tensor, initial: torch.Tensor, alpha: float
+) -> torch.Tensor:
     """Chen et al. (2018), eq. 2's target  G_bar * r_i^alpha  (a constant in the gradient step).
 
     G_i = w_i ||grad_W L_i||; G_bar = mean_i G_i; L~_i = L_i / L_i(0); r_i = L~_i / mean_j L~_j.
@@ -215,8 +227,9 @@ def gradnorm_targets(norms: torch.Tensor, w: torch.Tensor, losses: torch.Tensor,
     return g.mean() * r.pow(alpha)
 
 
-def gradnorm_weight_grad(norms: torch.Tensor, w: torch.Tensor, losses: torch.Tensor, initial: torch.Tensor,
-                         alpha: float) -> torch.Tensor:
+def gradnorm_weight_grad(
+    norms: torch.Tensor, w: torch.Tensor, losses: torch.Tensor, initial: torch.Tensor, alpha: float
+) -> torch.Tensor:
     """d L_grad / d w_i for L_grad = sum_i |G_i - target_i| with the target held constant.
 
     Since G_i = w_i ||grad_W L_i||, the gradient is sign(G_i - target_i) * ||grad_W L_i||: a task whose
@@ -267,8 +280,12 @@ class GradNorm(Weighting):
 # =================================== training ======================================================
 
 
-def normalized_errors(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], tasks: Sequence[Task],
-                      target_var: Sequence[float]) -> np.ndarray:
+def normalized_errors(
+    outputs: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor],
+    tasks: Sequence[Task],
+    target_var: Sequence[float],
+) -> np.ndarray:
     """Scale-free error per task: MSE / var(target) (regression), error / (1 - 1/K) (classification)."""
     out = []
     for o, y, task, var in zip(outputs, targets, tasks, target_var):
@@ -328,19 +345,35 @@ def fit(
 
     params: list | torch.optim.Optimizer = list(model.parameters()) + weighting.parameters()
     if weighting.parameters() and weighting_lr is not None:
-        groups = [{"params": list(model.parameters()), "weight_decay": weight_decay},
-                  {"params": weighting.parameters(), "lr": weighting_lr, "weight_decay": 0.0}]
-        params = (torch.optim.Adam(groups, lr=lr) if optimizer == "adam"
-                  else torch.optim.SGD(groups, lr=lr, momentum=0.9))
+        groups = [
+            {"params": list(model.parameters()), "weight_decay": weight_decay},
+            {"params": weighting.parameters(), "lr": weighting_lr, "weight_decay": 0.0},
+        ]
+        params = (
+            torch.optim.Adam(groups, lr=lr)
+            if optimizer == "adam"
+            else torch.optim.SGD(groups, lr=lr, momentum=0.9)
+        )
     return train.fit(
-        step, params, len(x), epochs=epochs, batch_size=batch_size,
-        seed=seed, device=x.device, lr=lr, optimizer=optimizer, weight_decay=weight_decay, evaluate=evaluate,
-        models=[model], desc=desc,
+        step,
+        params,
+        len(x),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        device=x.device,
+        lr=lr,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        evaluate=evaluate,
+        models=[model],
+        desc=desc,
     )
 
 
-def training_rates(model: MultiTaskNet, x: torch.Tensor, targets: Sequence[torch.Tensor],
-                   initial: torch.Tensor) -> torch.Tensor:
+def training_rates(
+    model: MultiTaskNet, x: torch.Tensor, targets: Sequence[torch.Tensor], initial: torch.Tensor
+) -> torch.Tensor:
     """r_i = L_i(now) / L_i(0) on the whole training set: how far each task has come (lower = further)."""
     with torch.no_grad():
         losses = task_losses(predict(model, x), targets, model.tasks)
@@ -350,6 +383,19 @@ def training_rates(model: MultiTaskNet, x: torch.Tensor, targets: Sequence[torch
 def full_losses(model: MultiTaskNet, x: torch.Tensor, targets: Sequence[torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         return task_losses(predict(model, x), targets, model.tasks)
+
+
+# =================================== selection on validation =======================================
+
+
+def best_by_validation(table: pd.DataFrame, by: Sequence[str], val_col: str) -> pd.DataFrame:
+    """Per group of ``by``, the row with the lowest ``val_col`` (validation data only: never a test column).
+
+    Rows whose validation score is not finite (a run that diverged) never win; a group with no finite row
+    is dropped. Used for the learning rate of every arm and for the fixed-weight grid search.
+    """
+    ok = table[np.isfinite(table[val_col].to_numpy(dtype=float))]
+    return ok.loc[ok.groupby(list(by), sort=False)[val_col].idxmin()].reset_index(drop=True)
 
 
 # =================================== image-derived tasks ===========================================
