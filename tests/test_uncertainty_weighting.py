@@ -21,10 +21,17 @@ def test_every_profile_validates(profile):
     assert cfg.mass_scale > cfg.centroid_scale
 
 
-@pytest.mark.parametrize("override", [
-    {"grid_mass": []}, {"grid_centroid": [0.0]}, {"val_fraction": 0.0}, {"lr": 0.0}, {"model": "vit"},
-    {"weights": [1, 2]},
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"grid_mass": []},
+        {"grid_centroid": [0.0]},
+        {"val_fraction": 0.0},
+        {"lr": 0.0},
+        {"model": "vit"},
+        {"weights": [1, 2]},
+    ],
+)
 def test_bad_configs_are_rejected(override):
     with pytest.raises(ConfigError):
         load_config("uncertainty_weighting", profile="default", overrides=override)
@@ -57,21 +64,28 @@ def _row(arm, seed, val, test, **extra):
 
 
 def test_single_task_arms_combine_per_seed():
-    table = pd.DataFrame([
-        _row("single_class", 0, 0.1, 0.2, val_acc=0.9, test_acc=0.8),
-        {"arm": "single_mass", "seed": 0, "val_nerr_mass": 0.3, "test_nerr_mass": 0.4},
-        {"arm": "single_centroid", "seed": 0, "val_nerr_centroid": 0.5, "test_nerr_centroid": 0.6},
-    ])
+    table = pd.DataFrame(
+        [
+            _row("single_class", 0, 0.1, 0.2, val_acc=0.9, test_acc=0.8),
+            {"arm": "single_mass", "seed": 0, "val_nerr_mass": 0.3, "test_nerr_mass": 0.4},
+            {"arm": "single_centroid", "seed": 0, "val_nerr_centroid": 0.5, "test_nerr_centroid": 0.6},
+        ]
+    )
     single = uw.with_means(uw.combine_single(table))
     assert single.loc[0, "test_nerr"] == pytest.approx((0.2 + 0.4 + 0.6) / 3)
     assert single.loc[0, "test_acc"] == pytest.approx(0.8)
 
 
 def test_grid_best_uses_validation_not_test():
-    table = uw.with_means(pd.DataFrame([
-        _row("fixed", 0, 0.3, 0.1, grid_w_mass=0.01), _row("fixed", 0, 0.2, 0.9, grid_w_mass=0.1),
-        _row("equal", 0, 0.0, 0.0),
-    ]))
+    table = uw.with_means(
+        pd.DataFrame(
+            [
+                _row("fixed", 0, 0.3, 0.1, grid_w_mass=0.01),
+                _row("fixed", 0, 0.2, 0.9, grid_w_mass=0.1),
+                _row("equal", 0, 0.0, 0.0),
+            ]
+        )
+    )
     best = uw.grid_best(table)
     assert list(best["grid_w_mass"]) == [0.1] and list(best["arm"]) == ["grid"]
 
@@ -80,3 +94,13 @@ def test_claims_filter_and_ids():
     assert all(c.id.startswith("uncertainty_weighting.") for c in uw.CLAIMS)
     runs = pd.DataFrame({"arm": ["equal", "uncertainty", "grid"], "seed": [0, 0, 0]})
     assert "uncertainty_weighting.beats_single_task" not in {c.id for c in uw.claims_for(runs)}
+
+
+def test_claims_declare_deltas_and_near_grid_is_a_relative_non_inferiority():
+    for c in uw.CLAIMS:
+        assert c.delta > 0 and c.delta_reason, c.id
+        assert "[" not in c.quote, c.id
+    near = next(c for c in uw.CLAIMS if c.id == "uncertainty_weighting.near_grid")
+    assert near.kind == "non_inferiority" and near.relative and near.baseline == "grid"
+    single = next(c for c in uw.CLAIMS if c.id == "uncertainty_weighting.beats_single_task")
+    assert single.quote.startswith("Perhaps surprisingly, we show our model can learn")

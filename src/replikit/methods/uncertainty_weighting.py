@@ -2,9 +2,9 @@
 (Kendall, Gal, Cipolla, CVPR 2018).
 
 Claims (abstract): "We propose a principled approach to multi-task deep learning which weighs
-multiple loss functions by considering the homoscedastic uncertainty of each task. [...] We show
-that our model can learn multi-task weightings and outperform separate models trained individually
-on each task." Sec. 5 / Fig. 2: the learned weighting beats equal weighting and lands near the best
+multiple loss functions by considering the homoscedastic uncertainty of each task. [...] Perhaps
+surprisingly, we show our model can learn multi-task weightings and outperform separate models trained
+individually on each task." Sec. 5 / Fig. 2: the learned weighting beats equal weighting and lands near the best
 fixed weights of a grid search (CityScapes, classification + depth regression).
 Reference code: none published by the authors; the loss below is the paper's eqs. 7 and 10.
 
@@ -35,11 +35,16 @@ chance or the mean predictor), averaged over the three tasks (``test_nerr``); th
 accuracy is reported too.
 Full profile: CIFAR-10 with the same three image-derived tasks on a ResNet-18 trunk, a stand-in for
 the paper's CityScapes (documented deviation; it only validates here, no GPU and no data).
-Measured (default profile, 8 seeds; mean scale-free test error, lower is better): equal 0.0640,
-uncertainty 0.0608 (inconclusive: +0.003 [-0.004, +0.010]), grid (validation-chosen) 0.0538
-(uncertainty within the 0.02 tolerance: reproduced), single-task networks 0.0427 (better than the
-multi-task model: not reproduced). Digit accuracy: equal 93.8%, uncertainty 96.2% (reproduced,
-+2.4 points), single-task 97.2%. Learned weights relative to the class task: mass 0.03, centroid 41.
+Settled on pilot seeds (base seed 0, default profile, 8 seeds, 2 CPU cores; the committed run before the
+claims got declared deltas; mean scale-free test error, lower is better): equal 0.0640, uncertainty
+0.0608, grid (validation-chosen) 0.0538, single-task networks 0.0427; digit accuracy equal 93.8%,
+uncertainty 96.2%, single-task 97.2%; learned weights relative to the class task: mass 0.03, centroid 41.
+Uncertainty minus grid: +0.0070 [+0.0024, +0.0116] in absolute error, i.e. about 13% worse than the grid,
+while the grid is 19% better than equal weighting. The old absolute margin of 0.02 was 37% of the grid's
+error and called that "near the grid"; ``near_grid`` is now a non-inferiority claim with a margin of 10%
+*relative to the grid's error, per seed* (half the grid's gain over equal weighting; reason in the claim),
+which these pilot numbers do not clear. The other claims' smallest effects of interest are declared
+beside them (``delta``, ``delta_reason``). Verdicts on confirmation seeds: ``results/uncertainty_weighting/verdict.json``.
 """
 
 from __future__ import annotations
@@ -53,9 +58,9 @@ import pydantic
 import torch
 
 from replikit import data, train
-from replikit.families import multitask
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
+from replikit.families import multitask
 from replikit.results import Outcome, Timer
 
 NAME = "uncertainty_weighting"
@@ -67,9 +72,15 @@ class Config(MethodConfig):
     """Uncertainty weighting's knobs; sizes per profile live in params.yaml's ``uncertainty_weighting.profiles``."""
 
     dataset: Literal["digits", "cifar10"] = pydantic.Field("digits", description="image data set")
-    mass_scale: float = pydantic.Field(10.0, gt=0.0, le=1e4, description="ink-mass target = standardised x this")
-    centroid_scale: float = pydantic.Field(0.1, gt=0.0, le=1e4, description="row-centroid target = standardised x this")
-    val_fraction: float = pydantic.Field(0.2, gt=0.0, lt=0.9, description="training data held out for validation")
+    mass_scale: float = pydantic.Field(
+        10.0, gt=0.0, le=1e4, description="ink-mass target = standardised x this"
+    )
+    centroid_scale: float = pydantic.Field(
+        0.1, gt=0.0, le=1e4, description="row-centroid target = standardised x this"
+    )
+    val_fraction: float = pydantic.Field(
+        0.2, gt=0.0, lt=0.9, description="training data held out for validation"
+    )
     train_subset: int = pydantic.Field(0, ge=0, description="use the first N training examples (0 = all)")
     model: Literal["mlp", "cnn2d", "resnet18"] = pydantic.Field("mlp", description="shared trunk")
     width: int = pydantic.Field(128, ge=4, le=4096, description="trunk units (MLP) or channels (CNN)")
@@ -77,15 +88,19 @@ class Config(MethodConfig):
     init_log_var: float = pydantic.Field(0.0, ge=-10.0, le=10.0, description="initial s_i = log sigma_i^2")
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = pydantic.Field(1e-3, gt=0.0, le=1.0, description="model learning rate")
-    log_var_lr: float = pydantic.Field(1e-2, gt=0.0, le=1.0, description="learning rate of the log-variances s_i")
+    log_var_lr: float = pydantic.Field(
+        1e-2, gt=0.0, le=1.0, description="learning rate of the log-variances s_i"
+    )
     weight_decay: float = pydantic.Field(0.0, ge=0.0, le=0.1)
     epochs: int = pydantic.Field(40, ge=1, le=1000)
     batch_size: int = pydantic.Field(64, ge=8, le=8192)
     grid_mass: list[float] = pydantic.Field(
-        default_factory=lambda: [1e-2, 1e-1, 1.0], description="grid values of the ink-mass weight (w_cls = 1)"
+        default_factory=lambda: [1e-2, 1e-1, 1.0],
+        description="grid values of the ink-mass weight (w_cls = 1)",
     )
     grid_centroid: list[float] = pydantic.Field(
-        default_factory=lambda: [1.0, 10.0, 100.0], description="grid values of the row-centroid weight (w_cls = 1)"
+        default_factory=lambda: [1.0, 10.0, 100.0],
+        description="grid values of the row-centroid weight (w_cls = 1)",
     )
     single_task: bool = pydantic.Field(True, description="train the single-task baselines")
 
@@ -97,13 +112,23 @@ class Config(MethodConfig):
         return v
 
 
+QUOTE_PRINCIPLED = (
+    "We propose a principled approach to multi-task deep learning which weighs multiple loss functions by "
+    "considering the homoscedastic uncertainty of each task."
+)
 CLAIMS = [
     Claim(
         id="uncertainty_weighting.beats_equal",
         paper=PAPER,
-        quote="We propose a principled approach to multi-task deep learning which weighs multiple loss "
-        "functions by considering the homoscedastic uncertainty of each task.",
-        metric="test_nerr", treatment="uncertainty", baseline="equal", higher_is_better=False, threshold=0.0,
+        quote=QUOTE_PRINCIPLED,
+        metric="test_nerr",
+        treatment="uncertainty",
+        baseline="equal",
+        higher_is_better=False,
+        delta=0.05,
+        relative=True,
+        delta_reason="5% of equal weighting's error: a quarter of what the validation-chosen grid gains over "
+        "equal weighting on pilot seeds (19%); a weighting rule that buys less than that is not worth learning",
         note="mean over the 3 tasks of the scale-free test error (class error / 0.9, MSE / var); lower is better.",
     ),
     Claim(
@@ -111,25 +136,44 @@ CLAIMS = [
         paper=PAPER,
         quote="This allows us to simultaneously learn various quantities with different units or scales in "
         "both classification and regression settings.",
-        metric="test_nerr", treatment="uncertainty", baseline="grid", higher_is_better=False,
-        kind="non_inferiority", threshold=-0.02,
-        note="Paper Fig. 2: the learned weighting does as well as the best fixed weights of a grid search. "
-        "'Approaches' declared as at most 0.02 worse than the grid point chosen on validation, per seed.",
+        metric="test_nerr",
+        treatment="uncertainty",
+        baseline="grid",
+        higher_is_better=False,
+        kind="non_inferiority",
+        delta=0.10,
+        relative=True,
+        delta_reason="half of what the grid search gains over equal weighting on pilot seeds (equal 0.0640 vs "
+        "grid 0.0538: 19% relative): 'near the grid' = keeps at least half of the grid's gain, the usual "
+        "non-inferiority convention (margin = half the active control's effect), hence at most 10% worse",
+        note="Paper Fig. 2 and Table 1: the learned weighting does as well as the best fixed weights of a grid "
+        "search. Grid point chosen on validation, per seed; margin relative to the grid's error, per seed.",
     ),
     Claim(
         id="uncertainty_weighting.beats_single_task",
         paper=PAPER,
-        quote="We show that our model can learn multi-task weightings and outperform separate models "
-        "trained individually on each task.",
-        metric="test_nerr", treatment="uncertainty", baseline="single", higher_is_better=False, threshold=0.0,
+        quote="Perhaps surprisingly, we show our model can learn multi-task weightings and outperform separate "
+        "models trained individually on each task.",
+        metric="test_nerr",
+        treatment="uncertainty",
+        baseline="single",
+        higher_is_better=False,
+        delta=0.05,
+        relative=True,
+        delta_reason="5% of the single-task networks' error, the same smallest gain as against equal weighting",
         note="'single': each task's error from its own network (same trunk size, same training).",
     ),
     Claim(
         id="uncertainty_weighting.class_acc_vs_equal",
         paper=PAPER,
-        quote="We propose a principled approach to multi-task deep learning which weighs multiple loss "
-        "functions by considering the homoscedastic uncertainty of each task.",
-        metric="test_acc", treatment="uncertainty", baseline="equal", higher_is_better=True, threshold=0.0,
+        quote=QUOTE_PRINCIPLED,
+        metric="test_acc",
+        treatment="uncertainty",
+        baseline="equal",
+        higher_is_better=True,
+        delta=0.01,
+        delta_reason="one point of digit accuracy (about 5 of the 540 test digits): smaller gains are within "
+        "the spread of one seed",
         note="Paper Table 1: the uncertainty-weighted model beats equal weighting on the semantic task; here "
         "the classification task alone (accuracy).",
     ),
@@ -178,10 +222,16 @@ def run_one(cfg: dict, arm: str, rep: int, weights: tuple[float, ...] | None = N
     device = train.resolve_device(cfg.device)
     parts = splits(cfg, rep)
     all_tasks = make_tasks(cfg)
-    keep = [TASK_NAMES.index(arm[len("single_"):])] if arm.startswith("single_") else list(range(len(all_tasks)))
+    keep = (
+        [TASK_NAMES.index(arm[len("single_") :])]
+        if arm.startswith("single_")
+        else list(range(len(all_tasks)))
+    )
     tasks = [all_tasks[i] for i in keep]
-    tens = {k: (torch.as_tensor(x, device=device), [torch.as_tensor(ys[i], device=device) for i in keep])
-            for k, (x, ys) in parts.items()}
+    tens = {
+        k: (torch.as_tensor(x, device=device), [torch.as_tensor(ys[i], device=device) for i in keep])
+        for k, (x, ys) in parts.items()
+    }
     x_tr, y_tr = tens["train"]
 
     # the initialisation depends on the seed and the task set only: multi-task arms share it exactly
@@ -194,9 +244,18 @@ def run_one(cfg: dict, arm: str, rep: int, weights: tuple[float, ...] | None = N
     else:
         weighting = multitask.Equal(len(tasks))
     multitask.fit(
-        model, weighting, x_tr, y_tr, epochs=cfg.epochs, batch_size=cfg.batch_size,
-        seed=derive_seed(cfg.seed, NAME, "batches", rep), lr=cfg.lr, optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay, weighting_lr=cfg.log_var_lr, desc=f"{arm} seed {rep}",
+        model,
+        weighting,
+        x_tr,
+        y_tr,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        seed=derive_seed(cfg.seed, NAME, "batches", rep),
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        weighting_lr=cfg.log_var_lr,
+        desc=f"{arm} seed {rep}",
     )
     row: dict = {"arm": arm, "seed": rep}
     if weights is not None:
@@ -220,7 +279,7 @@ def combine_single(table: pd.DataFrame) -> pd.DataFrame:
     for seed, grp in table[table["arm"].str.startswith("single_")].groupby("seed"):
         row = {"arm": "single", "seed": seed}
         for _, r in grp.iterrows():
-            name = r["arm"][len("single_"):]
+            name = r["arm"][len("single_") :]
             for split in ("val", "test"):
                 row[f"{split}_nerr_{name}"] = r[f"{split}_nerr_{name}"]
             if name == "class":
@@ -237,8 +296,7 @@ def with_means(table: pd.DataFrame) -> pd.DataFrame:
 
 def grid_best(table: pd.DataFrame) -> pd.DataFrame:
     """Per seed, the fixed-weight grid point with the lowest validation error, as arm ``grid``."""
-    grid = table[table["arm"] == "fixed"]
-    best = grid.loc[grid.groupby("seed")["val_nerr"].idxmin()].copy()
+    best = multitask.best_by_validation(table[table["arm"] == "fixed"], ["seed"], "val_nerr").copy()
     best["arm"] = "grid"
     return best
 
@@ -259,9 +317,15 @@ def run(cfg: Config) -> Outcome:
     runs = with_means(pd.concat(parts, ignore_index=True))
     runs = pd.concat([runs, grid_best(runs)], ignore_index=True)
     main = runs[runs["arm"] != "fixed"].reset_index(drop=True)
-    return Outcome(runs=main, extras={"grid": runs[runs["arm"] == "fixed"].reset_index(drop=True),
-                                      "single_runs": table[table["arm"].str.startswith("single_")]},
-                   runtime_s=timer.seconds, device=str(train.resolve_device(cfg.device)))
+    return Outcome(
+        runs=main,
+        extras={
+            "grid": runs[runs["arm"] == "fixed"].reset_index(drop=True),
+            "single_runs": table[table["arm"].str.startswith("single_")],
+        },
+        runtime_s=timer.seconds,
+        device=str(train.resolve_device(cfg.device)),
+    )
 
 
 def claims_for(runs: pd.DataFrame) -> list[Claim]:
