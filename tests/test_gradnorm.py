@@ -17,10 +17,21 @@ def test_every_profile_validates(profile):
     assert cfg.alpha == pytest.approx(0.12)
 
 
-@pytest.mark.parametrize("override", [
-    {"task_counts": [1]}, {"alpha": -0.1}, {"alpha_typo": 1.0}, {"optimizers": ["rmsprop"]},
-    {"grid_gammas": [0.0]}, {"model": "resnet18"}, {"dataset": "cifar10", "task_counts": [10]},
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"task_counts": [1]},
+        {"alpha": -0.1},
+        {"alpha_typo": 1.0},
+        {"optimizers": ["rmsprop"]},
+        {"grid_gammas": [0.0]},
+        {"model": "resnet18"},
+        {"dataset": "cifar10", "task_counts": [10]},
+        {"lrs_sgd": []},
+        {"lrs_adam": [0.0]},
+        {"lr_sgd": 0.1},
+    ],
+)
 def test_bad_configs_are_rejected(override):
     with pytest.raises(ConfigError):
         load_config("gradnorm", profile="default", overrides=override)
@@ -57,14 +68,74 @@ def test_grid_arm_picks_the_best_validation_point_per_seed():
     rows = []
     for seed, vals in enumerate([(0.5, 0.4, 0.6), (0.3, 0.4, 0.2)]):
         for w, v in zip(["equal", "g0.5", "g1"], vals):
-            rows.append({"arm": gn.arm_name("sgd", 2, w), "seed": seed, "optimizer": "sgd", "T": 2,
-                         "weighting": w, "val_nloss": v, "test_nloss": 10 * v})
-        rows.append({"arm": gn.arm_name("sgd", 2, "gradnorm"), "seed": seed, "optimizer": "sgd", "T": 2,
-                     "weighting": "gradnorm", "val_nloss": 0.0, "test_nloss": 0.0})
+            rows.append(
+                {
+                    "arm": gn.arm_name("sgd", 2, w),
+                    "seed": seed,
+                    "optimizer": "sgd",
+                    "T": 2,
+                    "weighting": w,
+                    "val_nloss": v,
+                    "test_nloss": 10 * v,
+                }
+            )
+        rows.append(
+            {
+                "arm": gn.arm_name("sgd", 2, "gradnorm"),
+                "seed": seed,
+                "optimizer": "sgd",
+                "T": 2,
+                "weighting": "gradnorm",
+                "val_nloss": 0.0,
+                "test_nloss": 0.0,
+            }
+        )
     best = gn.grid_arm(pd.DataFrame(rows), "sgd", 2).set_index("seed")
     assert list(best["grid_choice"]) == ["g0.5", "g1"]  # gradnorm is never a grid candidate
     assert list(best["test_nloss"]) == pytest.approx([4.0, 2.0])
     assert set(best["arm"]) == {"sgd/T2/grid"}
+
+
+def _lr_row(weighting, seed, lr, val, test, opt="adam", t=2):
+    return {
+        "arm": gn.arm_name(opt, t, weighting),
+        "seed": seed,
+        "optimizer": opt,
+        "T": t,
+        "weighting": weighting,
+        "lr": lr,
+        "val_nloss": val,
+        "test_nloss": test,
+    }
+
+
+def test_learning_rate_is_picked_per_arm_and_seed_on_validation_not_test():
+    table = pd.DataFrame(
+        [
+            # equal, seed 0: 1e-3 is better on validation, 3e-3 on test -> 1e-3
+            _lr_row("equal", 0, 1e-3, 0.30, 0.90),
+            _lr_row("equal", 0, 3e-3, 0.40, 0.10),
+            # gradnorm, seed 0: the other way round -> 3e-3 (each arm chooses for itself)
+            _lr_row("gradnorm", 0, 1e-3, 0.50, 0.05),
+            _lr_row("gradnorm", 0, 3e-3, 0.20, 0.80),
+            # equal, seed 1: the run at 3e-3 diverged (infinite validation loss) -> never chosen
+            _lr_row("equal", 1, 1e-3, 0.60, 0.60),
+            _lr_row("equal", 1, 3e-3, np.inf, np.nan),
+        ]
+    )
+    picked = gn.pick_learning_rates(table).set_index(["weighting", "seed"])
+    assert picked.loc[("equal", 0), "lr"] == 1e-3 and picked.loc[("equal", 0), "test_nloss"] == 0.90
+    assert picked.loc[("gradnorm", 0), "lr"] == 3e-3
+    assert picked.loc[("equal", 1), "lr"] == 1e-3
+    assert len(picked) == 3
+
+
+def test_claims_declare_deltas_and_verbatim_quotes():
+    for c in gn.CLAIMS:
+        assert c.delta > 0 and c.delta_reason, c.id
+        assert "[" not in c.quote, c.id
+    ni = [c for c in gn.CLAIMS if c.kind == "non_inferiority"]
+    assert ni and all(c.relative for c in ni)
 
 
 def test_claims_reference_known_arms_and_filter():
