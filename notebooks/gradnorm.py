@@ -109,7 +109,8 @@ fig_tasks.tight_layout()
 # Declared in `gradnorm.CLAIMS` before the final runs: GradNorm against equal weighting (normalised
 # test loss, and the spread of the tasks' training rates) and against the validation-chosen grid point
 # (non-inferiority: at most 10% worse, relative, per seed), for each optimiser and T. Adam carries the
-# verdict; SGD is reported alongside. Each claim's smallest effect of interest and its reason: `gradnorm.CLAIMS`.
+# verdict; SGD is reported alongside. Each claim's smallest effect of interest, with its reason:
+# `gradnorm.CLAIMS`.
 
 # %%
 pairs = [(opt, t) for opt in cfg.optimizers for t in cfg.task_counts]

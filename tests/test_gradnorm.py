@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from replikit import claims
 from replikit.config import ConfigError
 from replikit.methods import gradnorm as gn
 from replikit.methods import load_config
@@ -138,8 +139,15 @@ def test_claims_declare_deltas_and_verbatim_quotes():
     assert ni and all(c.relative for c in ni)
 
 
-def test_claims_reference_known_arms_and_filter():
+def test_claims_whose_arms_did_not_run_are_skipped():
     assert all(c.id.startswith("gradnorm.") for c in gn.CLAIMS)
-    runs = pd.DataFrame({"arm": ["sgd/T2/equal", "sgd/T2/gradnorm", "sgd/T2/grid"], "seed": [0, 0, 0]})
-    ids = {c.id for c in gn.claims_for(runs)}
-    assert ids == {"gradnorm.beats_equal_sgd_T2", "gradnorm.matches_grid_sgd_T2"}
+    arms = ["sgd/T2/equal", "sgd/T2/gradnorm", "sgd/T2/grid"]
+    runs = pd.DataFrame(
+        {
+            "arm": arms * 3,
+            "seed": np.repeat([0, 1, 2], 3),
+            "test_nloss": [0.4, 0.38, 0.4, 0.5, 0.45, 0.5, 0.3, 0.31, 0.3],
+        }
+    )
+    judged = {r.claim.id for r in claims.judge_all(gn.CLAIMS, runs) if r.verdict != "skipped"}
+    assert judged == {"gradnorm.beats_equal_sgd_T2", "gradnorm.matches_grid_sgd_T2"}

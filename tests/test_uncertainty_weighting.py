@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from replikit import claims
 from replikit.config import ConfigError
 from replikit.families import multitask
 from replikit.methods import load_config
@@ -90,10 +91,19 @@ def test_grid_best_uses_validation_not_test():
     assert list(best["grid_w_mass"]) == [0.1] and list(best["arm"]) == ["grid"]
 
 
-def test_claims_filter_and_ids():
+def test_claims_without_their_arms_are_skipped_and_near_grid_is_relative():
     assert all(c.id.startswith("uncertainty_weighting.") for c in uw.CLAIMS)
-    runs = pd.DataFrame({"arm": ["equal", "uncertainty", "grid"], "seed": [0, 0, 0]})
-    assert "uncertainty_weighting.beats_single_task" not in {c.id for c in uw.claims_for(runs)}
+    runs = pd.DataFrame({
+        "arm": ["equal", "uncertainty", "grid"] * 3,
+        "seed": np.repeat([0, 1, 2], 3),
+        "test_nerr": [0.064, 0.060, 0.050, 0.070, 0.062, 0.055, 0.060, 0.058, 0.052],
+        "test_acc": [0.93, 0.96, 0.95, 0.92, 0.95, 0.95, 0.94, 0.96, 0.96],
+    })
+    results = {r.claim.id: r for r in claims.judge_all(uw.CLAIMS, runs)}
+    assert results["uncertainty_weighting.beats_single_task"].verdict == "skipped"
+    # near_grid's effect is relative to the grid's error, per seed: (grid - uncertainty) / grid
+    expected = np.mean([(0.050 - 0.060) / 0.050, (0.055 - 0.062) / 0.055, (0.052 - 0.058) / 0.052])
+    assert results["uncertainty_weighting.near_grid"].effect == pytest.approx(expected, rel=1e-4)
 
 
 def test_claims_declare_deltas_and_near_grid_is_a_relative_non_inferiority():

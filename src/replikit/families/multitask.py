@@ -70,7 +70,7 @@ class MultiTaskNet(nn.Module):
         return [head(h) for head in self.heads]
 
     def shared_layer(self) -> list[nn.Parameter]:
-        """The last shared layer's weights: where GradNorm measures per-task gradient norms (the paper's W)."""
+        """The last shared layer's weights: where GradNorm measures per-task gradient norms (paper: W)."""
         for module in reversed(list(self.trunk.modules())):
             if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
                 return [module.weight]
@@ -102,7 +102,7 @@ def build(
     depth: int,
     zero_heads: bool = True,
 ) -> MultiTaskNet:
-    """``mlp`` (a ``depth`` x ``width`` ReLU trunk) or any trunk of :func:`replikit.models.build` (cnn2d, resnet18)."""
+    """``mlp`` (a ``depth`` x ``width`` ReLU trunk) or a trunk of :func:`replikit.models.build`."""
     if model == "mlp":
         return MultiTaskNet(mlp_trunk(math.prod(input_shape), width, depth), width, tasks, zero_heads)
     from replikit import models

@@ -251,7 +251,7 @@ def _claims() -> list[Claim]:
                 higher_is_better=False,
                 delta=DELTA_RATES,
                 delta_reason=DELTA_RATES_REASON,
-                note=f"{role}; std over tasks of log(L_i(end)/L_i(0)) on the training set, lower = more balanced.",
+                note=f"{role}; std over tasks of log(L_i(end)/L_i(0)) on the training set, lower = balanced.",
             )
         )
         for t in (2, 10):
@@ -268,7 +268,7 @@ def _claims() -> list[Claim]:
                     delta=DELTA_GRID,
                     relative=True,
                     delta_reason=DELTA_GRID_REASON,
-                    note=f"{role}; T={t}; the grid point (weights and learning rate) chosen on validation, per seed.",
+                    note=f"{role}; T={t}; the grid point (weights and lr) chosen on validation, per seed.",
                 )
             )
     return out
@@ -474,9 +474,3 @@ def run(cfg: Config) -> Outcome:
         runtime_s=timer.seconds,
         device=str(train.resolve_device(cfg.device)),
     )
-
-
-def claims_for(runs: pd.DataFrame) -> list[Claim]:
-    """The claims whose arms were run (small profiles run fewer T and optimisers)."""
-    arms = set(runs["arm"])
-    return [c for c in CLAIMS if c.treatment in arms and c.baseline in arms]

@@ -4,12 +4,12 @@
 Claims (abstract): "We propose a principled approach to multi-task deep learning which weighs
 multiple loss functions by considering the homoscedastic uncertainty of each task. [...] Perhaps
 surprisingly, we show our model can learn multi-task weightings and outperform separate models trained
-individually on each task." Sec. 5 / Fig. 2: the learned weighting beats equal weighting and lands near the best
-fixed weights of a grid search (CityScapes, classification + depth regression).
+individually on each task." Sec. 5 / Fig. 2: the learned weighting beats equal weighting and lands near
+the best fixed weights of a grid search (CityScapes, classification + depth regression).
 Reference code: none published by the authors; the loss below is the paper's eqs. 7 and 10.
 
 Algorithm. One learned log-variance s_i = log sigma_i^2 per task, trained with the network:
-    L = sum_regression  1/(2 sigma_i^2) L_i + log sigma_i  +  sum_classification  1/sigma_i^2 L_i + log sigma_i
+    L = sum_regression 1/(2 sigma_i^2) L_i + log sigma_i  +  sum_classification 1/sigma_i^2 L_i + log sigma_i
       = sum_i c_i exp(-s_i) L_i + s_i / 2,    c_i = 1/2 (regression), 1 (classification)
 (``multitask.uncertainty_loss``). The switch that turns it off is the ``equal`` arm (w_i = 1).
 
@@ -44,7 +44,8 @@ while the grid is 19% better than equal weighting. The old absolute margin of 0.
 error and called that "near the grid"; ``near_grid`` is now a non-inferiority claim with a margin of 10%
 *relative to the grid's error, per seed* (half the grid's gain over equal weighting; reason in the claim),
 which these pilot numbers do not clear. The other claims' smallest effects of interest are declared
-beside them (``delta``, ``delta_reason``). Verdicts on confirmation seeds: ``results/uncertainty_weighting/verdict.json``.
+beside them (``delta``, ``delta_reason``). Verdicts on confirmation seeds:
+``results/uncertainty_weighting/verdict.json``.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ TASK_NAMES = ("class", "mass", "centroid")
 
 
 class Config(MethodConfig):
-    """Uncertainty weighting's knobs; sizes per profile live in params.yaml's ``uncertainty_weighting.profiles``."""
+    """Uncertainty weighting's knobs; sizes per profile: params.yaml's ``uncertainty_weighting.profiles``."""
 
     dataset: Literal["digits", "cifar10"] = pydantic.Field("digits", description="image data set")
     mass_scale: float = pydantic.Field(
@@ -127,9 +128,10 @@ CLAIMS = [
         higher_is_better=False,
         delta=0.05,
         relative=True,
-        delta_reason="5% of equal weighting's error: a quarter of what the validation-chosen grid gains over "
-        "equal weighting on pilot seeds (19%); a weighting rule that buys less than that is not worth learning",
-        note="mean over the 3 tasks of the scale-free test error (class error / 0.9, MSE / var); lower is better.",
+        delta_reason="5% of equal weighting's error: a quarter of what the validation-chosen grid gains "
+        "over equal weighting on pilot seeds (19%); a weighting rule that buys less is not worth learning",
+        note="mean over the 3 tasks of the scale-free test error (class error / 0.9, MSE / var); lower is "
+        "better.",
     ),
     Claim(
         id="uncertainty_weighting.near_grid",
@@ -143,24 +145,25 @@ CLAIMS = [
         kind="non_inferiority",
         delta=0.10,
         relative=True,
-        delta_reason="half of what the grid search gains over equal weighting on pilot seeds (equal 0.0640 vs "
-        "grid 0.0538: 19% relative): 'near the grid' = keeps at least half of the grid's gain, the usual "
+        delta_reason="half of what the grid search gains over equal weighting on pilot seeds (equal 0.0640 "
+        "vs grid 0.0538: 19% relative): 'near the grid' = keeps at least half of the grid's gain, the usual "
         "non-inferiority convention (margin = half the active control's effect), hence at most 10% worse",
-        note="Paper Fig. 2 and Table 1: the learned weighting does as well as the best fixed weights of a grid "
-        "search. Grid point chosen on validation, per seed; margin relative to the grid's error, per seed.",
+        note="Paper Fig. 2 and Table 1: the learned weighting does as well as the best fixed weights of a "
+        "grid search. Grid point chosen on validation, per seed; margin relative to the grid's error.",
     ),
     Claim(
         id="uncertainty_weighting.beats_single_task",
         paper=PAPER,
-        quote="Perhaps surprisingly, we show our model can learn multi-task weightings and outperform separate "
-        "models trained individually on each task.",
+        quote="Perhaps surprisingly, we show our model can learn multi-task weightings and outperform "
+        "separate models trained individually on each task.",
         metric="test_nerr",
         treatment="uncertainty",
         baseline="single",
         higher_is_better=False,
         delta=0.05,
         relative=True,
-        delta_reason="5% of the single-task networks' error, the same smallest gain as against equal weighting",
+        delta_reason="5% of the single-task networks' error, the same smallest gain as against equal "
+        "weighting",
         note="'single': each task's error from its own network (same trunk size, same training).",
     ),
     Claim(
@@ -326,9 +329,3 @@ def run(cfg: Config) -> Outcome:
         runtime_s=timer.seconds,
         device=str(train.resolve_device(cfg.device)),
     )
-
-
-def claims_for(runs: pd.DataFrame) -> list[Claim]:
-    """The claims whose arms were run (``single_task: false`` drops the single-task claim)."""
-    arms = set(runs["arm"])
-    return [c for c in CLAIMS if c.treatment in arms and c.baseline in arms]
