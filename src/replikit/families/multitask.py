@@ -343,17 +343,18 @@ def fit(
         logs.update({f"w_{i}": w[i] for i in range(len(tasks))})
         return total, logs
 
-    params: list | torch.optim.Optimizer = list(model.parameters()) + weighting.parameters()
-    if weighting.parameters() and weighting_lr is not None:
-        groups = [
-            {"params": list(model.parameters()), "weight_decay": weight_decay},
-            {"params": weighting.parameters(), "lr": weighting_lr, "weight_decay": 0.0},
-        ]
-        params = (
-            torch.optim.Adam(groups, lr=lr)
-            if optimizer == "adam"
-            else torch.optim.SGD(groups, lr=lr, momentum=0.9)
-        )
+    groups: list[dict] = [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    if weighting.parameters():
+        own = {} if weighting_lr is None else {"lr": weighting_lr, "weight_decay": 0.0}
+        groups.append({"params": weighting.parameters(), "weight_decay": weight_decay, **own})
+    # foreach: one fused update over the trunk's and the T heads' tensors (the per-tensor loop was a fifth
+    # of a T = 10 run on the CPU); the same update rule
+    if optimizer == "adam":
+        params = torch.optim.Adam(groups, lr=lr, foreach=True)
+    elif optimizer == "sgd":
+        params = torch.optim.SGD(groups, lr=lr, momentum=0.9, foreach=True)
+    else:
+        raise ValueError(f"optimizer={optimizer!r}: allowed adam | sgd")
     return train.fit(
         step,
         params,

@@ -62,17 +62,17 @@ arm at its best learning rate; the numbers here are pilots, the verdicts are in
   is worse than equal weighting's (Adam 0.473 vs 0.428): the weights have room to move, and with Adam
   the grid shows that the weighting matters (54-57% lower loss than equal weighting), so the design
   can show an effect either way.
-The whole default profile on pilot seeds (base seed 0, 5 seeds; mean normalised test loss; relative
-gain of GradNorm over equal weighting, mean and sd over seeds):
+The default-profile notebook on pilot seeds (``--set seed=pilot``, 5 seeds; mean normalised test loss;
+relative gain of GradNorm over equal weighting, mean and sd over seeds):
                   equal   GradNorm   grid (choice)        GradNorm vs equal
-  Adam  T=2       0.612    0.646     0.270 (gamma 1)      -5.5% (sd 2.7%)
-  Adam  T=10      0.434    0.444     0.196 (gamma 1)      -2.2% (sd 1.2%)
-  SGD   T=2       0.377    0.378     0.377 (equal)        -0.2% (sd 6.4%)
-  SGD   T=10      0.431    0.378     0.431 (equal)        +12.1% (sd 2.1%)
-  Learning rates picked: Adam 1e-3 (T=2) or 3e-3 (T=10, the grid point everywhere: the top of the
-  grid), SGD 1e-3 (equal, GradNorm) and 0.1 (gamma = 1, still worse than equal). GradNorm's final weights
-  move from 1 by about 0.5 (T=2: 1.45 / 0.55); spread of log training rates, T=10: Adam 0.36 -> 0.32,
-  SGD 0.03 -> 0.06.
+  Adam  T=2       0.611    0.649     0.271 (gamma 1)      -6.1% (sd 1.2%)
+  Adam  T=10      0.445    0.442     0.194 (gamma 1)      +0.5% (sd 1.4%)
+  SGD   T=2       0.365    0.397     0.365 (equal)        -8.9% (sd 13.7%)
+  SGD   T=10      0.429    0.371     0.429 (equal)        +13.5% (sd 1.7%)
+  Learning rates picked: Adam 1e-3 or 3e-3 (the grid point 3e-3 everywhere: the top of the grid), SGD
+  1e-3 (equal, GradNorm) and 0.1 (gamma = 1, still worse than equal weighting, so the grid picks equal
+  weighting). GradNorm's final weights move from 1 by about 0.5 (T=2: 1.45 / 0.55); spread of log
+  training rates, T=10: Adam 0.34 -> 0.41, SGD 0.03 -> 0.07.
 Both optimisers are reported and judged; Adam carries the verdict (declared before these runs: with
 Adam, equal weighting leaves the small-scale tasks behind, the situation GradNorm is built for), the
 SGD claims are secondary, judged and reported the same way.
@@ -80,6 +80,7 @@ SGD claims are secondary, judged and reported the same way.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -286,16 +287,35 @@ def sigmas(t: int, sigma_max: float, scale: float) -> np.ndarray:
 
 
 def toy_problem(cfg: Config, t: int, rep: int) -> dict[str, np.ndarray | list[np.ndarray]]:
-    """The paper's f_i(x) = sigma_i tanh(c (B + eps_i) x): B, eps_i and x drawn per repetition."""
-    g = np.random.default_rng(derive_seed(cfg.seed, NAME, "data", t, rep))
-    b = g.normal(0.0, cfg.b_std, (cfg.out_dim, cfg.in_dim))
-    eps = [g.normal(0.0, cfg.eps_std, (cfg.out_dim, cfg.in_dim)) for _ in range(t)]
-    c = cfg.preact_std / (np.sqrt(cfg.b_std**2 + cfg.eps_std**2) * np.sqrt(cfg.in_dim))
-    sig = sigmas(t, cfg.sigma_max, cfg.target_scale)
+    """The paper's f_i(x) = sigma_i tanh(c (B + eps_i) x): B, eps_i and x drawn per repetition.
+
+    Every arm and learning rate of a (T, seed) trains on these same draws, so a worker process keeps the
+    last few (drawing them is a fifth of a T = 10 run); callers must not modify the arrays.
+    """
     n = cfg.n_train + cfg.n_val + cfg.n_test
-    x = g.normal(0.0, 1.0, (n, cfg.in_dim))
+    sig = tuple(sigmas(t, cfg.sigma_max, cfg.target_scale))
+    dims = (cfg.in_dim, cfg.out_dim, cfg.b_std, cfg.eps_std, cfg.preact_std, n)
+    return _toy_draws(derive_seed(cfg.seed, NAME, "data", t, rep), sig, *dims)
+
+
+@functools.lru_cache(maxsize=4)
+def _toy_draws(
+    data_seed: int,
+    sig: tuple[float, ...],
+    in_dim: int,
+    out_dim: int,
+    b_std: float,
+    eps_std: float,
+    preact_std: float,
+    n: int,
+) -> dict[str, np.ndarray | list[np.ndarray]]:
+    g = np.random.default_rng(data_seed)
+    b = g.normal(0.0, b_std, (out_dim, in_dim))
+    eps = [g.normal(0.0, eps_std, (out_dim, in_dim)) for _ in sig]
+    c = preact_std / (np.sqrt(b_std**2 + eps_std**2) * np.sqrt(in_dim))
+    x = g.normal(0.0, 1.0, (n, in_dim))
     ys = [s * np.tanh(c * x @ (b + e).T) for s, e in zip(sig, eps)]
-    return {"x": x.astype(np.float32), "ys": [y.astype(np.float32) for y in ys], "sigma": sig}
+    return {"x": x.astype(np.float32), "ys": [y.astype(np.float32) for y in ys], "sigma": np.asarray(sig)}
 
 
 def image_problem(cfg: Config, t: int, rep: int) -> dict:
