@@ -1,0 +1,134 @@
+"""Data diet's scores and subsets on hand-made tensors, and a smoke run of the method."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from replikit import resume, sequential
+from replikit.methods import data_diet as dd
+
+
+def test_el2n_is_the_l2_distance_of_softmax_to_the_one_hot_label():
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0], [0.0, math.log(3.0)]])
+    labels = torch.tensor([0, 0, 0])
+    # p = (1/2, 1/2), (3/4, 1/4), (1/4, 3/4); error vectors (-1/2, 1/2), (-1/4, 1/4), (-3/4, 3/4)
+    expected = torch.tensor([0.5, 0.25, 0.75]) * math.sqrt(2)
+    assert torch.allclose(dd.el2n(logits, labels), expected, atol=1e-6)
+    assert dd.el2n(torch.tensor([[50.0, 0.0, 0.0]]), torch.tensor([0])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def _loop_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    norms = []
+    for xi, yi in zip(x, y):
+        model.zero_grad()
+        F.cross_entropy(model(xi[None]), yi[None]).backward()
+        norms.append(torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters())))
+    return torch.stack(norms)
+
+
+def test_grand_via_vmap_matches_a_per_example_loop():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    x, y = torch.randn(11, 5), torch.randint(0, 3, (11,))
+    expected = _loop_grad_norms(model, x, y)
+    assert torch.allclose(dd.grand(model, x, y, batch_size=4), expected, atol=1e-5)  # batches of 4, 4, 3
+
+
+def test_grand_of_a_linear_softmax_model_in_closed_form():
+    # logits = W x + b: dL/dW = (p - e_y) x^T, dL/db = p - e_y, so the norm is EL2N * sqrt(|x|^2 + 1)
+    torch.manual_seed(1)
+    model = nn.Linear(4, 3)
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    with torch.no_grad():
+        expected = dd.el2n(model(x), y) * torch.sqrt(x.pow(2).sum(1) + 1)
+    assert torch.allclose(dd.grand(model, x, y), expected, atol=1e-5)
+
+
+def test_grand_on_the_suite_cnn_matches_the_loop_and_leaves_the_mode():
+    torch.manual_seed(2)
+    model = dd.models.build("cnn1d", (40,), 10, width=4)
+    x, y = torch.randn(5, 40), torch.randint(0, 10, (5,))
+    model.train()
+    scores = dd.grand(model, x, y, batch_size=2)
+    assert model.training
+    assert torch.allclose(scores, _loop_grad_norms(model, x, y), atol=1e-5)
+
+
+def test_select_hardest_easiest_and_offset():
+    scores = np.array(
+        [0.1, 0.9, 0.5, 0.7, 0.3, 0.8, 0.2, 0.6, 0.4, 1.0]
+    )  # hardest first: 9 1 5 3 7 2 8 4 6 0
+    assert dd.select(scores, 0.3, "hardest").tolist() == [1, 5, 9]
+    assert dd.select(scores, 0.3, "easiest").tolist() == [0, 4, 6]
+    assert dd.select(scores, 0.3, "offset", offset=0.2).tolist() == [3, 5, 7]  # skips 9 and 1
+    assert dd.select(scores, 0.5, "offset", offset=0.0).tolist() == dd.select(scores, 0.5, "hardest").tolist()
+    with pytest.raises(ValueError):
+        dd.select(scores, 0.9, "offset", offset=0.2)
+    ties = np.array([1.0, 1.0, 1.0, 0.0])
+    assert dd.select(ties, 0.5, "hardest").tolist() == [0, 1]  # ties broken by index: deterministic
+
+
+def test_select_per_class_keeps_the_same_fraction_of_every_class():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.1, 0.2, 0.3, 0.4])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert dd.select(scores, 0.5, "hardest").tolist() == [0, 1, 2, 3]  # one ranking: class 1 is gone
+    assert dd.select_per_class(scores, labels, 0.5, "hardest").tolist() == [0, 1, 6, 7]
+    assert dd.select_per_class(scores, labels, 0.5, "easiest").tolist() == [2, 3, 4, 5]
+    assert dd.select_per_class(scores, labels, 0.5, "offset", offset=0.25).tolist() == [1, 2, 5, 6]
+
+
+def test_subset_batches_cover_the_subset_once_per_pass():
+    subset = torch.tensor([2, 3, 5, 7, 11, 13, 17])
+    batches = dd.SubsetBatches(subset, batch_size=3, seed=0)
+    first_pass = torch.cat([batches.next(), batches.next()])  # 6 of 7; the ragged tail is dropped
+    assert len(set(first_pass.tolist())) == 6 and set(first_pass.tolist()) <= set(subset.tolist())
+    assert set(batches.next().tolist()) <= set(subset.tolist())  # a fresh pass
+    with pytest.raises(ValueError):
+        dd.SubsetBatches(subset, batch_size=8, seed=0)
+
+
+def test_config_rejects_impossible_designs():
+    with pytest.raises(ValueError, match="offset"):
+        dd.Config(keep_fractions=[0.97], rule_fractions={})
+    with pytest.raises(ValueError, match="score_epoch"):
+        dd.Config(epochs=2, score_epoch=3)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        dd.Config(keep_fractions=[1.0])
+    assert dd.Config().fractions("easy") == [0.5] and dd.Config().fractions("el2n") == [0.3, 0.5, 0.7]
+
+
+SMOKE = dict(
+    profile="smoke",
+    n_seeds=2,
+    num_samples=1_500,
+    val_size=100,
+    width=8,
+    epochs=2,
+    score_epoch=1,
+    score_inits=2,
+    batch_size=64,
+    keep_fractions=[0.5],
+    workers=1,
+    device="cpu",
+)
+
+
+def test_smoke_run_pairs_every_arm_by_seed_and_judges(tmp_path, monkeypatch):
+    monkeypatch.setattr(resume, "store_folder", lambda root, method, cfg: tmp_path / "store")
+    cfg = dd.Config(**SMOKE)
+    outcome, verdicts = sequential.replicate(dd, cfg)
+    runs = outcome.runs
+    arms = {"full"} | {f"{r}_50" for r in cfg.rules}
+    assert set(runs["arm"]) == arms
+    assert all(sorted(seeds) == [0, 1] for _, seeds in runs.groupby("arm")["seed"])
+    n = runs.loc[runs["arm"] == "full", "n_kept"].iloc[0]
+    assert (runs.loc[runs["arm"] != "full", "n_kept"] - 0.5 * n).abs().le(5).all()  # rounded per class
+    # every arm trained the same number of steps: the same number of history rows (full-split epochs)
+    assert outcome.history.groupby(["arm", "seed"]).size().eq(cfg.epochs).all()
+    assert runs["test_acc"].between(0, 1).all()
+    assert len(verdicts) == len(dd.CLAIMS)
+    assert {v.verdict for v in verdicts} <= {"reproduced", "not_reproduced", "inconclusive", "skipped"}
