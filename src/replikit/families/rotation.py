@@ -1,4 +1,5 @@
-"""Rotation by multiples of 90 degrees as a self-supervised signal (shared by ``sla`` and ``rotnet``).
+"""Rotation by multiples of 90 degrees as a self-supervised signal (shared by ``sla`` and ``rotnet``;
+``data_diet`` borrows its CIFAR crop-and-flip augmentation for the full profile).
 
 Conventions used throughout:
 
