@@ -68,6 +68,37 @@ def manual_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Placement. Data and models reach a run only through these two helpers, which take the run's device:
+# a tensor made without naming a device stays on the CPU and breaks the first CUDA run (issue 9;
+# tests/placement.py catches the slip on CPU). On CUDA both put 4-D images in channels_last, the
+# layout cuDNN's convolutions run fastest in under bf16 autocast.
+# ---------------------------------------------------------------------------------------------------
+
+
+def to_device(a: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An array (or tensor) as a tensor resident on ``device``; float images (N, C, H, W) channels_last on CUDA."""
+    t = torch.as_tensor(a, dtype=dtype, device=device)
+    if t.device.type == "cuda" and t.dim() == 4 and t.is_floating_point():
+        t = t.contiguous(memory_format=torch.channels_last)  # batches sliced from it stay channels_last
+    return t
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device, *, compile: bool = False) -> torch.nn.Module:
+    """``model`` moved to ``device``; on CUDA, channels_last if it has 2-D convolutions; compiled if asked.
+
+    compile: ``torch.compile`` in place (``Module.compile``: state-dict keys and attributes unchanged);
+    each new input shape or train/eval switch costs one compilation (tens of seconds), so it pays off
+    only for long runs at fixed shapes (the full profile's ``compile: true``).
+    """
+    model = model.to(device)
+    if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model.compile()
+    return model
+
+
 def fit(
     step: StepFn,
     params: Iterable[torch.nn.Parameter] | torch.optim.Optimizer,

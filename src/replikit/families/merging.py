@@ -314,8 +314,15 @@ def build_encoder(model: str, input_shape: tuple[int, ...], width: int, depth: i
 
 
 def feature_dim(encoder: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Width of the encoder's output, probed with one zero input on the encoder's own device, in eval mode
+    (a probe in training mode would move batch-norm statistics)."""
+    device = next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
     with torch.no_grad():
-        return encoder(torch.zeros(1, *input_shape)).shape[1]
+        dim = encoder(torch.zeros(1, *input_shape, device=device)).shape[1]
+    encoder.train(was_training)
+    return dim
 
 
 @dataclass
@@ -389,8 +396,8 @@ def _standardize(*xs: torch.Tensor, ref: torch.Tensor) -> list[torch.Tensor]:
 
 def _task_tensors(task: Task, ds: data.Dataset, x_np: np.ndarray, y_np: np.ndarray,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.as_tensor(x_np, dtype=torch.float32, device=device)
-    y = torch.as_tensor(y_np, dtype=torch.int64, device=device)
+    x = train.to_device(x_np, device, torch.float32)
+    y = train.to_device(y_np, device, torch.int64)
     return task.inputs(x), task.labels(y, ds.n_classes)
 
 
@@ -430,7 +437,7 @@ def make_task_data(cfg: MergingConfig, tasks: Sequence[Task], sources: dict[str,
 def fit_head(features: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int, seed: int) -> nn.Linear:
     """Multinomial logistic regression on frozen features (full-batch Adam), then frozen."""
     torch.manual_seed(seed)
-    head = nn.Linear(features.shape[1], n_classes).to(features.device)
+    head = train.prepare_model(nn.Linear(features.shape[1], n_classes), features.device)
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
     feats = features.detach()
     for _ in range(steps):
@@ -456,8 +463,8 @@ def build_suite(cfg: MergingConfig, tasks: Sequence[Task], rep: int, method: str
 
     # 1. pretraining on the mixture, with a throwaway linear head
     train.manual_seed(derive_seed(cfg.seed, method, "init", rep))
-    encoder = build_encoder(**enc_cfg).to(device)
-    mix_head = nn.Linear(feature_dim(encoder, input_shape), n_classes).to(device)
+    encoder = train.prepare_model(build_encoder(**enc_cfg), device)
+    mix_head = train.prepare_model(nn.Linear(feature_dim(encoder, input_shape), n_classes), device)
     x_mix = torch.cat([td[n].x_pre for n in pre_names])
     y_mix = torch.cat([td[n].y_pre for n in pre_names])
     history = [dict(h, stage="pretrain", task="mixture") for h in train.fit(
@@ -481,7 +488,7 @@ def build_suite(cfg: MergingConfig, tasks: Sequence[Task], rep: int, method: str
     # 3. fine-tune the encoder (only) on each task, its head frozen
     finetuned = {}
     for n in names:
-        enc = build_encoder(**enc_cfg).to(device)
+        enc = train.prepare_model(build_encoder(**enc_cfg), device)
         enc.load_state_dict(pre_state)
         d, head = td[n], heads[n]
         rows = train.fit(

@@ -8,7 +8,8 @@ papers; here each rule is one small class with one job (:class:`Equal`, :class:`
                              log-variances); empty for the others
     weighting.combine(L)     the scalar to back-propagate through the model, from the vector of task
                              losses ``L`` (shape [T]); GradNorm also updates its own weights here
-    weighting.weights()      the current effective weights w_i (for logs and figures)
+    weighting.weights()      the current effective weights w_i (for logs and figures), on the device
+    weighting.to(device)     moves its tensors (``fit`` does it, before building the optimiser)
 
 Training reuses :func:`replikit.train.fit` unchanged: its ``step(idx, p)`` returns
 ``weighting.combine(task_losses)``, so the weighted step needs no loop of its own. GradNorm needs
@@ -139,10 +140,24 @@ class Weighting:
         return []
 
     def weights(self) -> torch.Tensor:
-        return torch.ones(self.n_tasks)
+        return torch.ones(self.n_tasks, device=self.device)
 
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
-        return (self.weights().to(losses.device) * losses).sum()
+        return (self.weights() * losses).sum()
+
+    @property
+    def device(self) -> torch.device:
+        return getattr(self, "_device", torch.device("cpu"))
+
+    def to(self, device: torch.device | str) -> Weighting:
+        """Move every tensor the weighting holds to ``device`` (parameters in place: optimisers keep them)."""
+        self._device = torch.device(device)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor) and value.is_leaf and value.requires_grad:
+                value.data = value.data.to(device)  # learnable: the same tensor, so optimisers keep it
+            elif isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
 
 
 Equal = Weighting
@@ -187,16 +202,12 @@ class Uncertainty(Weighting):
 
     def weights(self) -> torch.Tensor:
         """Effective weights c_i / sigma_i^2 multiplying the raw task losses."""
-        return (self.factors * torch.exp(-self.log_vars)).detach().cpu()
+        return (self.factors * torch.exp(-self.log_vars)).detach()
 
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
         if self.log_vars.device != losses.device:
             raise RuntimeError("move the weighting with .to(device) before training")
-        return uncertainty_loss(losses, self.log_vars, self.factors.to(losses.device))
-
-    def to(self, device: torch.device | str) -> Uncertainty:
-        self.log_vars.data = self.log_vars.data.to(device)
-        return self
+        return uncertainty_loss(losses, self.log_vars, self.factors)
 
 
 def per_task_grad_norms(losses: torch.Tensor, shared: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -254,14 +265,15 @@ class GradNorm(Weighting):
         super().__init__(n_tasks)
         self.shared = list(shared)
         self.alpha = alpha
-        self.w = torch.ones(n_tasks, device=self.shared[0].device, requires_grad=True)
+        self._device = self.shared[0].device
+        self.w = torch.ones(n_tasks, device=self._device, requires_grad=True)
         # the weights' own optimiser: Adam, so their step size does not depend on the losses' scale
         self.opt = torch.optim.Adam([self.w], lr=lr)
         self.initial: torch.Tensor | None = None
         self.trace: list[torch.Tensor] = []  # the weights after every step, for the figures
 
     def weights(self) -> torch.Tensor:
-        return self.w.detach().cpu().clone()
+        return self.w.detach().clone()
 
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
         detached = losses.detach().float()
@@ -334,6 +346,7 @@ def fit(
     The history gets, per epoch, each task's mean training loss (``loss_<i>``) and weight (``w_<i>``).
     """
     tasks = model.tasks
+    weighting.to(x.device)  # the one place a weighting meets the run's device
 
     def step(idx: torch.Tensor, p: float):
         losses = task_losses(model(x[idx]), [y[idx] for y in targets], tasks)

@@ -87,16 +87,3 @@ def stratified_subset(y: np.ndarray, per_class: int | None = None, fraction: flo
             raise ValueError(f"class {c} has {len(idx)} examples, {n} requested")
         out.append(rng.choice(idx, n, replace=False))
     return np.sort(np.concatenate(out))
-
-
-def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Standard CIFAR augmentation on a device batch: random ``pad``-pixel translation and a horizontal flip."""
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
-    dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])[:, None, None, :]
-    out = padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
-    flip = torch.rand(n, device=x.device, generator=gen) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)

@@ -443,11 +443,11 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     """Train one (arm, seed) on the main task; return its metrics and per-epoch history."""
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
-    t = {k: torch.as_tensor(v, device=device) for k, v in make_task(cfg).items()}
+    t = {k: train.to_device(v, device) for k, v in make_task(cfg).items()}
     n_classes = 10
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
-    model = models.build(cfg.model, tuple(t["xs"].shape[1:]), n_classes, width=cfg.width).to(device)
-    domain = domain_classifier(model.feature_dim, cfg.domain_hidden).to(device)
+    model = train.prepare_model(models.build(cfg.model, tuple(t["xs"].shape[1:]), n_classes, width=cfg.width), device)
+    domain = train.prepare_model(domain_classifier(model.feature_dim, cfg.domain_hidden), device)
 
     def evaluate() -> dict[str, float]:
         row = {
@@ -497,12 +497,12 @@ def run_moons(cfg: dict, arm: str, rep: int, grid: int = 0) -> dict:
     cfg = Config(**cfg)
     device = torch.device("cpu")  # a 2-D toy: the GPU would only add launch latency
     d = make_moons_task(cfg, rep)
-    t = {k: torch.as_tensor(v) for k, v in d.items()}
+    t = {k: train.to_device(v, device) for k, v in d.items()}
     train.manual_seed(derive_seed(cfg.seed, NAME, "moons_init", rep))
-    model = models.build(
-        "mlp", (2,), 2, width=cfg.moons_hidden, depth=1
-    )  # built first: same init in every arm
-    domain = domain_classifier(model.feature_dim, cfg.moons_variant_hidden if arm == "moons_dann_mlp" else 0)
+    # built first: same init in every arm
+    model = train.prepare_model(models.build("mlp", (2,), 2, width=cfg.moons_hidden, depth=1), device)
+    hidden = cfg.moons_variant_hidden if arm == "moons_dann_mlp" else 0
+    domain = train.prepare_model(domain_classifier(model.feature_dim, hidden), device)
     history = train_dann(
         model,
         domain,
@@ -535,7 +535,7 @@ def run_moons(cfg: dict, arm: str, rep: int, grid: int = 0) -> dict:
             pts = np.concatenate([d["xs"], d["xt"]])
             lo, hi = pts.min(0) - 0.5, pts.max(0) + 0.5
             gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
-            mesh = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=torch.float32)
+            mesh = train.to_device(np.stack([gx.ravel(), gy.ravel()], 1), device, torch.float32)
             prob = torch.softmax(train.predict(model, mesh), 1)[:, 1].reshape(grid, grid).numpy()
             out["map"] = {"gx": gx, "gy": gy, "prob": prob, **d}
     return out

@@ -508,6 +508,10 @@ def windows(docs: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
 
 def read_bytes(path: str, n: int | None = None, offset: int = 0) -> np.ndarray:
     """A text file as byte tokens (vocabulary 256)."""
+    from replikit.data import fake
+
+    if fake.active() is not None:  # stand-in bytes (make gpu-check, tests of the full profile)
+        return fake.text_bytes(path, n)
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"text corpus {file} not found (the text corpus is for the full profile)")
@@ -571,7 +575,7 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     task = Task(cfg, arm, rep)
 
     def as_t(a, dtype=torch.int64):
-        return torch.as_tensor(a, dtype=dtype, device=device)
+        return train.to_device(a, device, dtype)
 
     n_val = round(len(task.ft_docs) * cfg.ft_val_fraction)
     ft_x, ft_y = (as_t(v) for v in windows(task.ft_docs[: len(task.ft_docs) - n_val], cfg.context))
@@ -629,7 +633,7 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     rows = []
     for size in [0, *cfg.pretrain_tokens]:  # 0: fine-tuning from scratch, for reference
         train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))  # the same init for every size and arm
-        model = build_model(cfg, task.vocab).to(device)
+        model = train.prepare_model(build_model(cfg, task.vocab), device)
         row = {"arm": arm, "seed": rep, "pretrain_tokens": size}
         if size:
             pre_x, pre_y = (

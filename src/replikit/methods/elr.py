@@ -58,6 +58,9 @@ class Config(MethodConfig):
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: float = pydantic.Field(0.0, ge=0.0, le=0.1)
     cosine: bool = pydantic.Field(False, description="cosine-anneal the learning rate to 0")
+    compile: bool = pydantic.Field(
+        False, description="torch.compile the model (CUDA, long runs: about a minute of compilation per run)"
+    )
     train_subset: int = pydantic.Field(0, ge=0, description="use the first N training examples (0 = all)")
     sweep_rates: list[float] = pydantic.Field(
         default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8], description="noise rates of the sweep figure"
@@ -137,13 +140,14 @@ def run_one(cfg: dict, arm: str, rep: int, noise_rate: float) -> dict:
     x_np = ds.x_train[: len(y_clean)]
     # the noise and the init depend on the repetition only, never on the arm: CE and ELR are paired
     y_noisy = symmetric_noise(y_clean, noise_rate, ds.n_classes, derive_seed(cfg.seed, NAME, "noise", noise_rate, rep))
-    x = torch.as_tensor(x_np, device=device)
-    y = torch.as_tensor(y_noisy, device=device)
-    is_wrong = torch.as_tensor(y_noisy != y_clean, device=device)
-    x_test, y_test = (torch.as_tensor(a, device=device) for a in (ds.x_test, ds.y_test))
+    x = train.to_device(x_np, device)
+    y = train.to_device(y_noisy, device)
+    is_wrong = train.to_device(y_noisy != y_clean, device)
+    x_test, y_test = (train.to_device(a, device) for a in (ds.x_test, ds.y_test))
 
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
-    model = models.build(cfg.model, ds.input_shape, ds.n_classes, width=cfg.width).to(device)
+    model = train.prepare_model(models.build(cfg.model, ds.input_shape, ds.n_classes, width=cfg.width), device,
+                                compile=cfg.compile)
     weight = cfg.elr_weight if arm == "elr" else 0.0
     targets = torch.zeros(len(y), ds.n_classes, device=device)
 

@@ -87,7 +87,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pydantic
-import torch
 
 from replikit import data, train
 from replikit.claims import Claim
@@ -358,14 +357,15 @@ def run_one(cfg: dict, t: int, opt: str, weighting: str, lr: float, rep: int) ->
     device = train.resolve_device(cfg.device)
     prob = toy_problem(cfg, t, rep) if cfg.dataset == "toy" else image_problem(cfg, t, rep)
     n_tr, n_va, _ = prob.get("sizes", (cfg.n_train, cfg.n_val, cfg.n_test))
-    x = torch.as_tensor(prob["x"], device=device)
-    ys = [torch.as_tensor(y, device=device) for y in prob["ys"]]
+    x = train.to_device(prob["x"], device)
+    ys = [train.to_device(y, device) for y in prob["ys"]]
     parts = {"train": slice(0, n_tr), "val": slice(n_tr, n_tr + n_va), "test": slice(n_tr + n_va, None)}
     split = {k: (x[s], [y[s] for y in ys]) for k, s in parts.items()}
     tasks = [multitask.Task(f"task{i}", "regression", ys[i].shape[1]) for i in range(t)]
 
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", t, rep))
-    model = multitask.build(cfg.model, tuple(x.shape[1:]), tasks, cfg.width, cfg.depth).to(device)
+    model = multitask.build(cfg.model, tuple(x.shape[1:]), tasks, cfg.width, cfg.depth)
+    model = train.prepare_model(model, device)
     if weighting == "equal":
         w = multitask.Equal(t)
     elif weighting == "gradnorm":

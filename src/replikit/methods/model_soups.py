@@ -318,15 +318,15 @@ def run_one(cfg: dict, rep: int) -> dict:
     device = train.resolve_device(cfg.device)
     ds = data.load(cfg.dataset)
     idx = splits(len(ds.y_train), cfg.val_size, cfg.ft_size, cfg.pretrain_size, derive_seed(cfg.seed, NAME, "data", rep))
-    x_all, y_all = torch.as_tensor(ds.x_train, device=device), torch.as_tensor(ds.y_train, device=device)
-    part = {k: (x_all[torch.as_tensor(v, device=device)], y_all[torch.as_tensor(v, device=device)]) for k, v in idx.items()}
-    x_test, y_test = torch.as_tensor(ds.x_test, device=device), torch.as_tensor(ds.y_test, device=device)
+    x_all, y_all = train.to_device(ds.x_train, device), train.to_device(ds.y_train, device)
+    part = {k: (x_all[train.to_device(v, device)], y_all[train.to_device(v, device)]) for k, v in idx.items()}
+    x_test, y_test = train.to_device(ds.x_test, device), train.to_device(ds.y_test, device)
     shift_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "shift", rep))
     x_shift = perturb(x_test, cfg.shift_translate, cfg.shift_scale, cfg.shift_noise, shift_gen)
 
     # 1. pretraining on the pool, with augmentation (the robust "pretrained encoder")
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
-    model = models.build(cfg.model, ds.input_shape, cfg.pretrain_classes, width=cfg.width).to(device)
+    model = train.prepare_model(models.build(cfg.model, ds.input_shape, cfg.pretrain_classes, width=cfg.width), device)
     x_pre, y_pre = part["pretrain"]
     y_pre = coarse_labels(y_pre, ds.n_classes, cfg.pretrain_classes)
     aug_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "augment", rep))
@@ -341,7 +341,7 @@ def run_one(cfg: dict, rep: int) -> dict:
     # 2. a new 10-class head, initialised by a linear probe on the frozen pretrained features (LP init)
     x_ft, y_ft = part["ft"]
     train.manual_seed(derive_seed(cfg.seed, NAME, "head", rep))
-    model.head = torch.nn.Linear(model.feature_dim, ds.n_classes).to(device)
+    model.head = train.prepare_model(torch.nn.Linear(model.feature_dim, ds.n_classes), device)
     linear_probe(model, x_ft, y_ft, cfg.lp_steps)
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -99,6 +99,7 @@ from torch import nn
 from replikit import data, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
+from replikit.data import augment
 from replikit.families import rotation
 from replikit.results import Outcome, Timer
 
@@ -459,14 +460,14 @@ def run_one(cfg: dict, rep: int) -> dict:
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
     x_np, y_np, xe_np, ye_np, n_classes = _splits(cfg, rep)
-    x, y = torch.as_tensor(x_np, device=device), torch.as_tensor(y_np, device=device)
-    xe, ye = torch.as_tensor(xe_np, device=device), torch.as_tensor(ye_np, device=device)
+    x, y = train.to_device(x_np, device), train.to_device(y_np, device)
+    xe, ye = train.to_device(xe_np, device), train.to_device(ye_np, device)
     channels = x.shape[1]
     init_seed = derive_seed(cfg.seed, NAME, "init", rep)
 
     def fresh(n_out: int) -> BlockNet:
         train.manual_seed(init_seed)  # rotnet and random_init start from the very same weights
-        return BlockNet(channels, n_out, cfg.width, cfg.convs_per_block).to(device)
+        return train.prepare_model(BlockNet(channels, n_out, cfg.width, cfg.convs_per_block), device)
 
     # --- pretext: rotation prediction on the training images, labels unused ---
     rotnet = fresh(rotation.N_ROT)
@@ -474,7 +475,7 @@ def run_one(cfg: dict, rep: int) -> dict:
     pad = max(1, x.shape[-1] // 8)  # 1 pixel on digits, 4 on CIFAR
     history = train.fit(
         lambda idx, p: pretext_loss(
-            rotnet, rotation.random_crop_flip(x[idx], pad, gen) if cfg.pretext_augment else x[idx]
+            rotnet, augment.random_crop_flip(x[idx], pad, gen) if cfg.pretext_augment else x[idx]
         ),
         rotnet.parameters(),
         len(x),
@@ -507,7 +508,7 @@ def run_one(cfg: dict, rep: int) -> dict:
                     views_tr[view], views_te[view]
                 )  # stats of all (unlabelled) train images
                 for s, idx in subsets.items():
-                    sel = torch.as_tensor(idx, device=device)
+                    sel = train.to_device(idx, device)
                     lin = fit_probe(f_tr[sel], y[sel], n_classes, cfg.probe_l2, cfg.probe_iters)
                     with torch.no_grad():
                         acc = (lin(f_te).argmax(1) == ye).float().mean().item()
@@ -527,7 +528,7 @@ def run_one(cfg: dict, rep: int) -> dict:
             if b == cfg.probe_block:  # the paper's probe: non-linear classifier on the whole block-2 map
                 f_tr, f_te = standardize(m_tr.flatten(1), m_te.flatten(1))
                 for s, idx in subsets.items():
-                    sel = torch.as_tensor(idx, device=device)
+                    sel = train.to_device(idx, device)
                     probe = fit_nonlinear_probe(
                         f_tr[sel],
                         y[sel],
@@ -595,7 +596,7 @@ def finetune(
     """Load ``state`` into the blocks, put a fresh head on, train everything ``ft_steps`` steps; return the
     test accuracy."""
     torch.manual_seed(seed)
-    net = BlockNet(channels, n_classes, cfg.width, cfg.convs_per_block).to(device)
+    net = train.prepare_model(BlockNet(channels, n_classes, cfg.width, cfg.convs_per_block), device)
     net.blocks.load_state_dict({k[len("blocks.") :]: v for k, v in state.items() if k.startswith("blocks.")})
     batch = min(cfg.batch_size, len(y))
     steps_per_epoch = max(1, len(y) // batch)
@@ -633,7 +634,8 @@ def run(cfg: Config) -> Outcome:
     probes = pd.DataFrame([p for res in results for p in res["probes"]])
     history = pd.DataFrame([h for res in results for h in res["history"]])
     x_np, _, xe_np, _, _ = _splits(cfg, 0)
-    xt, xet = torch.as_tensor(x_np), torch.as_tensor(xe_np)
+    cpu = torch.device("cpu")  # a few linear probes on raw pixels: no device needed
+    xt, xet = train.to_device(x_np, cpu), train.to_device(xe_np, cpu)
     shortcut = pd.DataFrame(
         [
             {"features": "border ink (4 lines)", **shortcut_accuracy(border_ink, xt, xet)},

@@ -61,6 +61,7 @@ from torch import nn
 from replikit import data, models, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
+from replikit.data import augment
 from replikit.families import rotation
 from replikit.results import Outcome, Timer
 
@@ -93,6 +94,9 @@ class Config(MethodConfig):
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: float = pydantic.Field(0.0, ge=0.0, le=0.1)
     cosine: bool = pydantic.Field(True, description="cosine-anneal the learning rate to 0")
+    compile: bool = pydantic.Field(
+        False, description="torch.compile the model (CUDA, long runs: about a minute of compilation per run)"
+    )
     crop_flip: bool = pydantic.Field(False, description="random 4-pixel crop + horizontal flip (CIFAR only)")
     mt_rot_weight: float = pydantic.Field(1.0, ge=0.0, le=10.0, description="weight of MT's rotation loss")
     label_fraction: float = pydantic.Field(
@@ -286,20 +290,22 @@ def run_one(cfg: dict, arm: str, rep: int, setting: str) -> dict:
         (cfg.few_epochs, cfg.few_batch_size) if setting == "few" else (cfg.epochs, cfg.batch_size)
     )
     batch_size = min(batch_size, len(y_np))
-    x, y = torch.as_tensor(x_np, device=device), torch.as_tensor(y_np, device=device)
-    xe, ye = torch.as_tensor(xe_np, device=device), torch.as_tensor(ye_np, device=device)
+    x, y = train.to_device(x_np, device), train.to_device(y_np, device)
+    xe, ye = train.to_device(xe_np, device), train.to_device(ye_np, device)
     n_classes = int(data.load(cfg.dataset).n_classes)
 
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))  # the same feature init for every arm
-    model = models.build(cfg.model, tuple(x.shape[1:]), n_outputs(arm, n_classes), width=cfg.width).to(device)
-    rot_head = RotHead(model.feature_dim).to(device) if arm == "mt" else None
+    model = train.prepare_model(
+        models.build(cfg.model, tuple(x.shape[1:]), n_outputs(arm, n_classes), width=cfg.width), device, compile=cfg.compile
+    )
+    rot_head = train.prepare_model(RotHead(model.feature_dim), device) if arm == "mt" else None
     params = list(model.parameters()) + (list(rot_head.parameters()) if rot_head is not None else [])
     gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "augment", rep))
 
     def step(idx: torch.Tensor, p: float) -> torch.Tensor:
         xb, yb = x[idx], y[idx]
         if cfg.crop_flip:
-            xb = rotation.random_crop_flip(xb, 4, gen)
+            xb = augment.random_crop_flip(xb, 4, gen)
         if arm == "sla":
             return sla_loss(model, xb, yb)
         if arm == "da":

@@ -60,7 +60,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pydantic
-import torch
 
 from replikit import data, train
 from replikit.claims import Claim
@@ -236,16 +235,17 @@ def run_one(cfg: dict, arm: str, rep: int, weights: tuple[float, ...] | None = N
     )
     tasks = [all_tasks[i] for i in keep]
     tens = {
-        k: (torch.as_tensor(x, device=device), [torch.as_tensor(ys[i], device=device) for i in keep])
+        k: (train.to_device(x, device), [train.to_device(ys[i], device) for i in keep])
         for k, (x, ys) in parts.items()
     }
     x_tr, y_tr = tens["train"]
 
     # the initialisation depends on the seed and the task set only: multi-task arms share it exactly
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep, "-".join(t.name for t in tasks)))
-    model = multitask.build(cfg.model, tuple(x_tr.shape[1:]), tasks, cfg.width, cfg.depth).to(device)
+    model = multitask.build(cfg.model, tuple(x_tr.shape[1:]), tasks, cfg.width, cfg.depth)
+    model = train.prepare_model(model, device)
     if arm == "uncertainty":
-        weighting = multitask.Uncertainty(tasks, cfg.init_log_var).to(device)
+        weighting = multitask.Uncertainty(tasks, cfg.init_log_var)  # multitask.fit moves it
     elif arm == "fixed":
         weighting = multitask.Fixed(weights)
     else:
