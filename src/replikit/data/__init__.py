@@ -6,6 +6,8 @@ Embedded sets (offline, deterministic, the default and smoke profiles):
 Real sets (full profile), read by their torchvision classes from ``data/external/`` (tracked by
 data.dvc; ``python -m replikit.data.fetch NAME`` downloads them once, explicitly):
     mnist, svhn, cifar10
+Stand-ins of the real sets (their shapes and dtypes, seeded noise; :mod:`replikit.data.fake`):
+    fake:mnist, fake:svhn, fake:cifar10    and, with ``REPLIKIT_FAKE_DATA`` set, in place of the real ones
 
 ``python -m replikit.data.prepare`` writes the embedded sets to ``data/default/`` as .npy files
 (identical bytes on every rerun); :func:`load` reads them from there when present and otherwise
@@ -100,6 +102,8 @@ def load(name: str, **options: Any) -> Dataset:
     """The data set ``name``; ``options`` go to its builder (e.g. ``root=`` for real sets)."""
     if name not in _REGISTRY:
         raise KeyError(f"unknown data set {name!r} (known: {', '.join(names())})")
+    if name in fake.REAL and (sizes := fake.active()) is not None:
+        return fake.fake(name, *sizes)
     return _REGISTRY[name](**options)
 
 
@@ -110,4 +114,4 @@ def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
-from replikit.data import embedded, real  # noqa: E402,F401  (registers the sets)
+from replikit.data import embedded, fake, real  # noqa: E402,F401  (registers the sets)
