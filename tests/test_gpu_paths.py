@@ -1,0 +1,175 @@
+"""Every method's GPU-facing code on CPU: device placement (smoke profile) and the full-profile path.
+
+Both run under :class:`placement.PlacementGuard`, which fails where a CUDA run would mix devices (see
+tests/placement.py). The full-profile test runs each method's ``full`` configuration on stand-ins of the
+real data sets (``replikit.data.fake``: real shapes, seeded noise, 512 train / 64 test examples), with
+sizes cut to a few steps: it checks wiring (shapes, models, losses, the data path), not results.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from placement import PlacementError, PlacementGuard
+
+from replikit import config, models, train
+from replikit.data import fake
+from replikit.methods import available, get_method
+
+# full profile, cut to a few steps at real input shapes (kept beside the test: sizes are a test's choice)
+TINY_FULL = {
+    "dann": {"width": 4, "domain_hidden": 8, "epochs": 1, "batch_size": 16, "val_size": 16, "moons_seeds": 0},
+    "elr": {"epochs": 1, "batch_size": 16, "train_subset": 64},
+    "sla": {
+        "epochs": 1,
+        "few_epochs": 1,
+        "batch_size": 8,
+        "few_batch_size": 8,
+        "arms": ["baseline", "sla", "mt"],
+        "label_fraction": 0.05,
+    },
+    "rotnet": {
+        "width": 4,
+        "pretext_epochs": 1,
+        "batch_size": 16,
+        "ft_steps": 2,
+        "probe_iters": 5,
+        "shots": [2, 0],
+    },
+    "gradnorm": {
+        "task_counts": [2],
+        "optimizers": ["sgd"],
+        "grid_optimizers": ["sgd"],
+        "grid_gammas": [1.0],
+        "epochs": 1,
+        "batch_size": 16,
+        "n_train": 64,
+        "n_val": 32,
+        "n_test": 32,
+        "trace_every": 1,
+        "lr_sgd": 0.001,
+    },  # lr 0.01 diverges at batch 16 on noise
+    "uncertainty_weighting": {
+        "epochs": 1,
+        "batch_size": 16,
+        "train_subset": 64,
+        "grid_mass": [1.0],
+        "grid_centroid": [1.0],
+        "single_task": False,
+    },
+    "task_arithmetic": {
+        "n_tasks": 2,
+        "n_targets": 1,
+        "pretrain_per_task": 16,
+        "pretrain_epochs": 1,
+        "head_size": 8,
+        "head_steps": 2,
+        "finetune_size": 50,
+        "finetune_epochs": 1,
+        "val_size": 50,
+        "test_size": 16,
+        "batch_size": 16,
+        "lambdas": [0.5, 1.0],
+    },
+    "ties_merging": {
+        "task_counts": [2, 3],
+        "k_sweep": [0.2],
+        "ta_lambdas": [0.5],
+        "ties_lambdas": [1.0],
+        "pretrain_per_task": 16,
+        "pretrain_epochs": 1,
+        "head_size": 8,
+        "head_steps": 2,
+        "finetune_size": 50,
+        "finetune_epochs": 1,
+        "val_size": 50,
+        "test_size": 16,
+        "batch_size": 16,
+    },
+    "model_soups": {
+        "val_size": 50,
+        "ft_size": 64,
+        "pretrain_size": 128,
+        "pretrain_epochs": 1,
+        "ft_epochs": 1,
+        "lp_steps": 2,
+        "ft_lrs": [0.001],
+        "ft_seeds": 2,
+        "ft_augment": [True],
+        "batch_size": 16,
+    },
+    "downstream_scaling": {
+        "pretrain_tokens": [256, 512, 1024, 2048, 4096],
+        "n_fit": 3,
+        "finetune_tokens": 1024,
+        "eval_tokens": 1000,
+        "hidden": 16,
+        "layers": 1,
+        "doc_len": 128,
+        "batch_size": 64,
+        "ft_epochs": 1,
+        "pretrain_min_steps": 0,
+    },
+}
+COMMON = {"device": "cpu", "workers": 1, "n_seeds": 1}  # workers 1: the guard sees only this process
+
+
+def test_every_method_has_a_tiny_full_profile():
+    assert set(TINY_FULL) == set(available())
+
+
+@pytest.mark.parametrize("method", available())
+def test_smoke_run_places_every_tensor(method):
+    """The smoke profile's run() never mixes the run's device with a tensor left on the CPU."""
+    cfg = config.load(method, profile="smoke", overrides=COMMON)
+    with PlacementGuard():
+        outcome = get_method(method).run(cfg)
+    assert len(outcome.runs)
+
+
+@pytest.mark.parametrize("method", available())
+def test_full_profile_path_runs_on_fake_data(method):
+    """The full profile's code path (real shapes, its models) end to end on stand-in data, a few steps."""
+    cfg = config.load(method, profile="full", overrides={**TINY_FULL[method], **COMMON})
+    with fake.substitute(512, 64), PlacementGuard():
+        outcome = get_method(method).run(cfg)
+    assert len(outcome.runs)
+
+
+# ------------------------------------------------------------------ the guard itself
+
+
+def _probe_without_device(encoder: torch.nn.Module) -> torch.Tensor:
+    return encoder(torch.zeros(1, 4))  # the slip of issue 9 (merging.feature_dim): no device named
+
+
+def test_guard_catches_a_tensor_created_without_device():
+    with (
+        PlacementGuard(packages=(__name__,)),
+        pytest.raises(PlacementError, match="created without a device"),
+    ):
+        encoder = train.prepare_model(torch.nn.Linear(4, 3), torch.device("cpu"))  # moved inside the guard
+        _probe_without_device(encoder)
+
+
+def test_guard_catches_a_module_never_moved():
+    model = models.build("mlp", (4,), 2, width=8)
+    x = train.to_device(torch.ones(3, 4).numpy(), torch.device("cpu"))
+    with PlacementGuard(packages=(__name__,)), pytest.raises(PlacementError, match="never moved"):
+        model(x)
+
+
+def test_guard_catches_a_cpu_copy_mixed_back_in():
+    w = torch.ones(3, device="cpu")
+    with PlacementGuard(packages=(__name__,)), pytest.raises(PlacementError):
+        w.detach().cpu() * torch.ones(3, device="cpu")
+
+
+def test_guard_lets_placed_code_through():
+    device = torch.device("cpu")
+    with PlacementGuard(packages=(__name__,)):
+        model = train.prepare_model(models.build("mlp", (4,), 2, width=8), device)
+        x = torch.as_tensor([[1.0, 2.0, 3.0, 4.0]]).to(device)  # made on the CPU, then moved: fine
+        scale = torch.tensor(2.0)  # a 0-dim CPU tensor mixes with CUDA tensors: fine
+        out = model(x) * scale
+        assert out.shape == (1, 2) and torch.isfinite(out).all().item()
