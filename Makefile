@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Jupyter refuses to run as root (containers, CI images) unless told to; never passed otherwise
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup repro test lab report bench full stability
+.PHONY: setup repro test lab report bench full stability gpu-check gpu-bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -41,3 +41,9 @@ full: setup           ## the paper-scale runs (real data in data/external, a GPU
 	for m in $$($(BIN)/python -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['methods']))"); do \
 	  $(BIN)/python -m replikit.runner $$m --profile full --out results-full/$$m || exit 1; done
 	$(BIN)/python -m replikit.report --results results-full --out reports-full
+
+gpu-check:            ## on a GPU machine (about 6 min): notebooks on CUDA (smoke) + every full profile on stand-in data, GPU-hours
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) benchmarks/gpu_check.py $(ARGS)
+
+gpu-bench:            ## on a GPU machine: train.fit against the best bare loop, ResNet-18 on CIFAR-10 shapes
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) benchmarks/gpu_throughput.py $(ARGS)

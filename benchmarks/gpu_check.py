@@ -1,0 +1,367 @@
+"""``make gpu-check``: is every method ready for the GPU, and what will the full profile cost?
+
+    python benchmarks/gpu_check.py                        # on the GPU machine: about 6 minutes
+    python benchmarks/gpu_check.py --device cpu --quick --methods elr,dann --parts full   # a CPU test
+
+Part (a), ``notebooks``: every notebook on the device, smoke profile, through ``replikit.runner.execute``
+(needs papermill, jupytext and a python3 Jupyter kernel; skipped with a message when they are missing).
+Part (b), ``full``: every method's *full* profile on stand-ins of the real data sets (``REPLIKIT_FAKE_DATA``:
+real shapes and sizes, seeded noise; see ``replikit.data.fake``), one seed, and every call of
+``train.fit`` cut to one epoch of at most ``--steps`` steps. Each ``fit`` call records its full length
+(epochs x steps, from the full profile's config), the time of its steps and of its per-epoch evaluation;
+the projection scales them to the full length and by ``n_seeds``, plus the rest of the run (data, probes,
+merging evaluations) times ``n_seeds``. First steps include cuDNN autotuning and allocator warm-up, so
+projections lean high. Part (b) needs only torch, numpy, pandas, scipy, scikit-learn, pydantic, PyYAML,
+tqdm and ``replikit`` (imported from ``src/``); ResNets also need torchvision.
+
+No row stops the check: each method is attempted and gets ``ok`` or the exception's type and message
+(``skipped`` once ``--budget`` seconds are spent). The table is printed and written to ``--out``
+(``.md`` and ``.json``), with the device name and the torch and CUDA versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # the GPU machine may run this without installing replikit
+os.environ.setdefault("REPLIKIT_PROGRESS", "0")
+
+import torch
+
+from replikit import config, train
+from replikit.data import fake
+from replikit.methods import available, get_method
+
+# Part (b)'s own cuts on top of one seed and capped fit calls: parts of a run outside train.fit that
+# would take minutes at full size (their time is then under-projected: see `note`).
+BOUNDED = {
+    "rotnet": ({"probe_iters": 10}, "probes: 10 L-BFGS iterations of the full profile's 300"),
+}
+# --quick (CPU tests): small stand-ins and sizes that fit them
+QUICK_FAKE = (512, 64)
+QUICK = {
+    "dann": {"width": 4, "domain_hidden": 8, "batch_size": 16, "val_size": 16, "moons_seeds": 0},
+    "elr": {"batch_size": 16, "train_subset": 64, "sweep_seeds": 0},
+    "sla": {"batch_size": 8, "few_batch_size": 8, "arms": ["baseline", "sla"], "label_fraction": 0.05},
+    "rotnet": {"width": 4, "batch_size": 16, "ft_steps": 2, "probe_iters": 5, "shots": [2, 0]},
+    "gradnorm": {
+        "task_counts": [2],
+        "optimizers": ["sgd"],
+        "grid_optimizers": ["sgd"],
+        "grid_gammas": [1.0],
+        "batch_size": 16,
+        "n_train": 64,
+        "n_val": 32,
+        "n_test": 32,
+        "lr_sgd": 0.001,
+    },
+    "uncertainty_weighting": {
+        "batch_size": 16,
+        "train_subset": 64,
+        "grid_mass": [1.0],
+        "grid_centroid": [1.0],
+        "single_task": False,
+    },
+    "task_arithmetic": {
+        "n_tasks": 2,
+        "n_targets": 1,
+        "pretrain_per_task": 16,
+        "head_size": 8,
+        "head_steps": 2,
+        "finetune_size": 50,
+        "val_size": 50,
+        "test_size": 16,
+        "batch_size": 16,
+    },
+    "ties_merging": {
+        "task_counts": [2, 3],
+        "k_sweep": [0.2],
+        "ta_lambdas": [0.5],
+        "ties_lambdas": [1.0],
+        "pretrain_per_task": 16,
+        "head_size": 8,
+        "head_steps": 2,
+        "finetune_size": 50,
+        "val_size": 50,
+        "test_size": 16,
+        "batch_size": 16,
+    },
+    "model_soups": {
+        "val_size": 50,
+        "ft_size": 64,
+        "pretrain_size": 128,
+        "lp_steps": 2,
+        "ft_lrs": [0.001],
+        "ft_seeds": 2,
+        "ft_augment": [True],
+        "batch_size": 16,
+    },
+    "downstream_scaling": {
+        "pretrain_tokens": [1024, 2048, 4096, 8192, 16384],
+        "n_fit": 3,
+        "finetune_tokens": 2048,
+        "eval_tokens": 1000,
+        "hidden": 16,
+        "layers": 1,
+        "batch_size": 16,
+    },
+}
+OPTIONAL = (
+    "torchvision",
+    "papermill",
+    "jupytext",
+    "nbclient",
+    "ipykernel",
+    "mnist1d",
+    "matplotlib",
+    "seaborn",
+)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def environment(device: torch.device) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    missing = [m for m in OPTIONAL if importlib.util.find_spec(m) is None]
+    return {
+        "device": name,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": sys.version.split()[0],
+        "missing_packages": missing,
+    }
+
+
+# ------------------------------------------------------------------ part (b): the fit recorder
+
+
+class FitRecorder:
+    """Replaces ``train.fit`` for the duration of a run: one epoch of at most ``steps`` steps per call,
+    timed (steps and evaluation apart), with the call's full length recorded for the projection."""
+
+    def __init__(self, device: torch.device, steps: int):
+        self.device, self.steps, self.calls = device, steps, []
+        self._fit = train.fit
+
+    def __call__(self, step, params, n, *, epochs, batch_size, evaluate=None, **kwargs):
+        per_epoch = max(1, n // batch_size)
+        run_steps = min(per_epoch, self.steps)
+        eval_s = [0.0]
+
+        def timed_evaluate():
+            sync(self.device)
+            t0 = time.perf_counter()
+            row = evaluate()
+            sync(self.device)
+            eval_s[0] += time.perf_counter() - t0
+            return row
+
+        sync(self.device)
+        t0 = time.perf_counter()
+        history = self._fit(
+            step,
+            params,
+            run_steps * batch_size if run_steps < per_epoch else n,
+            epochs=1,
+            batch_size=batch_size,
+            evaluate=timed_evaluate if evaluate else None,
+            **kwargs,
+        )
+        sync(self.device)
+        step_s = time.perf_counter() - t0 - eval_s[0]
+        self.calls.append(
+            {
+                "desc": kwargs.get("desc", "train"),
+                "epochs": epochs,
+                "steps_per_epoch": per_epoch,
+                "run_steps": run_steps,
+                "step_s": step_s,
+                "eval_s": eval_s[0],
+            }
+        )
+        return [dict(history[-1], epoch=e + 1) for e in range(epochs)]  # as long as the real history
+
+    @contextlib.contextmanager
+    def installed(self):
+        train.fit = self
+        try:
+            yield self
+        finally:
+            train.fit = self._fit
+
+
+def projection(calls: list[dict], total_s: float, n_seeds: int) -> tuple[float, float]:
+    """(projected seconds of the full profile, seconds per epoch of its longest training)."""
+    full = [
+        c["step_s"] / c["run_steps"] * c["steps_per_epoch"] * c["epochs"] + c["eval_s"] * c["epochs"]
+        for c in calls
+    ]
+    rest = max(0.0, total_s - sum(c["step_s"] + c["eval_s"] for c in calls))
+    if not calls:
+        return total_s * n_seeds, float("nan")
+    big = max(range(len(calls)), key=lambda i: full[i])
+    return (sum(full) + rest) * n_seeds, full[big] / calls[big]["epochs"]
+
+
+def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict:
+    row = {"part": "full", "method": method}
+    overrides, note = BOUNDED.get(method, ({}, ""))
+    overrides = {**overrides, **(QUICK.get(method, {}) if quick else {})}
+    t0 = time.perf_counter()
+    try:
+        full_cfg = config.load(method, profile="full")
+        cfg = config.load(
+            method, profile="full", overrides={**overrides, "device": str(device), "workers": 1, "n_seeds": 1}
+        )
+        recorder = FitRecorder(device, steps)
+        with fake.substitute(*(QUICK_FAKE if quick else (None, None))), recorder.installed():
+            get_method(method).run(cfg)
+        sync(device)
+        seconds = time.perf_counter() - t0
+        projected_s, epoch_s = projection(recorder.calls, seconds, full_cfg.n_seeds)
+        row.update(
+            status="ok",
+            seconds=round(seconds, 1),
+            s_per_epoch=round(epoch_s, 3),
+            fit_calls=len(recorder.calls),
+            gpu_hours=round(projected_s / 3600, 2),
+            note=note,
+        )
+    except Exception as err:  # noqa: BLE001  (every row is attempted: record and go on)
+        row.update(
+            status=f"error: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
+            seconds=round(time.perf_counter() - t0, 1),
+            note=note,
+            trace=traceback.format_exc(limit=-4),
+        )
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+# ------------------------------------------------------------------ part (a): notebooks
+
+
+def notebook_rows(methods: list[str], device: torch.device, deadline: float) -> list[dict]:
+    missing = [m for m in ("papermill", "jupytext") if importlib.util.find_spec(m) is None]
+    if missing:
+        reason = f"skipped: {' and '.join(missing)} not installed (pip install papermill jupytext ipykernel)"
+        print(f"notebooks: {reason}", flush=True)
+        return [{"part": "notebook", "method": m, "status": reason} for m in methods]
+    from replikit import runner
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in methods:
+            row = {"part": "notebook", "method": m}
+            if time.perf_counter() > deadline:
+                rows.append(dict(row, status="skipped: time budget spent"))
+                continue
+            t0 = time.perf_counter()
+            try:
+                runner.execute(
+                    m, profile="smoke", overrides={"device": str(device)}, out_dir=Path(tmp) / m, root=ROOT
+                )
+                row["status"] = "ok"
+            except Exception as err:  # noqa: BLE001  (the next notebook still runs)
+                row["status"] = (
+                    f"error: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+                )
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            print(f"notebook {m}: {row['status']} ({row['seconds']} s)", flush=True)
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------ the table
+
+
+COLUMNS = ("part", "method", "status", "seconds", "s_per_epoch", "gpu_hours", "note")
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r.get(c, "")).replace("|", "/") for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    parser.add_argument("--quick", action="store_true", help="small stand-ins and sizes (CPU tests)")
+    parser.add_argument("--methods", default="", help="comma-separated (default: all)")
+    parser.add_argument("--parts", default="notebooks,full", help="notebooks, full or both")
+    parser.add_argument("--steps", type=int, default=0, help="steps per fit call (default 20; --quick: 2)")
+    parser.add_argument("--budget", type=float, default=400.0, help="seconds; later rows are skipped")
+    parser.add_argument("--out", default="reports/gpu_check", help="writes OUT.md and OUT.json")
+    args = parser.parse_args(argv)
+
+    device = train.resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    methods = [m for m in args.methods.split(",") if m] or available()
+    steps = args.steps or (2 if args.quick else 20)
+    deadline = time.perf_counter() + args.budget
+    env = environment(device)
+    print(
+        f"device {env['device']} | torch {env['torch']} | CUDA {env['cuda']} | python {env['python']}",
+        flush=True,
+    )
+    if env["missing_packages"]:
+        print(f"not installed here: {', '.join(env['missing_packages'])}", flush=True)
+
+    rows: list[dict] = []
+    if "notebooks" in args.parts:
+        rows += notebook_rows(methods, device, deadline)
+    if "full" in args.parts:
+        for m in methods:
+            if time.perf_counter() > deadline:
+                rows.append({"part": "full", "method": m, "status": "skipped: time budget spent"})
+                continue
+            rows.append(full_row(m, device, steps, args.quick))
+            r = rows[-1]
+            print(
+                f"full {m}: {r['status']} ({r['seconds']} s, {r.get('gpu_hours', '?')} GPU-h projected)",
+                flush=True,
+            )
+            if "trace" in r:
+                print(r["trace"], flush=True)
+
+    text = table(rows)
+    projected = sum(r.get("gpu_hours", 0.0) for r in rows)
+    header = (
+        f"# GPU check\n\ndevice: {env['device']}; torch {env['torch']}; CUDA {env['cuda']}; "
+        f"python {env['python']}; missing: {', '.join(env['missing_packages']) or 'none'}\n"
+        f"full profile, projected total: {projected:.1f} GPU-hours (one device, runs in sequence)\n"
+    )
+    print("\n" + header + "\n" + text, flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(header + "\n" + text + "\n")
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {"environment": env, "steps": steps, "quick": args.quick, "rows": rows}, indent=1, default=str
+        )
+    )
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

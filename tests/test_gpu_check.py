@@ -1,0 +1,84 @@
+"""benchmarks/gpu_check.py in its CPU mode: rows for every method asked, failures recorded, never fatal."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_cpu_full_part_projects_gpu_hours(gpu_check, tmp_path):
+    out = tmp_path / "gc"
+    rc = gpu_check.main(
+        [
+            "--device",
+            "cpu",
+            "--quick",
+            "--methods",
+            "dann,uncertainty_weighting",
+            "--parts",
+            "full",
+            "--out",
+            str(out),
+        ]
+    )
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert rc == 0, report["rows"]
+    assert [r["method"] for r in report["rows"]] == ["dann", "uncertainty_weighting"]
+    for row in report["rows"]:
+        assert row["status"] == "ok" and row["gpu_hours"] > 0 and row["fit_calls"] > 0
+    assert "| full | dann | ok |" in out.with_suffix(".md").read_text()
+    assert report["environment"]["device"] == "cpu"
+
+
+def test_a_failing_row_does_not_stop_the_check(gpu_check, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("Expected all tensors to be on the same device")
+
+    monkeypatch.setattr(gpu_check.train, "fit", broken)  # every full-profile run fails at its first fit
+    rc = gpu_check.main(
+        [
+            "--device",
+            "cpu",
+            "--quick",
+            "--methods",
+            "elr,sla",
+            "--parts",
+            "full",
+            "--out",
+            str(tmp_path / "gc"),
+        ]
+    )
+    rows = json.loads((tmp_path / "gc.json").read_text())["rows"]
+    assert rc == 1 and len(rows) == 2
+    assert all(r["status"].startswith("error: RuntimeError: Expected all tensors") for r in rows)
+
+
+def test_notebook_part_runs_every_notebook_through_the_runner(gpu_check, monkeypatch):
+    pytest.importorskip("papermill")
+    pytest.importorskip("jupytext")
+    from replikit import runner
+
+    calls = []
+
+    def fake_execute(method, profile=None, overrides=None, **kwargs):
+        calls.append((method, profile, overrides))
+        if method == "elr":
+            raise RuntimeError("kernel died")
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    rows = gpu_check.notebook_rows(["elr", "dann"], gpu_check.torch.device("cpu"), deadline=float("inf"))
+    assert calls == [("elr", "smoke", {"device": "cpu"}), ("dann", "smoke", {"device": "cpu"})]
+    assert rows[0]["status"] == "error: RuntimeError: kernel died" and rows[1]["status"] == "ok"
