@@ -36,7 +36,7 @@ def test_quick_cpu_full_part_projects_gpu_hours(gpu_check, tmp_path):
     )
     report = json.loads(out.with_suffix(".json").read_text())
     assert rc == 0, report["rows"]
-    assert [r["method"] for r in report["rows"]] == ["dann", "uncertainty_weighting"]
+    assert [r["method"] for r in report["rows"]] == ["dann", "rotnet"]  # no ResNets: slow on CPU
     for row in report["rows"]:
         assert row["status"] == "ok" and row["gpu_hours"] > 0 and row["fit_calls"] > 0
     assert "| full | dann | ok |" in out.with_suffix(".md").read_text()
