@@ -36,17 +36,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # the GPU machine may run this without installing replikit
 os.environ.setdefault("REPLIKIT_PROGRESS", "0")
 
-import torch
+import torch  # noqa: E402  (after the sys.path insert above)
 
-from replikit import config, train
-from replikit.data import fake
-from replikit.methods import available, get_method
+from replikit import train  # noqa: E402
+from replikit.data import fake  # noqa: E402
+from replikit.methods import available, get_method, load_config  # noqa: E402
 
 # Part (b)'s own cuts on top of one seed and capped fit calls: parts of a run outside train.fit that
 # would take minutes at full size (their time is then under-projected: see `note`).
+# Methods with loops of their own (no train.fit) run ``steps`` cut by SCALE and are projected back.
 BOUNDED = {
     "rotnet": ({"probe_iters": 10}, "probes: 10 L-BFGS iterations of the full profile's 300"),
+    "grokking": ({"steps": 2000, "checkpoints": 60}, "own loop: 2,000 of 100,000 steps, projected linearly"),
+    "critical_periods": (
+        {"steps": 1500, "short_deficit": 50, "long_deficit": 200, "late_start": 500, "record_every": 25},
+        "own loop: 1,500 of 15,000 steps, projected linearly",
+    ),
 }
+SCALE = {"grokking": "steps", "critical_periods": "steps"}  # full / checked value of this key scales the time
 # --quick (CPU tests): small stand-ins and sizes that fit them
 QUICK_FAKE = (512, 64)
 QUICK = {
@@ -105,6 +112,15 @@ QUICK = {
         "ft_seeds": 2,
         "ft_augment": [True],
         "batch_size": 16,
+    },
+    "grokking": {"modulus": 11, "width": 8, "steps": 20, "checkpoints": 10},
+    "critical_periods": {
+        "n_samples": 200,
+        "steps": 60,
+        "short_deficit": 5,
+        "long_deficit": 10,
+        "late_start": 30,
+        "record_every": 10,
     },
     "downstream_scaling": {
         "pretrain_tokens": [1024, 2048, 4096, 8192, 16384],
@@ -222,8 +238,8 @@ def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict
     overrides = {**overrides, **(QUICK.get(method, {}) if quick else {})}
     t0 = time.perf_counter()
     try:
-        full_cfg = config.load(method, profile="full")
-        cfg = config.load(
+        full_cfg = load_config(method, profile="full")
+        cfg = load_config(
             method, profile="full", overrides={**overrides, "device": str(device), "workers": 1, "n_seeds": 1}
         )
         recorder = FitRecorder(device, steps)
@@ -232,6 +248,8 @@ def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict
         sync(device)
         seconds = time.perf_counter() - t0
         projected_s, epoch_s = projection(recorder.calls, seconds, full_cfg.n_seeds)
+        if method in SCALE:
+            projected_s *= getattr(full_cfg, SCALE[method]) / getattr(cfg, SCALE[method])
         row.update(
             status="ok",
             seconds=round(seconds, 1),

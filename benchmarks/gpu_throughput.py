@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("REPLIKIT_PROGRESS", "0")
 
-import torch
-import torch.nn.functional as F
+import torch  # noqa: E402  (after the sys.path insert above)
+import torch.nn.functional as F  # noqa: E402
 
-from replikit import models, train
+from replikit import models, train  # noqa: E402
 
 GOAL_FACTOR, BASELINE = 2.0, 25_400  # images/s: the target is 2 x 25.4k
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from placement import PlacementError, PlacementGuard
 
-from replikit import config, models, train
+from replikit import models, train
 from replikit.data import fake
-from replikit.methods import available, get_method
+from replikit.methods import available, get_method, load_config
 
 # full profile, cut to a few steps at real input shapes (kept beside the test: sizes are a test's choice)
 TINY_FULL = {
@@ -111,6 +111,29 @@ TINY_FULL = {
         "pretrain_min_steps": 0,
     },
 }
+TINY_FULL.update(
+    {
+        "grokking": {
+            "modulus": 11,
+            "width": 8,
+            "alphas": [0.25, 1.0],
+            "steps": 20,
+            "checkpoints": 10,
+            "n_max": 0,
+        },
+        "critical_periods": {
+            "depths": [1, 2],
+            "width": 8,
+            "n_samples": 200,
+            "steps": 60,
+            "short_deficit": 5,
+            "long_deficit": 10,
+            "late_start": 30,
+            "record_every": 10,
+            "n_max": 0,
+        },
+    }
+)
 COMMON = {"device": "cpu", "workers": 1, "n_seeds": 1}  # workers 1: the guard sees only this process
 
 
@@ -121,7 +144,7 @@ def test_every_method_has_a_tiny_full_profile():
 @pytest.mark.parametrize("method", available())
 def test_smoke_run_places_every_tensor(method):
     """The smoke profile's run() never mixes the run's device with a tensor left on the CPU."""
-    cfg = config.load(method, profile="smoke", overrides=COMMON)
+    cfg = load_config(method, profile="smoke", overrides=COMMON)
     with PlacementGuard():
         outcome = get_method(method).run(cfg)
     assert len(outcome.runs)
@@ -146,7 +169,7 @@ def test_full_profile_path_runs_on_fake_data(method, monkeypatch):
     """The full profile's code path (real input shapes, its data handling, heads and losses) end to end on
     stand-in data, a few steps; ResNets are swapped for a narrow stand-in of the same interface."""
     monkeypatch.setattr(models, "_resnet_features", _narrow_resnet)
-    cfg = config.load(method, profile="full", overrides={**TINY_FULL[method], **COMMON})
+    cfg = load_config(method, profile="full", overrides={**TINY_FULL[method], **COMMON})
     with fake.substitute(512, 64), PlacementGuard():
         outcome = get_method(method).run(cfg)
     assert len(outcome.runs)
