@@ -77,7 +77,8 @@ def manual_seed(seed: int) -> None:
 
 
 def to_device(a: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """An array (or tensor) as a tensor resident on ``device``; float images (N, C, H, W) channels_last on CUDA."""
+    """An array (or tensor) as a tensor resident on ``device``; float images (N, C, H, W) channels_last on
+    CUDA."""
     t = torch.as_tensor(a, dtype=dtype, device=device)
     if t.device.type == "cuda" and t.dim() == 4 and t.is_floating_point():
         t = t.contiguous(memory_format=torch.channels_last)  # batches sliced from it stay channels_last

@@ -446,7 +446,8 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     t = {k: train.to_device(v, device) for k, v in make_task(cfg).items()}
     n_classes = 10
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
-    model = train.prepare_model(models.build(cfg.model, tuple(t["xs"].shape[1:]), n_classes, width=cfg.width), device)
+    model = models.build(cfg.model, tuple(t["xs"].shape[1:]), n_classes, width=cfg.width)
+    model = train.prepare_model(model, device)
     domain = train.prepare_model(domain_classifier(model.feature_dim, cfg.domain_hidden), device)
 
     def evaluate() -> dict[str, float]:

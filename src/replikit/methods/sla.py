@@ -295,9 +295,8 @@ def run_one(cfg: dict, arm: str, rep: int, setting: str) -> dict:
     n_classes = int(data.load(cfg.dataset).n_classes)
 
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))  # the same feature init for every arm
-    model = train.prepare_model(
-        models.build(cfg.model, tuple(x.shape[1:]), n_outputs(arm, n_classes), width=cfg.width), device, compile=cfg.compile
-    )
+    model = models.build(cfg.model, tuple(x.shape[1:]), n_outputs(arm, n_classes), width=cfg.width)
+    model = train.prepare_model(model, device, compile=cfg.compile)
     rot_head = train.prepare_model(RotHead(model.feature_dim), device) if arm == "mt" else None
     params = list(model.parameters()) + (list(rot_head.parameters()) if rot_head is not None else [])
     gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "augment", rep))
