@@ -57,10 +57,10 @@ SCALE = {"grokking": "steps", "critical_periods": "steps"}  # full / checked val
 # --quick (CPU tests): small stand-ins and sizes that fit them
 QUICK_FAKE = (512, 64)
 QUICK = {
-    "dann": {"width": 4, "domain_hidden": 8, "batch_size": 16, "val_size": 16, "moons_seeds": 0},
+    "dann": {"width": 4, "domain_hidden": 8, "batch_size": 16, "val_size": 16, "moons": False},
     "elr": {"batch_size": 16, "train_subset": 64, "sweep_seeds": 0},
     "sla": {"batch_size": 8, "few_batch_size": 8, "arms": ["baseline", "sla"], "label_fraction": 0.05},
-    "rotnet": {"width": 4, "batch_size": 16, "ft_steps": 2, "probe_iters": 5, "shots": [2, 0]},
+    "rotnet": {"width": 4, "batch_size": 16, "ft_steps": 2, "probe_iters": 5, "shots": [10, 0]},
     "gradnorm": {
         "task_counts": [2],
         "optimizers": ["sgd"],
@@ -87,7 +87,7 @@ QUICK = {
         "head_steps": 2,
         "finetune_size": 50,
         "val_size": 50,
-        "test_size": 16,
+        "test_size": 0,
         "batch_size": 16,
     },
     "ties_merging": {
@@ -100,7 +100,7 @@ QUICK = {
         "head_steps": 2,
         "finetune_size": 50,
         "val_size": 50,
-        "test_size": 16,
+        "test_size": 0,
         "batch_size": 16,
     },
     "model_soups": {

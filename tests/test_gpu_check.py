@@ -27,7 +27,7 @@ def test_quick_cpu_full_part_projects_gpu_hours(gpu_check, tmp_path):
             "cpu",
             "--quick",
             "--methods",
-            "dann,uncertainty_weighting",
+            "dann,rotnet",
             "--parts",
             "full",
             "--out",

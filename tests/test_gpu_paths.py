@@ -18,7 +18,7 @@ from replikit.methods import available, get_method, load_config
 
 # full profile, cut to a few steps at real input shapes (kept beside the test: sizes are a test's choice)
 TINY_FULL = {
-    "dann": {"width": 4, "domain_hidden": 8, "epochs": 1, "batch_size": 16, "val_size": 16, "moons_seeds": 0},
+    "dann": {"width": 4, "domain_hidden": 8, "epochs": 1, "batch_size": 16, "val_size": 16, "moons": False},
     "elr": {"epochs": 1, "batch_size": 16, "train_subset": 64},
     "sla": {
         "epochs": 1,
@@ -34,7 +34,7 @@ TINY_FULL = {
         "batch_size": 16,
         "ft_steps": 2,
         "probe_iters": 5,
-        "shots": [2, 0],
+        "shots": [10, 0],
     },
     "gradnorm": {
         "task_counts": [2],
@@ -67,7 +67,7 @@ TINY_FULL = {
         "finetune_size": 50,
         "finetune_epochs": 1,
         "val_size": 50,
-        "test_size": 16,
+        "test_size": 0,
         "batch_size": 16,
         "lambdas": [0.5, 1.0],
     },
@@ -83,7 +83,7 @@ TINY_FULL = {
         "finetune_size": 50,
         "finetune_epochs": 1,
         "val_size": 50,
-        "test_size": 16,
+        "test_size": 0,
         "batch_size": 16,
     },
     "model_soups": {
