@@ -70,7 +70,7 @@ QUICK = {
         "n_train": 64,
         "n_val": 32,
         "n_test": 32,
-        "lr_sgd": 0.001,
+        "lrs_sgd": [0.001],
     },
     "uncertainty_weighting": {
         "batch_size": 16,

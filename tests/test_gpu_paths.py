@@ -47,7 +47,7 @@ TINY_FULL = {
         "n_val": 32,
         "n_test": 32,
         "trace_every": 1,
-        "lr_sgd": 0.001,
+        "lrs_sgd": [0.001],
     },  # lr 0.01 diverges at batch 16 on noise
     "uncertainty_weighting": {
         "epochs": 1,

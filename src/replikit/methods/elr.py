@@ -146,8 +146,8 @@ def run_one(cfg: dict, arm: str, rep: int, noise_rate: float) -> dict:
     x_test, y_test = (train.to_device(a, device) for a in (ds.x_test, ds.y_test))
 
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
-    model = train.prepare_model(models.build(cfg.model, ds.input_shape, ds.n_classes, width=cfg.width), device,
-                                compile=cfg.compile)
+    model = models.build(cfg.model, ds.input_shape, ds.n_classes, width=cfg.width)
+    model = train.prepare_model(model, device, compile=cfg.compile)
     weight = cfg.elr_weight if arm == "elr" else 0.0
     targets = torch.zeros(len(y), ds.n_classes, device=device)
 
