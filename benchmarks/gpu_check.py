@@ -113,6 +113,13 @@ QUICK = {
         "ft_augment": [True],
         "batch_size": 16,
     },
+    "data_diet": {
+        "score_inits": 1,
+        "score_batch": 16,
+        "batch_size": 16,
+        "val_size": 100,
+        "keep_fractions": [0.5],
+    },
     "grokking": {"modulus": 11, "width": 8, "steps": 20, "checkpoints": 10},
     "critical_periods": {
         "n_samples": 200,

@@ -113,6 +113,15 @@ TINY_FULL = {
 }
 TINY_FULL.update(
     {
+        "data_diet": {
+            "epochs": 1,
+            "score_epoch": 1,
+            "score_inits": 1,
+            "score_batch": 16,
+            "batch_size": 16,
+            "val_size": 100,
+            "keep_fractions": [0.5],
+        },
         "grokking": {
             "modulus": 11,
             "width": 8,

@@ -55,12 +55,15 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     def tensors(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """All splits as tensors resident on ``device`` (x float32, y int64)."""
+        """All splits as tensors resident on ``device`` (x float32, y int64); see ``train.to_device``."""
+        from replikit.train import to_device
+
+        device = torch.device(device)
         return {
-            "x_train": torch.as_tensor(self.x_train, dtype=torch.float32, device=device),
-            "y_train": torch.as_tensor(self.y_train, dtype=torch.int64, device=device),
-            "x_test": torch.as_tensor(self.x_test, dtype=torch.float32, device=device),
-            "y_test": torch.as_tensor(self.y_test, dtype=torch.int64, device=device),
+            "x_train": to_device(self.x_train, device, torch.float32),
+            "y_train": to_device(self.y_train, device, torch.int64),
+            "x_test": to_device(self.x_test, device, torch.float32),
+            "y_test": to_device(self.y_test, device, torch.int64),
         }
 
     def save(self, folder: Path) -> None:

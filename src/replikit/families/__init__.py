@@ -6,7 +6,7 @@ lives in that user's module instead.
     multitask   shared trunk, per-task heads, pluggable task weightings (equal, fixed, uncertainty, GradNorm)
                 users: methods.gradnorm, methods.uncertainty_weighting
     rotation    rotations by multiples of 90 degrees as a self-supervised signal
-                users: methods.sla, methods.rotnet (and methods.data_diet: random_crop_flip)
+                users: methods.sla, methods.rotnet (crop + flip: replikit.data.augment)
 
 The layers run one way: infrastructure (config, data, models, train, claims, results) <- families <-
 methods. Nothing here imports a method.

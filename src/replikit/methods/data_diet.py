@@ -62,7 +62,7 @@ from torch import nn
 from replikit import data, models, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
-from replikit.families import rotation
+from replikit.data import augment
 from replikit.results import Outcome, Timer
 
 NAME = "data_diet"
@@ -408,7 +408,7 @@ def _train(
         idx = batches.next()
         xb = d["x"][idx]
         if cfg.crop_flip:
-            xb = rotation.random_crop_flip(xb, 4, gen)
+            xb = augment.random_crop_flip(xb, 4, gen)
         return F.cross_entropy(model(xb), d["y"][idx])
 
     return train.fit(
@@ -430,7 +430,9 @@ def _train(
 
 
 def _build(cfg: Config, d: dict, device: torch.device) -> nn.Module:
-    return models.build(cfg.model, tuple(d["x"].shape[1:]), d["n_classes"], width=cfg.width).to(device)
+    return train.prepare_model(
+        models.build(cfg.model, tuple(d["x"].shape[1:]), d["n_classes"], width=cfg.width), device
+    )
 
 
 def score_one(cfg: dict, k: int, rep: int) -> dict:
@@ -490,7 +492,7 @@ def run_one(cfg: dict, rule: str, fraction: float, rep: int, scores: list[float]
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))  # the same init for every arm of a seed
     model = _build(cfg, d, device)
     seed = derive_seed(cfg.seed, NAME, "batches", rep)
-    batches = SubsetBatches(torch.as_tensor(keep, device=device), cfg.batch_size, seed)
+    batches = SubsetBatches(train.to_device(keep, device), cfg.batch_size, seed)
     history = _train(cfg, d, model, batches, cfg.epochs, 1.0, seed, device, desc=f"{arm} seed {rep}")
     return {
         "arm": arm,
