@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 repro: setup          ## replicate every method on params.yaml's profile, then the report
 	$(BIN)/dvc repro
 
-test: setup           ## unit tests, notebooks through papermill (smoke), a dvc repro of the smoke profile
+test: setup           ## ruff (lint + format), unit tests, notebooks through papermill (smoke), a dvc repro of the smoke profile
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 lab: setup            ## JupyterLab on the notebooks (jupytext opens notebooks/<method>.py as notebooks)

@@ -40,7 +40,9 @@ def main() -> None:
 
     same = all(a["final_test_acc"] == b["final_test_acc"] for a, b in zip(threads, procs))
     # (not identical in general: the thread count changes float reduction order; run_many pins 1 thread)
-    print(f"{args.seeds} runs of {args.epochs} epochs on {cores} cores (cnn1d width {args.width}, batch {args.batch})")
+    print(
+        f"{args.seeds} runs of {args.epochs} epochs on {cores} cores (cnn1d width {args.width}, batch {args.batch})"
+    )
     print(f"  1 process x {cores} threads : {t_threads:.1f} s")
     print(f"  {cores} processes x 1 thread: {t_procs:.1f} s (includes process start-up)")
     print(f"  speed-up of processes: {t_threads / t_procs:.2f}x; bit-identical results: {same}")

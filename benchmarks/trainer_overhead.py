@@ -3,8 +3,9 @@
     python benchmarks/trainer_overhead.py [--steps 3000] [--repeats 5]
 
 Both loops keep the data on the device and draw batches from a device-side permutation; the bare loop
-is the minimum any training needs (forward, backward, step). After one untimed warm-up of each, every repeat times both, alternating
-which goes first, and the printed ratio is the median of trainer / bare over the repeats. Goal: <= 1.10.
+is the minimum any training needs (forward, backward, step). After one untimed warm-up of each, every
+repeat times both, alternating which goes first, and the printed ratio is the median of trainer / bare
+over the repeats. Goal: <= 1.10.
 """
 
 from __future__ import annotations
@@ -47,8 +48,17 @@ def bare(x, y, model, epochs, batch, device):
 
 def replikit_fit(x, y, model, epochs, batch, device):
     step = lambda idx, p: F.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
-    train.fit(step, model.parameters(), len(x), epochs=epochs, batch_size=batch, seed=0, device=device,
-              lr=1e-3, models=[model])
+    train.fit(
+        step,
+        model.parameters(),
+        len(x),
+        epochs=epochs,
+        batch_size=batch,
+        seed=0,
+        device=device,
+        lr=1e-3,
+        models=[model],
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -74,10 +84,17 @@ def main() -> None:
             times[name].append(time.perf_counter() - t)
         ratios.append(times["replikit"][-1] / times["bare"][-1])
     steps = args.epochs * (len(x) // args.batch)
-    print(f"device {device}, {torch.get_num_threads()} thread(s), {steps} steps of batch {args.batch}, cnn1d on MNIST-1D")
+    print(
+        f"device {device}, {torch.get_num_threads()} thread(s), {steps} steps of batch {args.batch}, cnn1d on MNIST-1D"
+    )
     for name, ts in times.items():
-        print(f"  {name:9s} median {statistics.median(ts):.2f} s  ({1e3 * statistics.median(ts) / steps:.2f} ms/step)")
-    print(f"  ratio replikit / bare: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+        print(
+            f"  {name:9s} median {statistics.median(ts):.2f} s  ({1e3 * statistics.median(ts) / steps:.2f} ms/step)"
+        )
+    print(
+        f"  ratio replikit / bare: median {statistics.median(ratios):.3f} "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -45,14 +45,22 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict[str, str]]:
             status = "same"
         else:
             status = "decided once" if DECIDED & {ca["verdict"], cb["verdict"]} else "differs"
-        rows.append({"claim": cid, "A": f"{ca['verdict']} (n={ca['n_seeds']})",
-                     "B": f"{cb['verdict']} (n={cb['n_seeds']})", "status": status})
+        rows.append(
+            {
+                "claim": cid,
+                "A": f"{ca['verdict']} (n={ca['n_seeds']})",
+                "B": f"{cb['verdict']} (n={cb['n_seeds']})",
+                "status": status,
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--base", type=int, default=params["seeds"]["confirmation"] + 1)
     parser.add_argument("--methods", nargs="*", default=params["methods"])
     parser.add_argument("--out", default="results-stability")
@@ -74,10 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     agree = sum(r["status"] == "same" for r in both)
     decided_a = sum(r["A"].split()[0] in DECIDED for r in rows)
     lines = [
-        f"# Verdict stability: confirmation base {params['seeds']['confirmation']} (A) vs {args.base} (B)", "",
+        f"# Verdict stability: confirmation base {params['seeds']['confirmation']} (A) vs {args.base} (B)",
+        "",
         f"{agree} of {len(both)} claims decided under both bases agree; {decided_a} of {len(rows)} claims decided "
-        f"under A; {sum(r['status'] == 'FLIP' for r in rows)} flips.", "",
-        "| claim | A | B | status |", "|---|---|---|---|",
+        f"under A; {sum(r['status'] == 'FLIP' for r in rows)} flips.",
+        "",
+        "| claim | A | B | status |",
+        "|---|---|---|---|",
         *[f"| {r['claim']} | {r['A']} | {r['B']} | {r['status']} |" for r in rows],
     ]
     text = "\n".join(lines) + "\n"

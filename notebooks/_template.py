@@ -53,6 +53,7 @@ plots.paired_effects(outcome.runs, "test_acc", list(method.ARMS), ax=ax, title="
 claims.table(verdicts)
 
 # %%
-saved = results.save(method.NAME, cfg, outcome, verdicts, figures={"curves": fig_curves, "paired": fig_paired},
-                     out_dir=out_dir)
+saved = results.save(
+    method.NAME, cfg, outcome, verdicts, figures={"curves": fig_curves, "paired": fig_paired}, out_dir=out_dir
+)
 print("saved to", saved)

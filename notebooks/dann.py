@@ -55,8 +55,11 @@ axes[0, 0].set_ylabel("source signal")
 axes[1, 0].set_ylabel("target signal")
 axes[0, 0].legend(loc="upper left", fontsize=8)
 axes[1, 0].legend(loc="upper left", fontsize=8)
-fig_shift.suptitle(f"{cfg.task}: source {task['xs'].shape}, target {task['xt'].shape} (unlabelled), "
-                   f"target test {task['xt_test'].shape}", y=1.02)
+fig_shift.suptitle(
+    f"{cfg.task}: source {task['xs'].shape}, target {task['xt'].shape} (unlabelled), "
+    f"target test {task['xt_test'].shape}",
+    y=1.02,
+)
 
 # %% [markdown]
 # ## 2. Train source-only and DANN, paired by seed
@@ -66,9 +69,13 @@ fig_shift.suptitle(f"{cfg.task}: source {task['xs'].shape}, target {task['xt'].s
 
 # %%
 outcome, verdicts = sequential.replicate(dann, cfg)
-print(f"{len(outcome.runs) - len(outcome.extras['moons'])} main runs and {len(outcome.extras['moons'])} toy runs "
-      f"in {outcome.runtime_s:.0f} s on {outcome.device}")
-outcome.runs[outcome.runs["arm"].isin(dann.ARMS)].groupby("arm")[["target_acc", "source_acc", "domain_acc", "source_val_acc"]].agg(["mean", "std"])
+print(
+    f"{len(outcome.runs) - len(outcome.extras['moons'])} main runs and {len(outcome.extras['moons'])} toy runs "
+    f"in {outcome.runtime_s:.0f} s on {outcome.device}"
+)
+outcome.runs[outcome.runs["arm"].isin(dann.ARMS)].groupby("arm")[
+    ["target_acc", "source_acc", "domain_acc", "source_val_acc"]
+].agg(["mean", "std"])
 
 # %% [markdown]
 # ## 3. Training curves
@@ -79,9 +86,16 @@ outcome.runs[outcome.runs["arm"].isin(dann.ARMS)].groupby("arm")[["target_acc", 
 # %%
 fig_curves, axes = plots.plt.subplots(1, 3, figsize=(15, 3.8))
 plots.curves(outcome.history, "target_acc", ax=axes[0], title="Target test accuracy", ylabel="accuracy")
-plots.curves(outcome.history, "source_val_acc", ax=axes[1], title="Source validation accuracy", ylabel="accuracy")
-plots.curves(outcome.history, "domain_acc", ax=axes[2], title="Domain classifier accuracy (held out)",
-             ylabel="accuracy (0.5 = chance)")
+plots.curves(
+    outcome.history, "source_val_acc", ax=axes[1], title="Source validation accuracy", ylabel="accuracy"
+)
+plots.curves(
+    outcome.history,
+    "domain_acc",
+    ax=axes[2],
+    title="Domain classifier accuracy (held out)",
+    ylabel="accuracy (0.5 = chance)",
+)
 axes[2].axhline(0.5, color="0.4", ls=":", lw=1)
 
 # %% [markdown]
@@ -119,13 +133,21 @@ fig_paired, axes = plots.plt.subplots(1, 3, figsize=(13, 3.8))
 plots.paired_effects(outcome.runs, "target_acc", list(dann.ARMS), ax=axes[0], title="Target test accuracy")
 plots.paired_effects(outcome.runs, "source_acc", list(dann.ARMS), ax=axes[1], title="Source test accuracy")
 if len(outcome.extras["moons"]):
-    plots.paired_effects(outcome.extras["moons"], "moons_target_acc", ["moons_source_only", "moons_dann"], ax=axes[2],
-                         title="Two moons: target accuracy (logistic G_d)")
+    plots.paired_effects(
+        outcome.extras["moons"],
+        "moons_target_acc",
+        ["moons_source_only", "moons_dann"],
+        ax=axes[2],
+        title="Two moons: target accuracy (logistic G_d)",
+    )
 claims.table(verdicts)
 
 # %%
 saved = results.save(
-    "dann", cfg, outcome, verdicts,
+    "dann",
+    cfg,
+    outcome,
+    verdicts,
     figures={"shift": fig_shift, "curves": fig_curves, "moons": fig_moons, "paired": fig_paired},
     out_dir=out_dir,
 )

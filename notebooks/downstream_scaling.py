@@ -42,8 +42,17 @@ cfg
 # %%
 outcome, verdicts = sequential.replicate(downstream_scaling, cfg)
 print(f"{len(outcome.runs)} (arm, seed) scaling curves in {outcome.runtime_s:.0f} s on {outcome.device}")
-outcome.runs.groupby("arm")[["ce_monotonicity", "metric_monotonicity", "law_error", "metric_gain_late",
-                             "acc_scratch", "acc_max_size", "ce_max_size"]].agg(["mean", "std"])
+outcome.runs.groupby("arm")[
+    [
+        "ce_monotonicity",
+        "metric_monotonicity",
+        "law_error",
+        "metric_gain_late",
+        "acc_scratch",
+        "acc_max_size",
+        "ce_max_size",
+    ]
+].agg(["mean", "std"])
 
 # %% [markdown]
 # ## 2. Downstream metric and cross-entropy against pretraining size
@@ -57,22 +66,29 @@ scratch = outcome.history[outcome.history["pretrain_tokens"] == 0].groupby("arm"
 pal = plots.arm_palette(downstream_scaling.ARMS)
 fit_edge = cfg.pretrain_tokens[cfg.n_fit - 1]
 fig_scaling, axes = plots.plt.subplots(1, 2, figsize=(11.5, 4.2))
-for metric, ax, label in (("acc", axes[0], "next-token accuracy (BLEU stand-in)"),
-                          ("ce", axes[1], "downstream cross-entropy (nats/token)")):
-    plots.sns.lineplot(curves, x="pretrain_tokens", y=metric, hue="arm", marker="o", errorbar=("ci", 95),
-                       palette=pal, ax=ax)
+for metric, ax, label in (
+    ("acc", axes[0], "next-token accuracy (BLEU stand-in)"),
+    ("ce", axes[1], "downstream cross-entropy (nats/token)"),
+):
+    plots.sns.lineplot(
+        curves, x="pretrain_tokens", y=metric, hue="arm", marker="o", errorbar=("ci", 95), palette=pal, ax=ax
+    )
     for arm in downstream_scaling.ARMS:
         ax.axhline(scratch.loc[arm, metric], color=pal[arm], ls=":", lw=1)
     if metric == "acc":
         law = curves.groupby(["arm", "pretrain_tokens"], as_index=False)["law_pred"].mean()
         for arm, part in law.groupby("arm"):
-            ax.plot(part["pretrain_tokens"], part["law_pred"], ls="--", color=pal[arm], label=f"{arm}: log law")
+            ax.plot(
+                part["pretrain_tokens"], part["law_pred"], ls="--", color=pal[arm], label=f"{arm}: log law"
+            )
         if curves["bayes_acc"].notna().any():
             ax.axhline(curves["bayes_acc"].mean(), color="k", ls="-.", lw=1, label="Bayes accuracy (mean)")
         ax.legend(fontsize=8)
     ax.axvline(fit_edge, color="0.5", ls=":", lw=1)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="pretraining tokens $D_p$", ylabel=label, title=label.split(" (")[0] + " vs pretraining size")
+    ax.set(
+        xlabel="pretraining tokens $D_p$", ylabel=label, title=label.split(" (")[0] + " vs pretraining size"
+    )
 
 # %% [markdown]
 # ## 3. Per-seed curves of the misaligned arm
@@ -82,8 +98,17 @@ for metric, ax, label in (("acc", axes[0], "next-token accuracy (BLEU stand-in)"
 fig_seeds, axes = plots.plt.subplots(1, 2, figsize=(11.5, 3.8))
 mis = curves[curves["arm"] == "misaligned"]
 for metric, ax in (("acc", axes[0]), ("ce", axes[1])):
-    plots.sns.lineplot(mis, x="pretrain_tokens", y=metric, units="seed", estimator=None, lw=0.8, alpha=0.7,
-                       color=pal["misaligned"], ax=ax)
+    plots.sns.lineplot(
+        mis,
+        x="pretrain_tokens",
+        y=metric,
+        units="seed",
+        estimator=None,
+        lw=0.8,
+        alpha=0.7,
+        color=pal["misaligned"],
+        ax=ax,
+    )
     ax.set_xscale("log", base=2)
     ax.set(xlabel="pretraining tokens $D_p$", ylabel=metric, title=f"Misaligned arm, each seed: {metric}")
 
@@ -103,15 +128,22 @@ plots.sns.stripplot(stat, y="1 - Spearman", ax=axes[0], size=7, color=pal["misal
 axes[0].axhline(0.5, color="0.4", ls="--", lw=1)
 axes[0].set(title="Misaligned accuracy vs $D_p$, per seed (delta dashed)", ylim=(-0.05, 2.05))
 aligned = outcome.runs[outcome.runs["arm"] == "aligned"]
-errors = aligned.melt(id_vars="seed", value_vars=["law_error", "persistence_error", "linear_error"],
-                      var_name="forecaster", value_name="mean absolute error")
+errors = aligned.melt(
+    id_vars="seed",
+    value_vars=["law_error", "persistence_error", "linear_error"],
+    var_name="forecaster",
+    value_name="mean absolute error",
+)
 plots.sns.pointplot(errors, x="forecaster", y="mean absolute error", errorbar=("ci", 95), ax=axes[1])
 axes[1].set(title="Aligned arm: prediction error on the larger sizes", yscale="log")
 claims.table(verdicts)
 
 # %%
 saved = results.save(
-    "downstream_scaling", cfg, outcome, verdicts,
+    "downstream_scaling",
+    cfg,
+    outcome,
+    verdicts,
     figures={"scaling": fig_scaling, "misaligned_seeds": fig_seeds, "paired": fig_paired},
     out_dir=out_dir,
 )

@@ -37,7 +37,9 @@ cfg
 # %%
 outcome, verdicts = sequential.replicate(elr, cfg)
 print(f"{len(outcome.runs)} runs in {outcome.runtime_s:.0f} s on {outcome.device}")
-outcome.runs.groupby("arm")[["final_test_acc", "best_test_acc", "best_epoch", "memorized"]].agg(["mean", "std"])
+outcome.runs.groupby("arm")[["final_test_acc", "best_test_acc", "best_epoch", "memorized"]].agg(
+    ["mean", "std"]
+)
 
 # %% [markdown]
 # ## 2. Early learning, then memorization
@@ -47,10 +49,16 @@ outcome.runs.groupby("arm")[["final_test_acc", "best_test_acc", "best_epoch", "m
 # %%
 main = outcome.history[outcome.history["noise_rate"] == cfg.noise_rate]
 fig_curves, axes = plots.plt.subplots(1, 2, figsize=(11, 3.8))
-plots.curves(main, "test_acc", ax=axes[0], title=f"Clean test accuracy, {cfg.noise_rate:.0%} noise",
-             ylabel="accuracy")
-plots.curves(main.dropna(subset=["memorized"]), "memorized", ax=axes[1], title="Wrong labels memorized",
-             ylabel="fraction of noisy examples")
+plots.curves(
+    main, "test_acc", ax=axes[0], title=f"Clean test accuracy, {cfg.noise_rate:.0%} noise", ylabel="accuracy"
+)
+plots.curves(
+    main.dropna(subset=["memorized"]),
+    "memorized",
+    ax=axes[1],
+    title="Wrong labels memorized",
+    ylabel="fraction of noisy examples",
+)
 
 # %% [markdown]
 # ## 3. Final accuracy across noise rates
@@ -59,10 +67,20 @@ plots.curves(main.dropna(subset=["memorized"]), "memorized", ax=axes[1], title="
 fig_sweep, ax = plots.plt.subplots(figsize=(5.5, 3.8))
 sweep = outcome.extras["sweep"]
 if len(sweep):
-    plots.sns.lineplot(sweep, x="noise_rate", y="final_test_acc", hue="arm", marker="o", ax=ax,
-                       palette=plots.arm_palette(["ce", "elr"]))
-    ax.set(title="Final clean test accuracy vs noise rate", xlabel="symmetric noise rate (redraw probability)",
-           ylabel="final clean test accuracy")
+    plots.sns.lineplot(
+        sweep,
+        x="noise_rate",
+        y="final_test_acc",
+        hue="arm",
+        marker="o",
+        ax=ax,
+        palette=plots.arm_palette(["ce", "elr"]),
+    )
+    ax.set(
+        title="Final clean test accuracy vs noise rate",
+        xlabel="symmetric noise rate (redraw probability)",
+        ylabel="final clean test accuracy",
+    )
 
 # %% [markdown]
 # ## 4. Verdict
@@ -72,14 +90,25 @@ if len(sweep):
 # %%
 fig_paired, axes = plots.plt.subplots(1, 2, figsize=(9, 3.6))
 plots.paired_effects(outcome.runs, "final_test_acc", ["ce", "elr"], ax=axes[0], title="Final epoch")
-plots.paired_effects(outcome.runs.assign(best_or_final=outcome.runs["best_test_acc"].where(
-    outcome.runs["arm"] == "ce", outcome.runs["final_test_acc"])), "best_or_final", ["ce", "elr"], ax=axes[1],
-    title="CE at its best epoch, ELR final")
+plots.paired_effects(
+    outcome.runs.assign(
+        best_or_final=outcome.runs["best_test_acc"].where(
+            outcome.runs["arm"] == "ce", outcome.runs["final_test_acc"]
+        )
+    ),
+    "best_or_final",
+    ["ce", "elr"],
+    ax=axes[1],
+    title="CE at its best epoch, ELR final",
+)
 claims.table(verdicts)
 
 # %%
 saved = results.save(
-    "elr", cfg, outcome, verdicts,
+    "elr",
+    cfg,
+    outcome,
+    verdicts,
     figures={"curves": fig_curves, "noise_sweep": fig_sweep, "paired": fig_paired},
     out_dir=out_dir,
 )

@@ -46,7 +46,9 @@ cfg
 outcome, verdicts = sequential.replicate(gradnorm, cfg)
 runs = outcome.runs
 print(f"{len(runs)} rows in {outcome.runtime_s:.0f} s on {outcome.device}")
-runs.groupby(["optimizer", "T", "weighting"])[["test_nloss", "val_nloss", "rate_spread"]].agg(["mean", "std"]).round(4)
+runs.groupby(["optimizer", "T", "weighting"])[["test_nloss", "val_nloss", "rate_spread"]].agg(
+    ["mean", "std"]
+).round(4)
 
 # %% [markdown]
 # The learning rate each arm picked on validation, and which grid point validation picked, per seed:
@@ -55,7 +57,9 @@ runs.groupby(["optimizer", "T", "weighting"])[["test_nloss", "val_nloss", "rate_
 runs.pivot_table(index=["optimizer", "T", "weighting"], columns="seed", values="lr", aggfunc="first")
 
 # %%
-runs[runs["weighting"] == "grid"].pivot_table(index=["optimizer", "T"], columns="seed", values="grid_choice", aggfunc="first")
+runs[runs["weighting"] == "grid"].pivot_table(
+    index=["optimizer", "T"], columns="seed", values="grid_choice", aggfunc="first"
+)
 
 # %% [markdown]
 # ## 2. GradNorm's task weights over training, against the tasks' output scales $\sigma_i$
@@ -66,7 +70,9 @@ runs[runs["weighting"] == "grid"].pivot_table(index=["optimizer", "T"], columns=
 trace = outcome.extras["weight_trace"]
 t_show = max(cfg.task_counts)
 sig = np.asarray(outcome.extras["sigma"][t_show])
-fig_weights, axes = plots.plt.subplots(1, len(cfg.optimizers), figsize=(5.6 * len(cfg.optimizers), 4), squeeze=False)
+fig_weights, axes = plots.plt.subplots(
+    1, len(cfg.optimizers), figsize=(5.6 * len(cfg.optimizers), 4), squeeze=False
+)
 cmap = plots.plt.get_cmap("viridis")
 for ax, opt in zip(axes[0], cfg.optimizers):
     tr = trace[(trace["optimizer"] == opt) & (trace["T"] == t_show)].groupby("step").mean(numeric_only=True)
@@ -77,7 +83,9 @@ for ax, opt in zip(axes[0], cfg.optimizers):
         ax.axhline(inv[i], color=color, ls="--", lw=0.8)
     ax.plot([], [], ls="--", lw=0.8, color="0.3", label="dashed: w_i ∝ σ_i^-2")
     ax.set_yscale("log")
-    ax.set(title=f"GradNorm weights, {opt.upper()}, T={t_show}", xlabel="training step", ylabel="task weight w_i")
+    ax.set(
+        title=f"GradNorm weights, {opt.upper()}, T={t_show}", xlabel="training step", ylabel="task weight w_i"
+    )
 axes[0][-1].legend(title="task scale (paper units)", fontsize=7, ncol=2, loc="lower left")
 
 # %% [markdown]
@@ -85,8 +93,12 @@ axes[0][-1].legend(title="task scale (paper units)", fontsize=7, ncol=2, loc="lo
 # Mean over seeds, error bars one standard deviation; dotted: the mean predictor (1).
 
 # %%
-fig_tasks, axes = plots.plt.subplots(len(cfg.task_counts), len(cfg.optimizers),
-                                     figsize=(5.6 * len(cfg.optimizers), 3.8 * len(cfg.task_counts)), squeeze=False)
+fig_tasks, axes = plots.plt.subplots(
+    len(cfg.task_counts),
+    len(cfg.optimizers),
+    figsize=(5.6 * len(cfg.optimizers), 3.8 * len(cfg.task_counts)),
+    squeeze=False,
+)
 arm_colors = plots.arm_palette(["equal", "gradnorm", "grid"])
 for row, t in zip(axes, cfg.task_counts):
     s_t = np.asarray(outcome.extras["sigma"][t]) / cfg.target_scale
@@ -95,12 +107,22 @@ for row, t in zip(axes, cfg.task_counts):
             sub = runs[(runs["optimizer"] == opt) & (runs["T"] == t) & (runs["weighting"] == w)]
             if len(sub):
                 per = sub[[f"test_nloss_{i}" for i in range(t)]]
-                ax.errorbar(s_t, per.mean().to_numpy(), yerr=per.std().fillna(0).to_numpy(), marker="o",
-                            capsize=3, color=arm_colors[w], label=f"{w} (mean {sub['test_nloss'].mean():.3f})")
+                ax.errorbar(
+                    s_t,
+                    per.mean().to_numpy(),
+                    yerr=per.std().fillna(0).to_numpy(),
+                    marker="o",
+                    capsize=3,
+                    color=arm_colors[w],
+                    label=f"{w} (mean {sub['test_nloss'].mean():.3f})",
+                )
         ax.set_xscale("log")
         ax.axhline(1.0, color="0.5", ls=":", lw=1)
-        ax.set(title=f"{opt.upper()}, T={t}", xlabel="task output scale σ_i (paper units)",
-               ylabel="test MSE / var(target)")
+        ax.set(
+            title=f"{opt.upper()}, T={t}",
+            xlabel="task output scale σ_i (paper units)",
+            ylabel="test MSE / var(target)",
+        )
         ax.legend(fontsize=8)
 fig_tasks.tight_layout()
 
@@ -117,7 +139,11 @@ pairs = [(opt, t) for opt in cfg.optimizers for t in cfg.task_counts]
 fig_paired, axes = plots.plt.subplots(1, len(pairs), figsize=(3.6 * len(pairs), 3.6), squeeze=False)
 for ax, (opt, t) in zip(axes[0], pairs):
     sub = runs[(runs["optimizer"] == opt) & (runs["T"] == t)]
-    arms = [gradnorm.arm_name(opt, t, w) for w in ("equal", "gradnorm", "grid") if gradnorm.arm_name(opt, t, w) in set(sub["arm"])]
+    arms = [
+        gradnorm.arm_name(opt, t, w)
+        for w in ("equal", "gradnorm", "grid")
+        if gradnorm.arm_name(opt, t, w) in set(sub["arm"])
+    ]
     plots.paired_effects(sub, "test_nloss", arms, ax=ax, title=f"{opt.upper()}, T={t}")
     ax.set_xticks(range(len(arms)), [a.split("/")[-1] for a in arms])
     ax.set_ylabel("normalised test loss")
@@ -126,7 +152,10 @@ claims.table(verdicts)
 
 # %%
 saved = results.save(
-    "gradnorm", cfg, outcome, verdicts,
+    "gradnorm",
+    cfg,
+    outcome,
+    verdicts,
     figures={"weights": fig_weights, "task_losses": fig_tasks, "paired": fig_paired},
     out_dir=out_dir,
 )

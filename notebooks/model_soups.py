@@ -38,7 +38,9 @@ cfg
 # %%
 outcome, verdicts = sequential.replicate(model_soups, cfg)
 print(f"{outcome.runs['seed'].nunique()} seeds in {outcome.runtime_s:.0f} s on {outcome.device}")
-outcome.runs.groupby("arm", sort=False)[["val_acc", "test_acc", "shift_acc", "n_ingredients"]].agg(["mean", "std"])
+outcome.runs.groupby("arm", sort=False)[["val_acc", "test_acc", "shift_acc", "n_ingredients"]].agg(
+    ["mean", "std"]
+)
 
 # %% [markdown]
 # ## 2. The ingredients and the soups (first seed)
@@ -51,24 +53,38 @@ first = outcome.runs["seed"].min()
 ing = outcome.history[outcome.history["seed"] == first]
 arms = outcome.runs[outcome.runs["seed"] == first].set_index("arm")
 fig_sweep, ax = plots.plt.subplots(figsize=(6.2, 4.4))
-plots.sns.scatterplot(ing, x="test_acc", y="shift_acc", hue="lr", style="augment", palette="viridis", s=45,
-                      ax=ax, legend="full")
+plots.sns.scatterplot(
+    ing, x="test_acc", y="shift_acc", hue="lr", style="augment", palette="viridis", s=45, ax=ax, legend="full"
+)
 for arm, marker in (("pretrained", "s"), ("uniform_soup", "P"), ("greedy_soup", "*"), ("ensemble", "X")):
-    ax.scatter(arms.loc[arm, "test_acc"], arms.loc[arm, "shift_acc"], marker=marker, s=140, color="k",
-               label=arm, zorder=3, facecolors="none" if arm == "pretrained" else "k")
-ax.set(title=f"Fine-tuning sweep and soups (seed {first})", xlabel="test accuracy",
-       ylabel="shifted-test accuracy")
+    ax.scatter(
+        arms.loc[arm, "test_acc"],
+        arms.loc[arm, "shift_acc"],
+        marker=marker,
+        s=140,
+        color="k",
+        label=arm,
+        zorder=3,
+        facecolors="none" if arm == "pretrained" else "k",
+    )
+ax.set(
+    title=f"Fine-tuning sweep and soups (seed {first})",
+    xlabel="test accuracy",
+    ylabel="shifted-test accuracy",
+)
 ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="ingredients (lr, augment) / arms")
 
 # %% [markdown]
 # ## 3. Accuracy of each arm, in distribution and under shift (mean over seeds, 95% CI)
 
 # %%
-long = outcome.runs.melt(id_vars=["arm", "seed"], value_vars=["test_acc", "shift_acc"], var_name="test set",
-                         value_name="accuracy")
+long = outcome.runs.melt(
+    id_vars=["arm", "seed"], value_vars=["test_acc", "shift_acc"], var_name="test set", value_name="accuracy"
+)
 fig_arms, ax = plots.plt.subplots(figsize=(8, 3.8))
-plots.sns.pointplot(long, x="arm", y="accuracy", hue="test set", errorbar=("ci", 95), dodge=0.3,
-                    linestyle="none", ax=ax)
+plots.sns.pointplot(
+    long, x="arm", y="accuracy", hue="test set", errorbar=("ci", 95), dodge=0.3, linestyle="none", ax=ax
+)
 ax.set(title="Accuracy by arm (soups and best single: one model at inference)", xlabel="")
 
 # %% [markdown]
@@ -86,7 +102,10 @@ claims.table(verdicts)
 
 # %%
 saved = results.save(
-    "model_soups", cfg, outcome, verdicts,
+    "model_soups",
+    cfg,
+    outcome,
+    verdicts,
     figures={"sweep": fig_sweep, "arms": fig_arms, "paired": fig_paired},
     out_dir=out_dir,
 )

@@ -52,10 +52,19 @@ outcome.runs.groupby("arm").mean(numeric_only=True).drop(columns="seed").T.round
 # %%
 print(outcome.extras["shortcut"].round(3).to_string(index=False))
 fig_pretext, ax = plots.plt.subplots(figsize=(6.5, 3.8))
-pre = outcome.history.melt(id_vars=["epoch", "seed"], value_vars=["pretext_acc", "pretext_axis_acc", "pretext_dir_acc"],
-                           var_name="measure", value_name="accuracy")
-pre["measure"] = pre["measure"].map({"pretext_acc": "4-way rotation", "pretext_axis_acc": "axis (0/180 vs 90/270)",
-                                     "pretext_dir_acc": "direction, given the right axis"})
+pre = outcome.history.melt(
+    id_vars=["epoch", "seed"],
+    value_vars=["pretext_acc", "pretext_axis_acc", "pretext_dir_acc"],
+    var_name="measure",
+    value_name="accuracy",
+)
+pre["measure"] = pre["measure"].map(
+    {
+        "pretext_acc": "4-way rotation",
+        "pretext_axis_acc": "axis (0/180 vs 90/270)",
+        "pretext_dir_acc": "direction, given the right axis",
+    }
+)
 plots.sns.lineplot(pre, x="epoch", y="accuracy", hue="measure", errorbar=("ci", 95), ax=ax, marker="o")
 for _, r in outcome.extras["shortcut"].iterrows():
     ax.axhline(r["rotation_acc"], ls="--", lw=1, color="0.4")
@@ -74,36 +83,75 @@ order = [s for s in ("5", "10", "20", "50", "100", "all") if s in set(probes["sh
 order += [s for s in sorted(set(probes["shots"])) if s not in order]
 blocks = sorted(set(probes["block"]))
 views = ["pooled", "map"]
-fig_probes, axes = plots.plt.subplots(2, len(blocks), figsize=(4.2 * len(blocks), 7.4), sharey=True, squeeze=False,
-                                     layout="constrained")
+fig_probes, axes = plots.plt.subplots(
+    2, len(blocks), figsize=(4.2 * len(blocks), 7.4), sharey=True, squeeze=False, layout="constrained"
+)
 for r, view in enumerate(views):
     for c, b in enumerate(blocks):
         ax, part = axes[r][c], probes[(probes["block"] == b) & (probes["features"] == view)]
         if not len(part):
             ax.set_axis_off()
-            ax.text(0.5, 0.5, f"block {b}: 1x1 map\n(map = pooled)", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                f"block {b}: 1x1 map\n(map = pooled)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
             continue
-        plots.sns.pointplot(part, x="shots", y="acc", hue="arm", order=order, errorbar=("ci", 95), ax=ax,
-                            palette=plots.arm_palette(list(rotnet.ARMS)), dodge=0.2)
+        plots.sns.pointplot(
+            part,
+            x="shots",
+            y="acc",
+            hue="arm",
+            order=order,
+            errorbar=("ci", 95),
+            ax=ax,
+            palette=plots.arm_palette(list(rotnet.ARMS)),
+            dodge=0.2,
+        )
         claimed = b == cfg.probe_block and view == cfg.probe_features
-        ax.set(title=f"Block {b}, {view} features" + (" (claims)" if claimed else ""), xlabel="labels per class",
-               ylabel="linear-probe test accuracy")
+        ax.set(
+            title=f"Block {b}, {view} features" + (" (claims)" if claimed else ""),
+            xlabel="labels per class",
+            ylabel="linear-probe test accuracy",
+        )
 
 # %% [markdown]
 # ## 4. Few labels: probe and fine-tuning against training from scratch
 
 # %%
-long = outcome.runs.melt(id_vars=["arm", "seed"],
-                         value_vars=[c for c in outcome.runs if c.startswith(("paper_probe_acc_", "probe_acc_", "ft_acc_"))],
-                         var_name="what", value_name="accuracy").dropna()
+long = outcome.runs.melt(
+    id_vars=["arm", "seed"],
+    value_vars=[c for c in outcome.runs if c.startswith(("paper_probe_acc_", "probe_acc_", "ft_acc_"))],
+    var_name="what",
+    value_name="accuracy",
+).dropna()
 long["shots"] = long["what"].str.rsplit("_", n=1).str[1]
-long["model"] = long["what"].str.rsplit("_", n=1).str[0].map(
-    {"ft_acc": "trained", "paper_probe_acc": "frozen + non-linear probe (paper)", "probe_acc": "frozen + linear probe (ours)"}
-) + " / " + long["arm"]
+long["model"] = (
+    long["what"]
+    .str.rsplit("_", n=1)
+    .str[0]
+    .map(
+        {
+            "ft_acc": "trained",
+            "paper_probe_acc": "frozen + non-linear probe (paper)",
+            "probe_acc": "frozen + linear probe (ours)",
+        }
+    )
+    + " / "
+    + long["arm"]
+)
 fig_few, ax = plots.plt.subplots(figsize=(7, 3.8))
-plots.sns.pointplot(long, x="shots", y="accuracy", hue="model", order=order, errorbar=("ci", 95), ax=ax, dodge=0.3)
-ax.set(title=f"Block {cfg.probe_block} probes vs whole-network training", xlabel="labels per class",
-       ylabel="test accuracy")
+plots.sns.pointplot(
+    long, x="shots", y="accuracy", hue="model", order=order, errorbar=("ci", 95), ax=ax, dodge=0.3
+)
+ax.set(
+    title=f"Block {cfg.probe_block} probes vs whole-network training",
+    xlabel="labels per class",
+    ylabel="test accuracy",
+)
 
 # %% [markdown]
 # ## 5. Verdict
@@ -114,17 +162,38 @@ ax.set(title=f"Block {cfg.probe_block} probes vs whole-network training", xlabel
 
 # %%
 fig_paired, axes = plots.plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
-plots.paired_effects(outcome.runs, "paper_probe_acc_all", ["random_init", "rotnet"], ax=axes[0],
-                     title="Paper's probe, all labels")
-vs_sup = outcome.runs.assign(probe_or_supervised=outcome.runs["paper_probe_acc_all"].where(
-    outcome.runs["arm"] == "rotnet", outcome.runs["ft_acc_all"]))
-plots.paired_effects(vs_sup, "probe_or_supervised", ["random_init", "rotnet"], ax=axes[1],
-                     title="RotNet probe vs supervised (all labels)")
+plots.paired_effects(
+    outcome.runs,
+    "paper_probe_acc_all",
+    ["random_init", "rotnet"],
+    ax=axes[0],
+    title="Paper's probe, all labels",
+)
+vs_sup = outcome.runs.assign(
+    probe_or_supervised=outcome.runs["paper_probe_acc_all"].where(
+        outcome.runs["arm"] == "rotnet", outcome.runs["ft_acc_all"]
+    )
+)
+plots.paired_effects(
+    vs_sup,
+    "probe_or_supervised",
+    ["random_init", "rotnet"],
+    ax=axes[1],
+    title="RotNet probe vs supervised (all labels)",
+)
 few = f"_{rotnet.CLAIM_SHOTS}"
-vs_scratch = outcome.runs.assign(probe_or_scratch=outcome.runs["paper_probe_acc" + few].where(
-    outcome.runs["arm"] == "rotnet", outcome.runs["ft_acc" + few]))
-plots.paired_effects(vs_scratch, "probe_or_scratch", ["random_init", "rotnet"], ax=axes[2],
-                     title=f"Paper's probe vs scratch, {rotnet.CLAIM_SHOTS}/class")
+vs_scratch = outcome.runs.assign(
+    probe_or_scratch=outcome.runs["paper_probe_acc" + few].where(
+        outcome.runs["arm"] == "rotnet", outcome.runs["ft_acc" + few]
+    )
+)
+plots.paired_effects(
+    vs_scratch,
+    "probe_or_scratch",
+    ["random_init", "rotnet"],
+    ax=axes[2],
+    title=f"Paper's probe vs scratch, {rotnet.CLAIM_SHOTS}/class",
+)
 axes[1].set_xticks([0, 1], ["supervised\n(random_init trained)", "rotnet\n(frozen + probe)"])
 for ax in axes:
     ax.set_ylabel("test accuracy")
@@ -132,7 +201,10 @@ claims.table(verdicts)
 
 # %%
 saved = results.save(
-    "rotnet", cfg, outcome, verdicts,
+    "rotnet",
+    cfg,
+    outcome,
+    verdicts,
     figures={"pretext": fig_pretext, "probes": fig_probes, "few_labels": fig_few, "paired": fig_paired},
     out_dir=out_dir,
 )

@@ -53,10 +53,13 @@ outcome.runs.groupby("arm", sort=False)[["n_labels", "acc", "acc_ag"]].agg(["mea
 fig_curves, axes = plots.plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
 full = outcome.history[outcome.history["setting"] == "full"]
 palette = plots.arm_palette(list(sla.ARMS))  # one colour per objective in every panel
-for ax, col, title in ((axes[0], "acc", "Full labels: single inference"),
-                       (axes[1], "acc_ag", "Full labels: aggregated over 4 rotations")):
-    plots.sns.lineplot(full.dropna(subset=[col]), x="epoch", y=col, hue="arm", errorbar=("ci", 95), ax=ax,
-                       palette=palette)
+for ax, col, title in (
+    (axes[0], "acc", "Full labels: single inference"),
+    (axes[1], "acc_ag", "Full labels: aggregated over 4 rotations"),
+):
+    plots.sns.lineplot(
+        full.dropna(subset=[col]), x="epoch", y=col, hue="arm", errorbar=("ci", 95), ax=ax, palette=palette
+    )
     ax.set(title=title, ylabel="test accuracy", ylim=(max(0.5, full["acc"].quantile(0.1) - 0.05), 1.0))
 
 # %% [markdown]
@@ -64,16 +67,36 @@ for ax, col, title in ((axes[0], "acc", "Full labels: single inference"),
 # Each dot is one seed; the paper's ordering on CIFAR is DA < baseline < SLA+SI < SLA+AG.
 
 # %%
-long = outcome.runs.melt(id_vars=["arm", "seed", "setting"], value_vars=["acc", "acc_ag"],
-                         var_name="inference", value_name="accuracy").dropna()
+long = outcome.runs.melt(
+    id_vars=["arm", "seed", "setting"],
+    value_vars=["acc", "acc_ag"],
+    var_name="inference",
+    value_name="accuracy",
+).dropna()
 long["inference"] = long["inference"].map({"acc": "single", "acc_ag": "aggregated"})
 fig_final, axes = plots.plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[2, 1])
-for ax, setting, title in ((axes[0], "full", "All labels"), (axes[1], "few", f"{cfg.label_fraction:.0%} of the labels")):
+for ax, setting, title in (
+    (axes[0], "full", "All labels"),
+    (axes[1], "few", f"{cfg.label_fraction:.0%} of the labels"),
+):
     part = long[long["setting"] == setting]
     if len(part):
-        plots.sns.stripplot(part, x="arm", y="accuracy", hue="inference", dodge=True, ax=ax, alpha=0.6, size=4)
-        plots.sns.pointplot(part, x="arm", y="accuracy", hue="inference", dodge=0.4, linestyle="none",
-                            errorbar=("ci", 95), markers="D", ax=ax, legend=False, palette="dark")
+        plots.sns.stripplot(
+            part, x="arm", y="accuracy", hue="inference", dodge=True, ax=ax, alpha=0.6, size=4
+        )
+        plots.sns.pointplot(
+            part,
+            x="arm",
+            y="accuracy",
+            hue="inference",
+            dodge=0.4,
+            linestyle="none",
+            errorbar=("ci", 95),
+            markers="D",
+            ax=ax,
+            legend=False,
+            palette="dark",
+        )
     ax.set(title=title, xlabel="objective", ylabel="test accuracy")
 
 # %% [markdown]
@@ -85,22 +108,40 @@ for ax, setting, title in ((axes[0], "full", "All labels"), (axes[1], "few", f"{
 # %%
 fig_paired, axes = plots.plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
 paired = outcome.runs.assign(
-    sla_ag_or_acc=outcome.runs["acc_ag"].where(outcome.runs["objective"] == "sla", outcome.runs["acc"]))
-plots.paired_effects(paired[paired["setting"] == "full"], "sla_ag_or_acc",
-                     [a for a in ("da", "mt", "baseline", "sla") if a in cfg.arms], ax=axes[0],
-                     title="Full labels (SLA: +AG; others: single)")
-plots.paired_effects(outcome.runs[outcome.runs["setting"] == "full"], "acc",
-                     [a for a in ("baseline", "sla") if a in cfg.arms], ax=axes[1], title="SLA+SI vs baseline")
+    sla_ag_or_acc=outcome.runs["acc_ag"].where(outcome.runs["objective"] == "sla", outcome.runs["acc"])
+)
+plots.paired_effects(
+    paired[paired["setting"] == "full"],
+    "sla_ag_or_acc",
+    [a for a in ("da", "mt", "baseline", "sla") if a in cfg.arms],
+    ax=axes[0],
+    title="Full labels (SLA: +AG; others: single)",
+)
+plots.paired_effects(
+    outcome.runs[outcome.runs["setting"] == "full"],
+    "acc",
+    [a for a in ("baseline", "sla") if a in cfg.arms],
+    ax=axes[1],
+    title="SLA+SI vs baseline",
+)
 if cfg.label_fraction > 0:
-    plots.paired_effects(paired[paired["setting"] == "few"], "sla_ag_or_acc", ["baseline_few", "sla_few"],
-                         ax=axes[2], title="Reduced labels (SLA: +AG)")
+    plots.paired_effects(
+        paired[paired["setting"] == "few"],
+        "sla_ag_or_acc",
+        ["baseline_few", "sla_few"],
+        ax=axes[2],
+        title="Reduced labels (SLA: +AG)",
+    )
 for ax in axes:
     ax.set_ylabel("test accuracy")
 claims.table(verdicts)
 
 # %%
 saved = results.save(
-    "sla", cfg, outcome, verdicts,
+    "sla",
+    cfg,
+    outcome,
+    verdicts,
     figures={"curves": fig_curves, "final_accuracy": fig_final, "paired": fig_paired},
     out_dir=out_dir,
 )

@@ -60,25 +60,49 @@ runs = outcome.runs
 fig_lambda, axes = plots.plt.subplots(1, 2, figsize=(11.5, 4), layout="constrained")
 add_curves = curves[curves["experiment"] == "addition"] if "experiment" in curves else curves.iloc[0:0]
 if len(add_curves):
-    long = add_curves.melt(id_vars=["seed", "coef", "split"], value_vars=["avg_acc", "norm_acc"], var_name="metric",
-                           value_name="accuracy")
-    long["curve"] = long["metric"].map({"avg_acc": "absolute", "norm_acc": "normalized"}) + " (" + long["split"] + ")"
+    long = add_curves.melt(
+        id_vars=["seed", "coef", "split"],
+        value_vars=["avg_acc", "norm_acc"],
+        var_name="metric",
+        value_name="accuracy",
+    )
+    long["curve"] = (
+        long["metric"].map({"avg_acc": "absolute", "norm_acc": "normalized"}) + " (" + long["split"] + ")"
+    )
     plots.sns.lineplot(long, x="coef", y="accuracy", hue="curve", ax=axes[0], errorbar=("ci", 95))
     for arm, style in (("pretrained", ":"), ("finetuned", "--")):
-        axes[0].axhline(runs.loc[runs["arm"] == arm, "avg_acc"].mean(), ls=style, color="0.4", lw=1,
-                        label=f"{arm} (absolute, test)")
+        axes[0].axhline(
+            runs.loc[runs["arm"] == arm, "avg_acc"].mean(),
+            ls=style,
+            color="0.4",
+            lw=1,
+            label=f"{arm} (absolute, test)",
+        )
     axes[0].legend(fontsize=8)
-axes[0].set(title=f"Addition of {cfg.n_tasks} task vectors", xlabel="λ (scaling coefficient)",
-            ylabel="mean accuracy over tasks")
+axes[0].set(
+    title=f"Addition of {cfg.n_tasks} task vectors",
+    xlabel="λ (scaling coefficient)",
+    ylabel="mean accuracy over tasks",
+)
 neg = curves[(curves["experiment"] == "negation") & (curves["split"] == "test")].melt(
-    id_vars=["seed", "coef", "target"], value_vars=["target_acc", "control_acc"], var_name="task", value_name="accuracy")
+    id_vars=["seed", "coef", "target"],
+    value_vars=["target_acc", "control_acc"],
+    var_name="task",
+    value_name="accuracy",
+)
 neg["task"] = neg["task"].map({"target_acc": "target (negated task)", "control_acc": "control (identity)"})
 plots.sns.lineplot(neg, x="coef", y="accuracy", hue="task", ax=axes[1], errorbar=("ci", 95))
-axes[1].axhline(runs.loc[runs["arm"] == "pretrained", "control_acc"].mean(), ls=":", color="0.4", lw=1,
-                label="pretrained control")
+axes[1].axhline(
+    runs.loc[runs["arm"] == "pretrained", "control_acc"].mean(),
+    ls=":",
+    color="0.4",
+    lw=1,
+    label="pretrained control",
+)
 axes[1].legend(fontsize=8)
-axes[1].set(title="Negation of one target task vector (test)", xlabel="λ (scaling coefficient)",
-            ylabel="accuracy")
+axes[1].set(
+    title="Negation of one target task vector (test)", xlabel="λ (scaling coefficient)", ylabel="accuracy"
+)
 
 # %% [markdown]
 # ## 3. Verdict
@@ -89,15 +113,23 @@ axes[1].set(title="Negation of one target task vector (test)", xlabel="λ (scali
 # %%
 fig_paired, axes = plots.plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
 if "added" in set(runs["arm"]):
-    plots.paired_effects(runs, "avg_acc", ["pretrained", "added", "finetuned"], ax=axes[0],
-                         title="Addition: mean test accuracy")
+    plots.paired_effects(
+        runs,
+        "avg_acc",
+        ["pretrained", "added", "finetuned"],
+        ax=axes[0],
+        title="Addition: mean test accuracy",
+    )
 plots.paired_effects(runs, "target_acc", ["pretrained", "negated"], ax=axes[1], title="Negation: target")
 plots.paired_effects(runs, "control_acc", ["pretrained", "negated"], ax=axes[2], title="Negation: control")
 claims.table(verdicts)
 
 # %%
 saved = results.save(
-    "task_arithmetic", cfg, outcome, verdicts,
+    "task_arithmetic",
+    cfg,
+    outcome,
+    verdicts,
     figures={"lambda_curves": fig_lambda, "paired": fig_paired},
     out_dir=out_dir,
 )

@@ -55,19 +55,39 @@ by_n["tasks merged"] = by_n["n"].str[5:].astype(int)
 sweep = outcome.extras["sweep"]
 chosen = sweep[sweep["chosen"]]
 fig_sweep, axes = plots.plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
-plots.sns.lineplot(by_n, x="tasks merged", y="test accuracy", hue="arm", marker="o", ax=axes[0], errorbar=("ci", 95),
-                   palette=plots.arm_palette(list(dict.fromkeys(runs["arm"]))))
+plots.sns.lineplot(
+    by_n,
+    x="tasks merged",
+    y="test accuracy",
+    hue="arm",
+    marker="o",
+    ax=axes[0],
+    errorbar=("ci", 95),
+    palette=plots.arm_palette(list(dict.fromkeys(runs["arm"]))),
+)
 axes[0].set(title="Merged model vs number of tasks", xticks=cfg.task_counts)
 axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=3, fontsize=8)
 ties_k = chosen[chosen["method"] == "ties"]
 count_colors = dict(zip(cfg.task_counts, plots.sns.color_palette("viridis", len(cfg.task_counts))))
-plots.sns.lineplot(ties_k, x="k", y="test_acc", hue="n_tasks", marker="o", ax=axes[1], errorbar=("ci", 95),
-                   palette=count_colors)
+plots.sns.lineplot(
+    ties_k,
+    x="k",
+    y="test_acc",
+    hue="n_tasks",
+    marker="o",
+    ax=axes[1],
+    errorbar=("ci", 95),
+    palette=count_colors,
+)
 ta_chosen = chosen[chosen["method"] == "task_arithmetic"].groupby("n_tasks")["test_acc"].mean()
 for n, acc in ta_chosen.items():
     axes[1].axhline(acc, ls="--", color=count_colors[n], lw=1, label=f"task arithmetic, {n} tasks")
-axes[1].set(xscale="log", title="TIES vs trim fraction k", xlabel="k (fraction kept, log scale)",
-            ylabel="test accuracy")
+axes[1].set(
+    xscale="log",
+    title="TIES vs trim fraction k",
+    xlabel="k (fraction kept, log scale)",
+    ylabel="test accuracy",
+)
 axes[1].legend(fontsize=7, title="tasks merged", title_fontsize=8)
 
 # %% [markdown]
@@ -76,11 +96,15 @@ axes[1].legend(fontsize=7, title="tasks merged", title_fontsize=8)
 
 # %%
 curve = sweep[(sweep["method"] == "task_arithmetic") | (sweep["k"] == cfg.k)].assign(
-    merge=lambda d: d["method"].map({"task_arithmetic": "task arithmetic", "ties": f"TIES (k={cfg.k})"}))
-fig_lambda, axes = plots.plt.subplots(1, len(cfg.task_counts), figsize=(4.2 * len(cfg.task_counts), 3.6), sharey=True,
-                                     layout="constrained")
+    merge=lambda d: d["method"].map({"task_arithmetic": "task arithmetic", "ties": f"TIES (k={cfg.k})"})
+)
+fig_lambda, axes = plots.plt.subplots(
+    1, len(cfg.task_counts), figsize=(4.2 * len(cfg.task_counts), 3.6), sharey=True, layout="constrained"
+)
 for ax, n in zip(axes, cfg.task_counts):
-    plots.sns.lineplot(curve[curve["n_tasks"] == n], x="coef", y="val_acc", hue="merge", ax=ax, errorbar=("ci", 95))
+    plots.sns.lineplot(
+        curve[curve["n_tasks"] == n], x="coef", y="val_acc", hue="merge", ax=ax, errorbar=("ci", 95)
+    )
     ax.set(title=f"{n} tasks merged", xlabel="λ (scaling coefficient)", ylabel="validation accuracy")
 
 # %% [markdown]
@@ -90,19 +114,30 @@ for ax, n in zip(axes, cfg.task_counts):
 
 # %%
 fig_paired, axes = plots.plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-plots.paired_effects(runs, "acc_all", ["task_arithmetic", "ties"], ax=axes[0],
-                     title=f"{max(cfg.task_counts)} tasks merged")
-margins = by_n[by_n["arm"] == "ties"].set_index(["seed", "tasks merged"])["test accuracy"] - \
-    by_n[by_n["arm"] == "task_arithmetic"].set_index(["seed", "tasks merged"])["test accuracy"]
-plots.sns.pointplot(margins.rename("TIES - task arithmetic").reset_index(), x="tasks merged",
-                    y="TIES - task arithmetic", ax=axes[1], errorbar=("ci", 95))
+plots.paired_effects(
+    runs, "acc_all", ["task_arithmetic", "ties"], ax=axes[0], title=f"{max(cfg.task_counts)} tasks merged"
+)
+margins = (
+    by_n[by_n["arm"] == "ties"].set_index(["seed", "tasks merged"])["test accuracy"]
+    - by_n[by_n["arm"] == "task_arithmetic"].set_index(["seed", "tasks merged"])["test accuracy"]
+)
+plots.sns.pointplot(
+    margins.rename("TIES - task arithmetic").reset_index(),
+    x="tasks merged",
+    y="TIES - task arithmetic",
+    ax=axes[1],
+    errorbar=("ci", 95),
+)
 axes[1].axhline(0, color="0.4", lw=1)
 axes[1].set(title="TIES margin per seed (mean, 95% CI)", ylabel="test accuracy difference")
 claims.table(verdicts)
 
 # %%
 saved = results.save(
-    "ties_merging", cfg, outcome, verdicts,
+    "ties_merging",
+    cfg,
+    outcome,
+    verdicts,
     figures={"task_count_and_k": fig_sweep, "lambda_curves": fig_lambda, "paired": fig_paired},
     out_dir=out_dir,
 )

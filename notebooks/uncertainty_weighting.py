@@ -53,7 +53,9 @@ runs.groupby("arm")[cols].agg(["mean", "std"]).round(4)
 # Learned effective weights $c_i e^{-s_i}$ (uncertainty arm) and the grid point validation chose, per seed:
 
 # %%
-runs[runs["arm"].isin(["uncertainty", "grid"])][["arm", "seed", "w_class", "w_mass", "w_centroid", "val_nerr", "test_nerr"]].round(4)
+runs[runs["arm"].isin(["uncertainty", "grid"])][
+    ["arm", "seed", "w_class", "w_mass", "w_centroid", "val_nerr", "test_nerr"]
+].round(4)
 
 # %% [markdown]
 # ## 2. Performance over the weight grid, learned weights marked
@@ -69,19 +71,49 @@ fig_grid, axes = plots.plt.subplots(1, 2, figsize=(13, 4.6))
 for ax, split in zip(axes, ["val", "test"]):
     surf = grid.groupby(["grid_w_mass", "grid_w_centroid"])[f"{split}_nerr"].mean().unstack()
     lm, lc = np.log10(surf.index.to_numpy()), np.log10(surf.columns.to_numpy())
-    im = ax.imshow(surf.to_numpy().T, origin="lower", cmap="viridis_r", aspect="auto",
-                   extent=[lm.min() - 0.5, lm.max() + 0.5, lc.min() - 0.5, lc.max() + 0.5])
+    im = ax.imshow(
+        surf.to_numpy().T,
+        origin="lower",
+        cmap="viridis_r",
+        aspect="auto",
+        extent=[lm.min() - 0.5, lm.max() + 0.5, lc.min() - 0.5, lc.max() + 0.5],
+    )
     for i, a in enumerate(lm):
         for j, b in enumerate(lc):
-            ax.text(a, b - 0.28, f"{surf.to_numpy()[i, j]:.3f}", ha="center", va="center", fontsize=8,
-                    bbox={"facecolor": "w", "alpha": 0.7, "lw": 0, "pad": 1})
+            ax.text(
+                a,
+                b - 0.28,
+                f"{surf.to_numpy()[i, j]:.3f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                bbox={"facecolor": "w", "alpha": 0.7, "lw": 0, "pad": 1},
+            )
     ax.scatter(ratios[:, 0], ratios[:, 1], s=12, color="tab:red", zorder=3)
-    ax.scatter(*ratios.mean(0), marker="*", s=260, color="tab:red", edgecolor="k", zorder=4,
-               label=f"uncertainty (mean {unc[f'{split}_nerr'].mean():.3f})")
-    ax.scatter(0, 0, marker="X", s=120, color="w", edgecolor="k", zorder=4,
-               label=f"equal (mean {runs[runs['arm'] == 'equal'][f'{split}_nerr'].mean():.3f})")
-    ax.set(title=f"Mean scale-free error, {split} data", xlabel="log10 w_mass / w_class",
-           ylabel="log10 w_centroid / w_class")
+    ax.scatter(
+        *ratios.mean(0),
+        marker="*",
+        s=260,
+        color="tab:red",
+        edgecolor="k",
+        zorder=4,
+        label=f"uncertainty (mean {unc[f'{split}_nerr'].mean():.3f})",
+    )
+    ax.scatter(
+        0,
+        0,
+        marker="X",
+        s=120,
+        color="w",
+        edgecolor="k",
+        zorder=4,
+        label=f"equal (mean {runs[runs['arm'] == 'equal'][f'{split}_nerr'].mean():.3f})",
+    )
+    ax.set(
+        title=f"Mean scale-free error, {split} data",
+        xlabel="log10 w_mass / w_class",
+        ylabel="log10 w_centroid / w_class",
+    )
     ax.set_xlim(min(lm.min(), ratios[:, 0].min(), 0) - 0.6, max(lm.max(), ratios[:, 0].max(), 0) + 0.6)
     ax.set_ylim(min(lc.min(), ratios[:, 1].min(), 0) - 0.6, max(lc.max(), ratios[:, 1].max(), 0) + 0.6)
     ax.legend(fontsize=8, loc="upper left")
@@ -93,12 +125,24 @@ fig_grid.tight_layout()
 
 # %%
 arms = [a for a in ["equal", "uncertainty", "grid", "single"] if a in set(runs["arm"])]
-long = runs[runs["arm"].isin(arms)].melt(id_vars=["arm", "seed"], value_vars=[f"test_nerr_{t}" for t in uw.TASK_NAMES],
-                                         var_name="task", value_name="error")
+long = runs[runs["arm"].isin(arms)].melt(
+    id_vars=["arm", "seed"],
+    value_vars=[f"test_nerr_{t}" for t in uw.TASK_NAMES],
+    var_name="task",
+    value_name="error",
+)
 long["task"] = long["task"].str.replace("test_nerr_", "")
 fig_tasks, ax = plots.plt.subplots(figsize=(7.5, 3.8))
-plots.sns.barplot(long, x="task", y="error", hue="arm", hue_order=arms, palette=plots.arm_palette(arms),
-                  errorbar=("ci", 95), ax=ax)
+plots.sns.barplot(
+    long,
+    x="task",
+    y="error",
+    hue="arm",
+    hue_order=arms,
+    palette=plots.arm_palette(arms),
+    errorbar=("ci", 95),
+    ax=ax,
+)
 ax.set(title="Test error per task (class: error/0.9; regression: MSE/var)", ylabel="scale-free test error")
 
 # %% [markdown]
@@ -116,7 +160,10 @@ claims.table(verdicts)
 
 # %%
 saved = results.save(
-    "uncertainty_weighting", cfg, outcome, verdicts,
+    "uncertainty_weighting",
+    cfg,
+    outcome,
+    verdicts,
     figures={"weight_grid": fig_grid, "task_errors": fig_tasks, "paired": fig_paired},
     out_dir=out_dir,
 )

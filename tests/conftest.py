@@ -57,8 +57,9 @@ def copy_repo(dest: Path, methods: list[str], profile: str = "smoke") -> Path:
     ``params.yaml`` on ``profile`` and only ``methods`` in the pipeline."""
     import yaml
 
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
         if (ROOT / f).is_file() and not f.startswith(("results/", "reports/")):
             (dest / f).parent.mkdir(parents=True, exist_ok=True)

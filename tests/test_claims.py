@@ -100,8 +100,12 @@ def spread(runs: pd.DataFrame) -> pd.Series:
 def test_derived_claims_judge_a_statistic_per_seed_and_name_it():
     grows = like(statistic=spread, delta=0.01)
     df = pd.DataFrame(
-        [{"arm": a, "T": t, "seed": s, "acc": 0.5 + (0.03 * t if a == "new" else 0) + 0.001 * s}
-         for a in ("new", "old") for t in (2, 4) for s in range(3)]
+        [
+            {"arm": a, "T": t, "seed": s, "acc": 0.5 + (0.03 * t if a == "new" else 0) + 0.001 * s}
+            for a in ("new", "old")
+            for t in (2, 4)
+            for s in range(3)
+        ]
     )
     r = judge(grows, df)
     assert r.effect == pytest.approx(0.06) and r.verdict == "reproduced"

@@ -7,8 +7,12 @@ from replikit.config import ConfigError, derive_seed, resolve
 from replikit.methods import elr, load_config
 
 PINNED_PILOT = 730616282
-PARAMS = {"profile": "default", "seeds": {"pilot": 0, "confirmation": 3, "use": "confirmation"}, "methods": ["elr"],
-          "elr": {"noise_rate": 0.4, "profiles": {"smoke": {"epochs": 2}, "default": {"epochs": 7}}}}
+PARAMS = {
+    "profile": "default",
+    "seeds": {"pilot": 0, "confirmation": 3, "use": "confirmation"},
+    "methods": ["elr"],
+    "elr": {"noise_rate": 0.4, "profiles": {"smoke": {"epochs": 2}, "default": {"epochs": 7}}},
+}
 
 
 def test_resolution_order_profile_then_overrides():
@@ -62,7 +66,9 @@ def test_unknown_method_and_missing_params_file(tmp_path):
 def test_seed_roles_resolve_from_params_and_overrides():
     assert str(resolve("elr", elr.Config, PARAMS).seed) == "confirmation:3"
     assert str(resolve("elr", elr.Config, PARAMS, overrides={"seed": "pilot"}).seed) == "pilot:0"
-    assert str(resolve("elr", elr.Config, PARAMS, overrides={"seed": "confirmation:7"}).seed) == "confirmation:7"
+    assert (
+        str(resolve("elr", elr.Config, PARAMS, overrides={"seed": "confirmation:7"}).seed) == "confirmation:7"
+    )
     with pytest.raises(ConfigError, match="seeds.use = 'final'"):
         resolve("elr", elr.Config, {**PARAMS, "seeds": {"pilot": 0, "confirmation": 1, "use": "final"}})
     with pytest.raises(ConfigError, match="no `seeds:` section"):
@@ -72,7 +78,12 @@ def test_seed_roles_resolve_from_params_and_overrides():
 def test_pilot_and_confirmation_seeds_never_overlap():
     from replikit.config import SeedBase
 
-    names = [(m, role, r) for m in ("elr", "dann", "gradnorm") for role in ("data", "init", "batches") for r in range(50)]
+    names = [
+        (m, role, r)
+        for m in ("elr", "dann", "gradnorm")
+        for role in ("data", "init", "batches")
+        for r in range(50)
+    ]
     for base in range(3):
         pilot = {derive_seed(SeedBase(role="pilot", base=base), *n) for n in names}
         for other in range(3):

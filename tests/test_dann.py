@@ -55,7 +55,7 @@ def test_adaptation_factor_at_start_and_end():
 
 def test_annealed_learning_rate_at_start_and_end():
     assert dann.annealed_lr(0.0) == 1.0
-    assert dann.annealed_lr(1.0) == pytest.approx(11 ** -0.75)
+    assert dann.annealed_lr(1.0) == pytest.approx(11**-0.75)
     assert dann.annealed_lr(1.0) == pytest.approx(0.16556, abs=1e-5)
 
 
@@ -214,8 +214,11 @@ def test_moons_claim_arm_is_the_papers_logistic_dann_paired_with_source_only():
 
 
 def test_zero_adv_weight_dann_arm_equals_source_only_exactly():
-    cfg = load_config("dann", profile="smoke", overrides={"n_seeds": 1, "epochs": 1, "train_subset": 256,
-                                                           "val_size": 50, "adv_weight": 0.0}).model_dump()
+    cfg = load_config(
+        "dann",
+        profile="smoke",
+        overrides={"n_seeds": 1, "epochs": 1, "train_subset": 256, "val_size": 50, "adv_weight": 0.0},
+    ).model_dump()
     a, b = dann.run_one(cfg, "source_only", 0), dann.run_one(cfg, "dann", 0)
     for key in ("target_acc", "source_acc", "domain_acc"):
         assert a[key] == b[key]
@@ -232,12 +235,28 @@ def test_full_profile_wiring_runs_on_fake_svhn_and_mnist(monkeypatch):
 
     def fake(name, **_):
         shape = (3, 32, 32) if name == "svhn" else (1, 28, 28)
-        return Dataset(name, rng.random((96, *shape), dtype=np.float32), rng.integers(0, 10, 96),
-                       rng.random((40, *shape), dtype=np.float32), rng.integers(0, 10, 40), n_classes=10)
+        return Dataset(
+            name,
+            rng.random((96, *shape), dtype=np.float32),
+            rng.integers(0, 10, 96),
+            rng.random((40, *shape), dtype=np.float32),
+            rng.integers(0, 10, 40),
+            n_classes=10,
+        )
 
     monkeypatch.setattr(dann.data, "load", fake)
-    cfg = load_config("dann", profile="full", overrides={"width": 4, "domain_hidden": 8, "epochs": 1,
-                                                         "batch_size": 16, "val_size": 16, "device": "cpu"})
+    cfg = load_config(
+        "dann",
+        profile="full",
+        overrides={
+            "width": 4,
+            "domain_hidden": 8,
+            "epochs": 1,
+            "batch_size": 16,
+            "val_size": 16,
+            "device": "cpu",
+        },
+    )
     t = dann.make_task(cfg)
     assert t["xs"].shape == (80, 3, 32, 32) and t["xs_val"].shape == (16, 3, 32, 32)
     assert t["xt"].shape == (96, 3, 32, 32) and t["xt_test"].shape == (40, 3, 32, 32)

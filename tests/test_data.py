@@ -13,7 +13,10 @@ from replikit.data.prepare import prepare
 
 
 def digest(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.npy"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.npy"))
+    }
 
 
 def test_registry_lists_and_rejects():
@@ -101,8 +104,10 @@ def test_svhn_loader_reads_mat_files(tmp_path, monkeypatch):
     folder = tmp_path / "svhn"
     folder.mkdir()
     for split, n in (("train", 6), ("test", 4)):
-        savemat(folder / f"{split}_32x32.mat", {"X": np.zeros((32, 32, 3, n), np.uint8),
-                                               "y": (np.arange(n) % 10 + 1)[:, None].astype(np.uint8)})
+        savemat(
+            folder / f"{split}_32x32.mat",
+            {"X": np.zeros((32, 32, 3, n), np.uint8), "y": (np.arange(n) % 10 + 1)[:, None].astype(np.uint8)},
+        )
     ds = data.load("svhn", root=tmp_path)
     assert ds.x_train.shape == (6, 3, 32, 32) and list(ds.y_test) == [1, 2, 3, 4]
     assert list(ds.y_train)[-1] == 6

@@ -194,7 +194,9 @@ def test_config_profiles_validate_and_reject_bad_values():
     with pytest.raises(config.ConfigError, match="unknown key"):
         load_config("downstream_scaling", profile="smoke", overrides={"alpha": 1})
     with pytest.raises(config.ConfigError, match="powers of two"):
-        load_config("downstream_scaling", profile="smoke", overrides={"pretrain_tokens": [64, 96, 128, 160, 192]})
+        load_config(
+            "downstream_scaling", profile="smoke", overrides={"pretrain_tokens": [64, 96, 128, 160, 192]}
+        )
     with pytest.raises(config.ConfigError, match="n_fit"):
         load_config("downstream_scaling", profile="smoke", overrides={"n_fit": 5})
     with pytest.raises(config.ConfigError, match="misaligned_alignment"):

@@ -100,7 +100,11 @@ def test_config_profiles_validate_and_reject_bad_values():
     with pytest.raises(config.ConfigError, match="unknown key"):
         load_config("model_soups", profile="smoke", overrides={"lr": 0.1})
     with pytest.raises(config.ConfigError):
-        load_config("model_soups", profile="smoke", overrides={"ft_lrs": [0.001], "ft_augment": [False], "ft_seeds": 1})
+        load_config(
+            "model_soups",
+            profile="smoke",
+            overrides={"ft_lrs": [0.001], "ft_augment": [False], "ft_seeds": 1},
+        )
     with pytest.raises(config.ConfigError):
         load_config("model_soups", profile="smoke", overrides={"ft_augment": []})
     with pytest.raises(config.ConfigError):

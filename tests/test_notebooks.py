@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import ROOT, check_verdict
-from replikit.methods import available
+
 from replikit import runner
+from replikit.methods import available
 
 METHODS = [m for m in available() if (ROOT / "notebooks" / f"{m}.py").is_file()]
 

@@ -14,7 +14,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 @pytest.mark.slow
 def test_ray_backend_matches_the_local_pool(monkeypatch):
     cfg = load_config("elr", profile="smoke", overrides={"epochs": 2, "train_subset": 500, "sweep_seeds": 0})
-    tasks = [{"cfg": cfg.model_dump(), "arm": a, "rep": 0, "noise_rate": cfg.noise_rate} for a in ("ce", "elr")]
+    tasks = [
+        {"cfg": cfg.model_dump(), "arm": a, "rep": 0, "noise_rate": cfg.noise_rate} for a in ("ce", "elr")
+    ]
     local = train.run_many(elr.run_one, tasks, workers=2, device="cpu")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
@@ -23,5 +25,7 @@ def test_ray_backend_matches_the_local_pool(monkeypatch):
     finally:
         ray.shutdown()
     for a, b in zip(local, remote):
-        pd.testing.assert_frame_equal(pd.DataFrame(a["history"]), pd.DataFrame(b["history"]), check_exact=True)
+        pd.testing.assert_frame_equal(
+            pd.DataFrame(a["history"]), pd.DataFrame(b["history"]), check_exact=True
+        )
         assert a["final_test_acc"] == b["final_test_acc"]

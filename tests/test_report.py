@@ -8,11 +8,28 @@ import pytest
 from replikit import report
 
 CLAIM = {
-    "id": "toy.gain", "paper": "Doe et al. 2020", "quote": "Toy beats baseline.", "metric": "acc",
-    "baseline": "base", "treatment": "toy", "effect": 0.1, "ci_low": 0.05, "ci_high": 0.15, "n_seeds": 5,
-    "delta": 0.02, "delta_reason": "two points", "paper_value": {"base": 0.5, "toy": 0.7}, "verdict": "reproduced",
-    "treatment_mean": 0.8, "baseline_mean": 0.7, "note": "a note", "comparison": "toy vs base", "kind": "superiority",
-    "stop": "decided at look 1 of 3", "margin": 2.5, "paper_source": "Table 1, row Toy",
+    "id": "toy.gain",
+    "paper": "Doe et al. 2020",
+    "quote": "Toy beats baseline.",
+    "metric": "acc",
+    "baseline": "base",
+    "treatment": "toy",
+    "effect": 0.1,
+    "ci_low": 0.05,
+    "ci_high": 0.15,
+    "n_seeds": 5,
+    "delta": 0.02,
+    "delta_reason": "two points",
+    "paper_value": {"base": 0.5, "toy": 0.7},
+    "verdict": "reproduced",
+    "treatment_mean": 0.8,
+    "baseline_mean": 0.7,
+    "note": "a note",
+    "comparison": "toy vs base",
+    "kind": "superiority",
+    "stop": "decided at look 1 of 3",
+    "margin": 2.5,
+    "paper_source": "Table 1, row Toy",
 }
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -23,22 +40,45 @@ def write(results, method, claims, profile="default"):
     folder = results / method
     (folder / "figures").mkdir(parents=True)
     (folder / "figures" / "curves.png").write_bytes(PNG)
-    verdict = {"method": method, "profile": profile, "evidence": profile != "smoke", "claims": claims,
-               "runtime_s": 12.3, "device": "cpu", "versions": {"torch": "x"}, "git": "abc",
-               "figures": ["figures/curves.png"]}
+    verdict = {
+        "method": method,
+        "profile": profile,
+        "evidence": profile != "smoke",
+        "claims": claims,
+        "runtime_s": 12.3,
+        "device": "cpu",
+        "versions": {"torch": "x"},
+        "git": "abc",
+        "figures": ["figures/curves.png"],
+    }
     (folder / "verdict.json").write_text(json.dumps(verdict))
 
 
 def test_report_rows_figures_and_provenance(tmp_path):
     results = tmp_path / "results"
     write(results, "toy", [CLAIM])
-    write(results, "other", [{**CLAIM, "id": "other.c", "effect": -0.01, "ci_low": -0.05, "ci_high": 0.03,
-                              "verdict": "inconclusive"}], profile="smoke")
+    write(
+        results,
+        "other",
+        [
+            {
+                **CLAIM,
+                "id": "other.c",
+                "effect": -0.01,
+                "ci_low": -0.05,
+                "ci_high": 0.03,
+                "verdict": "inconclusive",
+            }
+        ],
+        profile="smoke",
+    )
     md, page = report.build(results, tmp_path / "reports", tmp_path)
     text = md.read_text()
     assert "1 reproduced, 0 not reproduced, 1 inconclusive of 2 claims." in text
-    assert ("| toy.gain | toy vs base on acc | base 0.5, toy 0.7 | 0.800 vs 0.700 | "
-            "+0.100 [+0.050, +0.150] (n=5) | decided at look 1 of 3 | > 0.02 | +2.5 | reproduced | 12 s | cpu |") in text
+    assert (
+        "| toy.gain | toy vs base on acc | base 0.5, toy 0.7 | 0.800 vs 0.700 | "
+        "+0.100 [+0.050, +0.150] (n=5) | decided at look 1 of 3 | > 0.02 | +2.5 | reproduced | 12 s | cpu |"
+    ) in text
     assert "delta 0.02: two points." in text and "Paper's numbers: Table 1, row Toy." in text
     assert "| inconclusive (smoke: no evidence) |" in text
     assert "![toy curves](../results/toy/figures/curves.png)" in text
@@ -48,16 +88,33 @@ def test_report_rows_figures_and_provenance(tmp_path):
     (tmp_path / "params.yaml").write_text("methods: [toy, other]\n")
     md, page = report.build(results, tmp_path / "reports", tmp_path)
     assert md.read_text().index("## toy") < md.read_text().index("## other")  # params.yaml's order
-    assert html.count("data:image/png;base64,") == 2 and "<td class='verdict reproduced'><span>reproduced</span></td>" in html
+    assert (
+        html.count("data:image/png;base64,") == 2
+        and "<td class='verdict reproduced'><span>reproduced</span></td>" in html
+    )
     assert "src='../" not in html  # self-contained
 
 
 def test_skipped_claims_show_their_reason_and_no_sentinel_arm(tmp_path):
     results = tmp_path / "results"
-    derived = {**CLAIM, "id": "toy.trend", "baseline": None, "comparison": "slope per seed", "treatment_mean": None,
-               "baseline_mean": None}
-    skipped = {**CLAIM, "id": "toy.gone", "verdict": "skipped", "reason": "arm 'x' did not run", "effect": None,
-               "ci_low": None, "ci_high": None, "n_seeds": 0}
+    derived = {
+        **CLAIM,
+        "id": "toy.trend",
+        "baseline": None,
+        "comparison": "slope per seed",
+        "treatment_mean": None,
+        "baseline_mean": None,
+    }
+    skipped = {
+        **CLAIM,
+        "id": "toy.gone",
+        "verdict": "skipped",
+        "reason": "arm 'x' did not run",
+        "effect": None,
+        "ci_low": None,
+        "ci_high": None,
+        "n_seeds": 0,
+    }
     write(results, "toy", [derived, skipped])
     text = report.build(results, tmp_path / "reports", tmp_path)[0].read_text()
     assert "| toy.trend | slope per seed on acc | base 0.5, toy 0.7 | - |" in text and "none" not in text

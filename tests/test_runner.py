@@ -5,8 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from replikit import runner
 from replikit.config import ConfigError
 
@@ -30,7 +30,10 @@ def test_cli_exit_codes_and_messages(capsys):
     with pytest.raises(runner.RunnerError, match="expected KEY=VALUE"):
         runner.parse_overrides(["noise_rate"])
     assert runner.parse_overrides(["noise_rate=0.6", "model=mlp", "sweep_rates=[0.1, 0.2]"]) == {
-        "noise_rate": 0.6, "model": "mlp", "sweep_rates": [0.1, 0.2]}
+        "noise_rate": 0.6,
+        "model": "mlp",
+        "sweep_rates": [0.1, 0.2],
+    }
 
 
 @pytest.mark.slow

@@ -49,12 +49,18 @@ def fake_run_one(cfg: dict, arm: str, rep: int) -> dict:
     cfg = FakeConfig(**cfg)
     rng = np.random.default_rng(derive_seed(cfg.seed, "fake", "noise", rep))
     noise = rng.normal(0, 0.01)
-    return {"arm": arm, "seed": rep, "big": 0.5 + noise + (0.2 if arm == "new" else 0.0),
-            "tiny": 0.5 + (noise if arm == "new" else rng.normal(0, 0.05)) + (cfg.gain if arm == "new" else 0.0)}
+    return {
+        "arm": arm,
+        "seed": rep,
+        "big": 0.5 + noise + (0.2 if arm == "new" else 0.0),
+        "tiny": 0.5 + (noise if arm == "new" else rng.normal(0, 0.05)) + (cfg.gain if arm == "new" else 0.0),
+    }
 
 
 def fake_run(cfg: FakeConfig) -> Outcome:
-    tasks = [{"cfg": cfg.model_dump(), "arm": a, "rep": r} for r in range(cfg.n_seeds) for a in ("new", "old")]
+    tasks = [
+        {"cfg": cfg.model_dump(), "arm": a, "rep": r} for r in range(cfg.n_seeds) for a in ("new", "old")
+    ]
     rows = train.run_many(fake_run_one, tasks, workers=1, device="cpu")
     CALLS.append(len(tasks))
     return Outcome(runs=pd.DataFrame(rows))
@@ -64,12 +70,36 @@ FAKE = types.SimpleNamespace(
     NAME="fake_sequential",
     run=fake_run,
     CLAIMS=[
-        Claim(id="fake.big", paper="P", quote="q", metric="big", treatment="new", baseline="old", delta=0.05,
-              delta_reason="test"),
-        Claim(id="fake.tiny", paper="P", quote="q", metric="tiny", treatment="new", baseline="old", delta=0.05,
-              delta_reason="test"),
-        Claim(id="fake.absent", paper="P", quote="q", metric="big", treatment="gone", baseline="old", delta=0.05,
-              delta_reason="test"),
+        Claim(
+            id="fake.big",
+            paper="P",
+            quote="q",
+            metric="big",
+            treatment="new",
+            baseline="old",
+            delta=0.05,
+            delta_reason="test",
+        ),
+        Claim(
+            id="fake.tiny",
+            paper="P",
+            quote="q",
+            metric="tiny",
+            treatment="new",
+            baseline="old",
+            delta=0.05,
+            delta_reason="test",
+        ),
+        Claim(
+            id="fake.absent",
+            paper="P",
+            quote="q",
+            metric="big",
+            treatment="gone",
+            baseline="old",
+            delta=0.05,
+            delta_reason="test",
+        ),
     ],
 )
 

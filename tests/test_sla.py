@@ -47,7 +47,9 @@ def test_da_loss_keeps_the_label_for_every_rotation():
     x = torch.randn(2, 1, 3, 3)
     y = torch.tensor([1, 0])
     model = Fixed(9, 2)
-    expected = [_ce(model(rotation.rotate(x[b : b + 1], k))[0], int(y[b])) for k in range(4) for b in range(2)]
+    expected = [
+        _ce(model(rotation.rotate(x[b : b + 1], k))[0], int(y[b])) for k in range(4) for b in range(2)
+    ]
     assert math.isclose(sla.da_loss(model, x, y).item(), sum(expected) / 8, rel_tol=1e-5)
 
 

@@ -6,8 +6,8 @@ import jupytext
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import ROOT
+
 from replikit import resume, sequential
 from replikit.methods import _template as T
 from replikit.methods import available

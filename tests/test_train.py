@@ -18,9 +18,19 @@ def toy(seed=0):
 def fit_toy(seed=0, **kwargs):
     x, y, model = toy(seed)
     step = lambda idx, p: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
-    history = train.fit(step, model.parameters(), len(x), epochs=kwargs.pop("epochs", 8), batch_size=64, seed=seed,
-                        device=torch.device("cpu"), lr=1e-2, evaluate=lambda: {"acc": train.accuracy(model, x, y)},
-                        models=[model], **kwargs)
+    history = train.fit(
+        step,
+        model.parameters(),
+        len(x),
+        epochs=kwargs.pop("epochs", 8),
+        batch_size=64,
+        seed=seed,
+        device=torch.device("cpu"),
+        lr=1e-2,
+        evaluate=lambda: {"acc": train.accuracy(model, x, y)},
+        models=[model],
+        **kwargs,
+    )
     return history, model
 
 
@@ -52,7 +62,9 @@ def test_divergence_fails_loudly_naming_the_epoch():
         return loss * float("nan") if calls["n"] > 10 else loss
 
     with pytest.raises(train.DivergenceError, match=r"loss is nan in epoch 2/5"):
-        train.fit(step, model.parameters(), len(x), epochs=5, batch_size=64, seed=0, device=torch.device("cpu"))
+        train.fit(
+            step, model.parameters(), len(x), epochs=5, batch_size=64, seed=0, device=torch.device("cpu")
+        )
 
 
 def test_step_logs_are_averaged_into_history():
@@ -61,7 +73,9 @@ def test_step_logs_are_averaged_into_history():
     def step(idx, p):
         return torch.nn.functional.cross_entropy(model(x[idx]), y[idx]), {"const": torch.tensor(2.0)}
 
-    history = train.fit(step, model.parameters(), len(x), epochs=1, batch_size=64, seed=0, device=torch.device("cpu"))
+    history = train.fit(
+        step, model.parameters(), len(x), epochs=1, batch_size=64, seed=0, device=torch.device("cpu")
+    )
     assert history[0]["const"] == pytest.approx(2.0)
 
 

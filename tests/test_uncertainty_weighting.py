@@ -93,12 +93,14 @@ def test_grid_best_uses_validation_not_test():
 
 def test_claims_without_their_arms_are_skipped_and_near_grid_is_relative():
     assert all(c.id.startswith("uncertainty_weighting.") for c in uw.CLAIMS)
-    runs = pd.DataFrame({
-        "arm": ["equal", "uncertainty", "grid"] * 3,
-        "seed": np.repeat([0, 1, 2], 3),
-        "test_nerr": [0.064, 0.060, 0.050, 0.070, 0.062, 0.055, 0.060, 0.058, 0.052],
-        "test_acc": [0.93, 0.96, 0.95, 0.92, 0.95, 0.95, 0.94, 0.96, 0.96],
-    })
+    runs = pd.DataFrame(
+        {
+            "arm": ["equal", "uncertainty", "grid"] * 3,
+            "seed": np.repeat([0, 1, 2], 3),
+            "test_nerr": [0.064, 0.060, 0.050, 0.070, 0.062, 0.055, 0.060, 0.058, 0.052],
+            "test_acc": [0.93, 0.96, 0.95, 0.92, 0.95, 0.95, 0.94, 0.96, 0.96],
+        }
+    )
     results = {r.claim.id: r for r in claims.judge_all(uw.CLAIMS, runs)}
     assert results["uncertainty_weighting.beats_single_task"].verdict == "skipped"
     # near_grid's effect is relative to the grid's error, per seed: (grid - uncertainty) / grid

@@ -205,7 +205,9 @@ def flip_margin(claim: Claim, mean: float, low: float, high: float) -> float:
 # ------------------------------------------------------------------ the judge
 
 
-def judge_effects(claim: Claim, effects, treatment_mean=math.nan, baseline_mean=math.nan, alpha=0.05) -> ClaimResult:
+def judge_effects(
+    claim: Claim, effects, treatment_mean=math.nan, baseline_mean=math.nan, alpha=0.05
+) -> ClaimResult:
     """Judge a claim from per-seed effects already oriented so that positive supports the claim."""
     effects = np.asarray(effects, dtype=float)
     if not np.all(np.isfinite(effects)):
@@ -244,7 +246,11 @@ def paired_effects(claim: Claim, runs: pd.DataFrame) -> tuple[pd.Series, float, 
         diff = t - claim.constant
         b_mean = claim.constant
     else:
-        b = runs[runs["arm"] == claim.baseline].set_index("seed")[claim.baseline_metric or claim.metric].dropna()
+        b = (
+            runs[runs["arm"] == claim.baseline]
+            .set_index("seed")[claim.baseline_metric or claim.metric]
+            .dropna()
+        )
         seeds = t.index.intersection(b.index)
         if len(seeds) == 0:
             raise ValueError(f"{claim.id}: treatment and baseline share no seed")
@@ -283,8 +289,11 @@ def table(results: list[ClaimResult]) -> pd.DataFrame:
     for r in results:
         c = r.claim
         paper = ", ".join(f"{k} {v:g}" for k, v in c.paper_value.items()) or "-"
-        ours = (f"{r.effect:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}] ({1 - r.alpha:.1%} CI, n={r.n_seeds})"
-                if r.verdict != "skipped" else "-")
+        ours = (
+            f"{r.effect:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}] ({1 - r.alpha:.1%} CI, n={r.n_seeds})"
+            if r.verdict != "skipped"
+            else "-"
+        )
         rows.append(
             {
                 "claim": c.id,

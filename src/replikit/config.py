@@ -1,8 +1,9 @@
 """Load and validate a method's parameters from ``params.yaml``.
 
 ``params.yaml`` holds ``profile`` (smoke | default | full), the ``seeds`` (a pilot and a confirmation
-base, and which one to ``use``), the list of ``methods`` and one section per method. A section's top-level keys are the method's knobs (the ones
-``dvc exp run -S elr.noise_rate=0.6`` sets); its ``profiles:`` sub-section overlays sizes per profile
+base, and which one to ``use``), the list of ``methods`` and one section per method. A section's
+top-level keys are the method's knobs (the ones ``dvc exp run -S elr.noise_rate=0.6`` sets); its
+``profiles:`` sub-section overlays sizes per profile
 (epochs, seeds, data sizes). Resolution order, last wins:
 
     method Config defaults  <  section keys  <  section.profiles[profile]  <  overrides
@@ -70,16 +71,22 @@ class MethodConfig(pydantic.BaseModel):
 
     profile: Profile = "default"
     seed: SeedBase = pydantic.Field(
-        default_factory=SeedBase, description="seed base and role (pilot | confirmation); runs derive theirs from it"
+        default_factory=SeedBase,
+        description="seed base and role (pilot | confirmation); runs derive theirs from it",
     )
     n_seeds: int = pydantic.Field(
         5, ge=1, le=100, description="seeds per arm at the first look (all of them without sequential looks)"
     )
     n_max: int = pydantic.Field(
-        0, ge=0, le=200, description="sequential seeds: add seeds while a claim is undecided, up to this (0: no looks)"
+        0,
+        ge=0,
+        le=200,
+        description="sequential seeds: add seeds while a claim is undecided, up to this (0: no looks)",
     )
     seed_batch: int = pydantic.Field(2, ge=1, le=100, description="seeds added at each sequential look")
-    device: str = pydantic.Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA if present")
+    device: str = pydantic.Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA if present"
+    )
     workers: int = pydantic.Field(
         0, ge=0, le=64, description="parallel seed processes (1 torch thread each); 0 = one per CPU core"
     )
@@ -87,7 +94,9 @@ class MethodConfig(pydantic.BaseModel):
     @pydantic.model_validator(mode="after")
     def _n_max_covers_n_seeds(self) -> MethodConfig:
         if self.n_max and self.n_max < self.n_seeds:
-            raise ValueError(f"n_max = {self.n_max} is below n_seeds = {self.n_seeds} (0 disables sequential looks)")
+            raise ValueError(
+                f"n_max = {self.n_max} is below n_seeds = {self.n_seeds} (0 disables sequential looks)"
+            )
         return self
 
     @property

@@ -45,9 +45,12 @@ def _cnn1d_features(length: int, width: int) -> tuple[nn.Sequential, int]:
     """Three strided 1-D convolutions, as in the MNIST-1D paper's CNN baseline."""
     f = nn.Sequential(
         nn.Unflatten(1, (1, length)),
-        nn.Conv1d(1, width, 5, stride=2, padding=2), nn.ReLU(),
-        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv1d(1, width, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1),
+        nn.ReLU(),
         nn.Flatten(),
     )
     return f, width * math.ceil(length / 8)

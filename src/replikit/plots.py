@@ -9,8 +9,9 @@ import seaborn as sns
 
 def style() -> None:
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.95)
-    plt.rcParams.update({"figure.dpi": 100, "axes.titleweight": "bold", "axes.spines.top": False,
-                         "axes.spines.right": False})
+    plt.rcParams.update(
+        {"figure.dpi": 100, "axes.titleweight": "bold", "axes.spines.top": False, "axes.spines.right": False}
+    )
 
 
 def arm_palette(arms: list[str]) -> dict[str, tuple]:

@@ -87,7 +87,13 @@ def file_hash(*paths: Path) -> str:
     h = hashlib.sha256()
     found = False
     for top in paths:
-        files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top] if top.is_file() else []
+        files = (
+            sorted(p for p in top.rglob("*") if p.is_file())
+            if top.is_dir()
+            else [top]
+            if top.is_file()
+            else []
+        )
         for f in files:
             found = True
             h.update(str(f.relative_to(top.parent)).encode())
@@ -146,8 +152,12 @@ def _verdict(c: ClaimRecord, v: VerdictFile) -> str:
     return text + ("" if v.evidence else f" ({v.profile}: no evidence)")
 
 
-VERDICT_MARK = {"reproduced": "reproduced", "not_reproduced": "not reproduced", "inconclusive": "inconclusive",
-                "skipped": "skipped"}
+VERDICT_MARK = {
+    "reproduced": "reproduced",
+    "not_reproduced": "not reproduced",
+    "inconclusive": "inconclusive",
+    "skipped": "skipped",
+}
 
 
 def summary(verdicts) -> str:
@@ -163,19 +173,21 @@ def rows(verdicts: list[tuple[Path, VerdictFile]]) -> list[dict[str, str]]:
     out = []
     for _, v in verdicts:
         for c in v.claims:
-            out.append({
-                "claim": c.id,
-                "comparison": _comparison(c),
-                "paper": _paper(c),
-                "ours: means": _means(c),
-                "ours: effect [CI] (n)": _ours(c),
-                "stop": getattr(c, "stop", "") or "-",
-                "delta": _delta(c),
-                "margin": _margin(c),
-                "verdict": _verdict(c, v),
-                "runtime": f"{v.runtime_s:.0f} s",
-                "device": v.device,
-            })
+            out.append(
+                {
+                    "claim": c.id,
+                    "comparison": _comparison(c),
+                    "paper": _paper(c),
+                    "ours: means": _means(c),
+                    "ours: effect [CI] (n)": _ours(c),
+                    "stop": getattr(c, "stop", "") or "-",
+                    "delta": _delta(c),
+                    "margin": _margin(c),
+                    "verdict": _verdict(c, v),
+                    "runtime": f"{v.runtime_s:.0f} s",
+                    "device": v.device,
+                }
+            )
     return out
 
 
@@ -249,7 +261,9 @@ def to_markdown(verdicts, root: Path) -> str:
             if note:
                 lines += [f"*{c.id}*: {note}", ""]
         for fig in v.figures:
-            rel = Path("..") / (folder / fig).relative_to(root) if folder.is_relative_to(root) else folder / fig
+            rel = (
+                Path("..") / (folder / fig).relative_to(root) if folder.is_relative_to(root) else folder / fig
+            )
             lines.append(f"![{v.method} {Path(fig).stem}]({rel.as_posix()})")
         lines.append("")
     lines += ["## Provenance", ""]
@@ -281,8 +295,10 @@ code{background:#f3f4f6;padding:0 .25em}
 def to_html(verdicts, root: Path) -> str:
     e = html.escape
     table = rows(verdicts)
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>replikit report</title>",
-             f"<style>{CSS}</style></head><body><h1>replikit report</h1>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>replikit report</title>",
+        f"<style>{CSS}</style></head><body><h1>replikit report</h1>",
+    ]
     if not table:
         parts.append("<p>No results yet: run <code>dvc repro</code>.</p>")
     else:
@@ -292,9 +308,12 @@ def to_html(verdicts, root: Path) -> str:
         claims = [c for _, v in verdicts for c in v.claims]
         for r, c in zip(table, claims):
             cells = "".join(
-                f"<td class='verdict {c.verdict}'><span>{e(r[k])}</span></td>" if k == "verdict"
-                else f"<td class='nowrap'>{e(r[k])}</td>" if k.startswith("ours: effect")
-                else f"<td><small>{e(r[k])}</small></td>" if k == "comparison"
+                f"<td class='verdict {c.verdict}'><span>{e(r[k])}</span></td>"
+                if k == "verdict"
+                else f"<td class='nowrap'>{e(r[k])}</td>"
+                if k.startswith("ours: effect")
+                else f"<td><small>{e(r[k])}</small></td>"
+                if k == "comparison"
                 else f"<td>{e(r[k])}</td>"
                 for k in cols
             )
@@ -303,7 +322,9 @@ def to_html(verdicts, root: Path) -> str:
     for folder, v in verdicts:
         parts.append(f"<h2 id='{e(v.method)}'>{e(v.method)}</h2>")
         if not v.evidence:
-            parts.append(f"<p><em>{e(v.profile)} profile: computed, but too small to count as evidence.</em></p>")
+            parts.append(
+                f"<p><em>{e(v.profile)} profile: computed, but too small to count as evidence.</em></p>"
+            )
         for c in v.claims:
             parts.append(f"<blockquote>{e(c.quote)}<br>— {e(c.paper)}{e(_quote_label(c))}</blockquote>")
             note = _note(c)
@@ -313,8 +334,10 @@ def to_html(verdicts, root: Path) -> str:
             path = folder / fig
             if path.is_file():
                 data = base64.b64encode(path.read_bytes()).decode()
-                parts.append(f"<figure><img alt='{e(fig)}' src='data:image/png;base64,{data}'>"
-                             f"<figcaption>{e(v.method)}: {e(Path(fig).stem)}</figcaption></figure>")
+                parts.append(
+                    f"<figure><img alt='{e(fig)}' src='data:image/png;base64,{data}'>"
+                    f"<figcaption>{e(v.method)}: {e(Path(fig).stem)}</figcaption></figure>"
+                )
     parts.append("<h2>Provenance</h2><ul>")
     parts += [f"<li>{e(k)}: <code>{e(val)}</code></li>" for k, val in provenance(root, verdicts).items()]
     parts.append("</ul></body></html>")
@@ -338,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replikit.report", description=__doc__)
     parser.add_argument("--results", default="results")
     parser.add_argument("--out", default="reports")
-    parser.add_argument("--readme", action="store_true", help="also rewrite README.md's generated results table")
+    parser.add_argument(
+        "--readme", action="store_true", help="also rewrite README.md's generated results table"
+    )
     args = parser.parse_args(argv)
     root = find_root()
     try:

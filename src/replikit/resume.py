@@ -44,8 +44,11 @@ MISSING = object()
 
 def _canonical(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))
-                if not (k in NOT_IN_KEY and "profile" in obj)}
+        return {
+            str(k): _canonical(v)
+            for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))
+            if not (k in NOT_IN_KEY and "profile" in obj)
+        }
     if isinstance(obj, (list, tuple)):
         return [_canonical(v) for v in obj]
     if isinstance(obj, float):

@@ -58,7 +58,13 @@ def declared_parameters(nb) -> set[str]:
     if len(cells) != 1:
         raise RunnerError(f"the notebook needs exactly one cell tagged 'parameters' (found {len(cells)})")
     tree = ast.parse(cells[0].source)
-    return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    return {
+        t.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -199,12 +205,21 @@ def execute(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m replikit.runner", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m replikit.runner",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("method")
     parser.add_argument("--profile", choices=config.PROFILES, help="default: params.yaml's profile")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one of the method's parameters (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one of the method's parameters (repeatable)",
+    )
     parser.add_argument("--out", help="results folder (default: results/<method>)")
     args = parser.parse_args(argv)
     try:

@@ -4,8 +4,9 @@ A group-sequential design. Looks come at n_1 = ``n_seeds``, then every ``seed_ba
 ``n_max``. Look k spends part of the error budget alpha by the Lan-DeMets spending function of
 Pocock type, alpha(t) = alpha * ln(1 + (e - 1) t), at information fraction t_k = n_k / n_max
 (Lan & DeMets 1983, "Discrete sequential boundaries for clinical trials", Biometrika 70(3):659-663,
-where this function is proposed as the analogue of Pocock's boundaries). Look k judges every claim with a two-sided t-interval
-at level 1 - (alpha(t_k) - alpha(t_{k-1})). Since the looks' spends add up to alpha, the union bound
+where this function is proposed as the analogue of Pocock's boundaries). Look k judges every claim
+with a two-sided t-interval at level 1 - (alpha(t_k) - alpha(t_{k-1})). Since the looks' spends add up
+to alpha, the union bound
 keeps, for each claim, the chance of ever reading ``reproduced`` when its true effect is <= 0, or
 ``not_reproduced`` when it is >= delta, below alpha / 2 each, however many looks it takes (conservative:
 the bound ignores the correlation between looks). Pocock's function spends early, which suits small n.
@@ -46,7 +47,9 @@ def look_alphas(ns: list[int], alpha: float = ALPHA) -> list[float]:
     return [b - a for a, b in zip([0.0, *spent[:-1]], spent)]
 
 
-def replicate(method: ModuleType, cfg: MethodConfig, alpha: float = ALPHA) -> tuple[Outcome, list[ClaimResult]]:
+def replicate(
+    method: ModuleType, cfg: MethodConfig, alpha: float = ALPHA
+) -> tuple[Outcome, list[ClaimResult]]:
     """Run ``method`` on growing seed counts until every claim is decided or ``n_max`` is reached.
 
     Returns the outcome of the last look (every seed run) and one result per claim in ``method.CLAIMS``,

@@ -269,7 +269,9 @@ def _ray_call(fn, task, folder, key):
     return resume.call(fn, task, folder, key, keep=False)
 
 
-def _run_ray(fn, tasks: list[dict[str, Any]], keys: list[str | None], folder: str | None, device: str) -> list[Any]:
+def _run_ray(
+    fn, tasks: list[dict[str, Any]], keys: list[str | None], folder: str | None, device: str
+) -> list[Any]:
     """The tasks on a Ray cluster (``REPLIKIT_RAY_ADDRESS``), fractional GPUs on CUDA (optional extra)."""
     try:
         import ray
@@ -277,8 +279,12 @@ def _run_ray(fn, tasks: list[dict[str, Any]], keys: list[str | None], folder: st
         raise RuntimeError(f"{RAY_ENV} is set but Ray is not installed: pip install -e '.[ray]'") from None
     address = os.environ[RAY_ENV]
     if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     gpus = float(os.environ.get(RAY_GPUS_ENV, "0.25")) if resolve_device(device).type == "cuda" else 0.0
     remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(_ray_call)
     refs = [remote.remote(fn, task, folder, key) for task, key in zip(tasks, keys)]
@@ -292,7 +298,11 @@ def _run_ray(fn, tasks: list[dict[str, Any]], keys: list[str | None], folder: st
 
 
 def run_many(
-    fn: Callable[..., Any], tasks: Sequence[dict[str, Any]], workers: int = 0, device: str = "auto", desc: str = "runs"
+    fn: Callable[..., Any],
+    tasks: Sequence[dict[str, Any]],
+    workers: int = 0,
+    device: str = "auto",
+    desc: str = "runs",
 ) -> list[Any]:
     """``[fn(**task) for task in tasks]``, in ``workers`` processes (0 = one per CPU core).
 

@@ -75,7 +75,10 @@ class Dataset:
     @classmethod
     def read(cls, name: str, folder: Path, n_classes: int) -> Dataset:
         try:
-            arrays = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in ("x_train", "y_train", "x_test", "y_test")}
+            arrays = {
+                k: np.load(folder / f"{k}.npy", allow_pickle=False)
+                for k in ("x_train", "y_train", "x_test", "y_test")
+            }
             return cls(name, n_classes=n_classes, meta={"source": str(folder)}, **arrays)
         except (OSError, ValueError, EOFError) as err:
             raise ValueError(

@@ -74,7 +74,9 @@ def generate_digits(test_fraction: float = 0.3, seed: int = 0) -> Dataset:
     x = (bunch.images / 16.0).astype(np.float32)[:, None]
     y = bunch.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
-    return Dataset("digits", x_tr, y_tr, x_te, y_te, n_classes=10, meta={"source": "sklearn.datasets.load_digits"})
+    return Dataset(
+        "digits", x_tr, y_tr, x_te, y_te, n_classes=10, meta={"source": "sklearn.datasets.load_digits"}
+    )
 
 
 # what `prepare` writes to data/default/: always generated afresh, never read back from there

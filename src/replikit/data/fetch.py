@@ -19,7 +19,9 @@ def fetch(name: str) -> None:
     cls_name, sub = SETS[name]
     root = real._root(None) / sub if sub else real._root(None)
     allow_download = True  # explicit user request: this command exists to download
-    for kwargs in ({"split": "train"}, {"split": "test"}) if name == "svhn" else ({"train": True}, {"train": False}):
+    for kwargs in (
+        ({"split": "train"}, {"split": "test"}) if name == "svhn" else ({"train": True}, {"train": False})
+    ):
         getattr(tvd, cls_name)(str(root), download=allow_download, **kwargs)
     print(f"{name}: ready under {root}")
 

@@ -26,8 +26,17 @@ class MissingDataError(FileNotFoundError):
 FILES = {
     "mnist": [f"MNIST/raw/{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")],
     "svhn": ["svhn/train_32x32.mat", "svhn/test_32x32.mat"],
-    "cifar10": [f"cifar-10-batches-py/{b}" for b in ("data_batch_1", "data_batch_2", "data_batch_3",
-                                                      "data_batch_4", "data_batch_5", "test_batch")],
+    "cifar10": [
+        f"cifar-10-batches-py/{b}"
+        for b in (
+            "data_batch_1",
+            "data_batch_2",
+            "data_batch_3",
+            "data_batch_4",
+            "data_batch_5",
+            "test_batch",
+        )
+    ],
 }
 
 
@@ -69,7 +78,9 @@ def _root(root: str | Path | None) -> Path:
     return find_root() / EXTERNAL
 
 
-def _open(cls, name: str, root: Path, train: bool | None = None, split: str | None = None, allow_download=False):
+def _open(
+    cls, name: str, root: Path, train: bool | None = None, split: str | None = None, allow_download=False
+):
     kwargs = {"train": train} if split is None else {"split": split}
     try:
         return cls(str(root), download=allow_download, **kwargs)

@@ -183,11 +183,14 @@ class MergingConfig(MethodConfig):
     """Knobs shared by the merging methods: data, encoder, pretraining, heads and fine-tuning."""
 
     dataset: Literal["mnist1d", "digits", "images"] = pydantic.Field(
-        "digits", description="mnist1d: MNIST-1D under time transforms; digits: 8x8 digits under the square's "
-        "symmetries; images: torchvision sets under the same symmetries (full profile)"
+        "digits",
+        description="mnist1d: MNIST-1D under time transforms; digits: 8x8 digits under the square's "
+        "symmetries; images: torchvision sets under the same symmetries (full profile)",
     )
     image_sets: list[Literal["cifar10", "svhn", "mnist"]] = pydantic.Field(
-        default_factory=lambda: ["cifar10", "svhn", "mnist"], min_length=1, max_length=3,
+        default_factory=lambda: ["cifar10", "svhn", "mnist"],
+        min_length=1,
+        max_length=3,
         description="dataset=images: the source sets of the tasks (each under several transforms)",
     )
     model: Literal["mlp", "cnn1d", "cnn2d", "resnet18"] = pydantic.Field("mlp", description="encoder family")
@@ -198,20 +201,33 @@ class MergingConfig(MethodConfig):
     )
     pretrain_epochs: int = pydantic.Field(20, ge=1, le=500, description="epochs over the pretraining mixture")
     head_steps: int = pydantic.Field(
-        200, ge=1, le=10_000, description="full-batch Adam steps fitting each frozen head on pretrained features"
+        200,
+        ge=1,
+        le=10_000,
+        description="full-batch Adam steps fitting each frozen head on pretrained features",
     )
     head_size: int = pydantic.Field(
-        30, ge=0, le=100_000, description="examples per task the frozen head is fitted on (first of the "
-        "fine-tuning split; 0 = all): few-shot heads play CLIP's zero-shot heads"
+        30,
+        ge=0,
+        le=100_000,
+        description="examples per task the frozen head is fitted on (first of the "
+        "fine-tuning split; 0 = all): few-shot heads play CLIP's zero-shot heads",
     )
     finetune_size: int = pydantic.Field(700, ge=50, le=100_000, description="training examples per task")
-    finetune_epochs: int = pydantic.Field(20, ge=1, le=500, description="epochs of encoder fine-tuning per task")
+    finetune_epochs: int = pydantic.Field(
+        20, ge=1, le=500, description="epochs of encoder fine-tuning per task"
+    )
     val_size: int = pydantic.Field(
-        250, ge=50, le=20_000, description="validation examples carved from training data (lambda, k chosen here)"
+        250,
+        ge=50,
+        le=20_000,
+        description="validation examples carved from training data (lambda, k chosen here)",
     )
     test_size: int = pydantic.Field(0, ge=0, description="use the first N test examples (0 = all)")
     batch_size: int = pydantic.Field(64, ge=8, le=8192)
-    lr: float = pydantic.Field(1e-3, gt=0.0, le=1.0, description="learning rate (pretraining and fine-tuning)")
+    lr: float = pydantic.Field(
+        1e-3, gt=0.0, le=1.0, description="learning rate (pretraining and fine-tuning)"
+    )
     finetune_optimizer: Literal["adam", "sgd"] = pydantic.Field("adam", description="fine-tuning optimiser")
     finetune_lr: float = pydantic.Field(0.0, ge=0.0, le=1.0, description="fine-tuning learning rate (0 = lr)")
     weight_decay: float = pydantic.Field(0.0, ge=0.0, le=0.1)
@@ -384,7 +400,9 @@ def load_sources(cfg: MergingConfig) -> dict[str, data.Dataset]:
     for name in cfg.image_sets:
         ds = data.load(name)
         if ds.x_train.shape[1] == 1:
-            ds = data.Dataset(name, to_rgb32(ds.x_train), ds.y_train, to_rgb32(ds.x_test), ds.y_test, ds.n_classes)
+            ds = data.Dataset(
+                name, to_rgb32(ds.x_train), ds.y_train, to_rgb32(ds.x_test), ds.y_test, ds.n_classes
+            )
         out[name] = ds
     return out
 
@@ -394,15 +412,22 @@ def _standardize(*xs: torch.Tensor, ref: torch.Tensor) -> list[torch.Tensor]:
     return [(x - mu) / sd for x in xs]
 
 
-def _task_tensors(task: Task, ds: data.Dataset, x_np: np.ndarray, y_np: np.ndarray,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _task_tensors(
+    task: Task, ds: data.Dataset, x_np: np.ndarray, y_np: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     x = train.to_device(x_np, device, torch.float32)
     y = train.to_device(y_np, device, torch.int64)
     return task.inputs(x), task.labels(y, ds.n_classes)
 
 
-def make_task_data(cfg: MergingConfig, tasks: Sequence[Task], sources: dict[str, data.Dataset], rep: int,
-                   method: str, device: torch.device) -> dict[str, TaskData]:
+def make_task_data(
+    cfg: MergingConfig,
+    tasks: Sequence[Task],
+    sources: dict[str, data.Dataset],
+    rep: int,
+    method: str,
+    device: torch.device,
+) -> dict[str, TaskData]:
     """Per task: a pretraining slice, a fine-tuning split and a validation split, all carved from the
     source's *training* data (validation disjoint from both), and the test set, transformed.
 
@@ -423,7 +448,10 @@ def make_task_data(cfg: MergingConfig, tasks: Sequence[Task], sources: dict[str,
                 f"finetune_size + pretrain_per_task = {cfg.finetune_size + cfg.pretrain_per_task} exceeds the "
                 f"{len(pick)} training examples left after validation"
             )
-        ft_idx, pre_idx = pick[: cfg.finetune_size], pick[cfg.finetune_size : cfg.finetune_size + cfg.pretrain_per_task]
+        ft_idx, pre_idx = (
+            pick[: cfg.finetune_size],
+            pick[cfg.finetune_size : cfg.finetune_size + cfg.pretrain_per_task],
+        )
         n_test = cfg.test_size or len(ds.y_test)
         x_tr, y_tr = _task_tensors(task, ds, ds.x_train[ft_idx], ds.y_train[ft_idx], device)
         x_va, y_va = _task_tensors(task, ds, ds.x_train[val_idx], ds.y_train[val_idx], device)
@@ -448,8 +476,13 @@ def fit_head(features: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int
     return head.eval()
 
 
-def build_suite(cfg: MergingConfig, tasks: Sequence[Task], rep: int, method: str,
-                pretrain_tasks: Sequence[Task] | None = None) -> Suite:
+def build_suite(
+    cfg: MergingConfig,
+    tasks: Sequence[Task],
+    rep: int,
+    method: str,
+    pretrain_tasks: Sequence[Task] | None = None,
+) -> Suite:
     """Pretrain an encoder on a small mixture of ``pretrain_tasks`` (default: ``tasks``), fit and freeze
     one head per task on its features, then fine-tune a copy of the encoder on each task."""
     device = train.resolve_device(cfg.device)
@@ -467,13 +500,22 @@ def build_suite(cfg: MergingConfig, tasks: Sequence[Task], rep: int, method: str
     mix_head = train.prepare_model(nn.Linear(feature_dim(encoder, input_shape), n_classes), device)
     x_mix = torch.cat([td[n].x_pre for n in pre_names])
     y_mix = torch.cat([td[n].y_pre for n in pre_names])
-    history = [dict(h, stage="pretrain", task="mixture") for h in train.fit(
-        lambda idx, p: F.cross_entropy(mix_head(encoder(x_mix[idx])), y_mix[idx]),
-        list(encoder.parameters()) + list(mix_head.parameters()), len(y_mix),
-        epochs=cfg.pretrain_epochs, batch_size=min(cfg.batch_size, len(y_mix)),
-        seed=derive_seed(cfg.seed, method, "batches", "pretrain", rep), device=device, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, models=[encoder], desc=f"pretrain {rep}",
-    )]
+    history = [
+        dict(h, stage="pretrain", task="mixture")
+        for h in train.fit(
+            lambda idx, p: F.cross_entropy(mix_head(encoder(x_mix[idx])), y_mix[idx]),
+            list(encoder.parameters()) + list(mix_head.parameters()),
+            len(y_mix),
+            epochs=cfg.pretrain_epochs,
+            batch_size=min(cfg.batch_size, len(y_mix)),
+            seed=derive_seed(cfg.seed, method, "batches", "pretrain", rep),
+            device=device,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            models=[encoder],
+            desc=f"pretrain {rep}",
+        )
+    ]
     encoder.eval()
     pre_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
 
@@ -483,7 +525,9 @@ def build_suite(cfg: MergingConfig, tasks: Sequence[Task], rep: int, method: str
         m = cfg.head_size or len(td[n].y_train)
         with torch.no_grad():
             feats = encoder(td[n].x_train[:m])
-        heads[n] = fit_head(feats, td[n].y_train[:m], n_classes, cfg.head_steps, derive_seed(cfg.seed, method, "head", n, rep))
+        heads[n] = fit_head(
+            feats, td[n].y_train[:m], n_classes, cfg.head_steps, derive_seed(cfg.seed, method, "head", n, rep)
+        )
 
     # 3. fine-tune the encoder (only) on each task, its head frozen
     finetuned = {}
@@ -492,10 +536,20 @@ def build_suite(cfg: MergingConfig, tasks: Sequence[Task], rep: int, method: str
         enc.load_state_dict(pre_state)
         d, head = td[n], heads[n]
         rows = train.fit(
-            lambda idx, p, enc=enc, d=d, head=head: F.cross_entropy(head(enc(d.x_train[idx])), d.y_train[idx]),
-            enc.parameters(), len(d.y_train), epochs=cfg.finetune_epochs, batch_size=min(cfg.batch_size, len(d.y_train)),
-            seed=derive_seed(cfg.seed, method, "batches", n, rep), device=device, lr=cfg.finetune_lr or cfg.lr,
-            optimizer=cfg.finetune_optimizer, weight_decay=cfg.weight_decay, models=[enc], desc=f"finetune {n} {rep}",
+            lambda idx, p, enc=enc, d=d, head=head: F.cross_entropy(
+                head(enc(d.x_train[idx])), d.y_train[idx]
+            ),
+            enc.parameters(),
+            len(d.y_train),
+            epochs=cfg.finetune_epochs,
+            batch_size=min(cfg.batch_size, len(d.y_train)),
+            seed=derive_seed(cfg.seed, method, "batches", n, rep),
+            device=device,
+            lr=cfg.finetune_lr or cfg.lr,
+            optimizer=cfg.finetune_optimizer,
+            weight_decay=cfg.weight_decay,
+            models=[enc],
+            desc=f"finetune {n} {rep}",
         )
         history += [dict(h, stage="finetune", task=n) for h in rows]
         finetuned[n] = Checkpoint({k: v.detach().clone() for k, v in enc.state_dict().items()}, enc_cfg)

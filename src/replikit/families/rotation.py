@@ -73,8 +73,9 @@ def logits_per_rotation(model: torch.nn.Module, x: torch.Tensor, n_rot: int = N_
     return torch.stack([predict(model, rotate(x, k), batch_size) for k in range(n_rot)])
 
 
-def stratified_subset(y: np.ndarray, per_class: int | None = None, fraction: float | None = None,
-                      seed: int = 0) -> np.ndarray:
+def stratified_subset(
+    y: np.ndarray, per_class: int | None = None, fraction: float | None = None, seed: int = 0
+) -> np.ndarray:
     """Sorted indices of ``per_class`` examples (or ``fraction`` of them) of every class, drawn at random."""
     if (per_class is None) == (fraction is None):
         raise ValueError("give exactly one of per_class, fraction")

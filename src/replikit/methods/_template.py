@@ -89,10 +89,18 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
         return smoothed_loss(model(x[idx]), y[idx], smoothing)
 
     history = train.fit(
-        step, model.parameters(), n, epochs=cfg.epochs, batch_size=cfg.batch_size,
-        seed=derive_seed(cfg.seed, NAME, "batches", rep), device=device, lr=cfg.lr,
-        evaluate=lambda: {"test_acc": train.accuracy(model, x_test, y_test)}, models=[model],
-        desc=f"{arm} seed {rep}", resume_state={},
+        step,
+        model.parameters(),
+        n,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        seed=derive_seed(cfg.seed, NAME, "batches", rep),
+        device=device,
+        lr=cfg.lr,
+        evaluate=lambda: {"test_acc": train.accuracy(model, x_test, y_test)},
+        models=[model],
+        desc=f"{arm} seed {rep}",
+        resume_state={},
     )
     return {"arm": arm, "seed": rep, "test_acc": history[-1]["test_acc"], "history": history}
 
@@ -104,4 +112,6 @@ def run(cfg: Config) -> Outcome:
         results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc=f"{NAME} runs")
     history = pd.DataFrame([dict(h, arm=r["arm"], seed=r["seed"]) for r in results for h in r["history"]])
     runs = pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in results])
-    return Outcome(runs=runs, history=history, runtime_s=t.seconds, device=str(train.resolve_device(cfg.device)))
+    return Outcome(
+        runs=runs, history=history, runtime_s=t.seconds, device=str(train.resolve_device(cfg.device))
+    )

@@ -49,7 +49,9 @@ class Config(MethodConfig):
     dataset: Literal["mnist1d", "cifar10"] = pydantic.Field("mnist1d", description="training data")
     model: Literal["mlp", "cnn1d", "cnn2d", "resnet18", "resnet34"] = "cnn1d"
     width: int = pydantic.Field(64, ge=4, le=4096, description="channels (CNN) or units (MLP)")
-    noise_rate: float = pydantic.Field(0.4, ge=0.0, le=0.95, description="symmetric noise rate (redraw prob.)")
+    noise_rate: float = pydantic.Field(
+        0.4, ge=0.0, le=0.95, description="symmetric noise rate (redraw prob.)"
+    )
     beta: float = pydantic.Field(0.7, ge=0.0, lt=1.0, description="temporal-ensemble momentum of targets")
     elr_weight: float = pydantic.Field(3.0, ge=0.0, le=100.0, description="lambda; 0 turns ELR off (= CE)")
     epochs: int = pydantic.Field(50, ge=1, le=1000)
@@ -139,7 +141,9 @@ def run_one(cfg: dict, arm: str, rep: int, noise_rate: float) -> dict:
     y_clean = ds.y_train[: cfg.train_subset or None]
     x_np = ds.x_train[: len(y_clean)]
     # the noise and the init depend on the repetition only, never on the arm: CE and ELR are paired
-    y_noisy = symmetric_noise(y_clean, noise_rate, ds.n_classes, derive_seed(cfg.seed, NAME, "noise", noise_rate, rep))
+    y_noisy = symmetric_noise(
+        y_clean, noise_rate, ds.n_classes, derive_seed(cfg.seed, NAME, "noise", noise_rate, rep)
+    )
     x = train.to_device(x_np, device)
     y = train.to_device(y_noisy, device)
     is_wrong = train.to_device(y_noisy != y_clean, device)
@@ -156,42 +160,71 @@ def run_one(cfg: dict, arm: str, rep: int, noise_rate: float) -> dict:
 
     def evaluate(e: int) -> dict[str, float]:
         row = {"test_acc": train.accuracy(model, x_test, y_test), "memorized": float("nan")}
-        if is_wrong.any() and (e % 5 == 0 or e == 1 or e == cfg.epochs):  # a pass over the train set: every 5th
+        if is_wrong.any() and (
+            e % 5 == 0 or e == 1 or e == cfg.epochs
+        ):  # a pass over the train set: every 5th
             row["memorized"] = (train.predict(model, x).argmax(1) == y)[is_wrong].float().mean().item()
         return row
 
     history = train.fit(
-        step, model.parameters(), len(y), epochs=cfg.epochs, batch_size=cfg.batch_size,
-        seed=derive_seed(cfg.seed, NAME, "batches", rep), device=device, lr=cfg.lr, optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay, lr_schedule=(lambda p: 0.5 * (1 + np.cos(np.pi * p))) if cfg.cosine else None,
-        evaluate=evaluate, models=[model], desc=f"{arm} seed {rep}", resume_state={"targets": targets},
+        step,
+        model.parameters(),
+        len(y),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        seed=derive_seed(cfg.seed, NAME, "batches", rep),
+        device=device,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        lr_schedule=(lambda p: 0.5 * (1 + np.cos(np.pi * p))) if cfg.cosine else None,
+        evaluate=evaluate,
+        models=[model],
+        desc=f"{arm} seed {rep}",
+        resume_state={"targets": targets},
     )
     accs = [h["test_acc"] for h in history]
     return {
-        "arm": arm, "seed": rep, "noise_rate": noise_rate,
-        "final_test_acc": accs[-1], "best_test_acc": max(accs), "best_epoch": int(np.argmax(accs)) + 1,
-        "memorized": history[-1]["memorized"], "history": history,
+        "arm": arm,
+        "seed": rep,
+        "noise_rate": noise_rate,
+        "final_test_acc": accs[-1],
+        "best_test_acc": max(accs),
+        "best_epoch": int(np.argmax(accs)) + 1,
+        "memorized": history[-1]["memorized"],
+        "history": history,
     }
 
 
 def run(cfg: Config) -> Outcome:
     """CE and ELR at ``noise_rate`` over ``n_seeds`` seeds, plus the noise-rate sweep."""
     base = {"cfg": cfg.model_dump()}
-    tasks = [dict(base, arm=a, rep=r, noise_rate=cfg.noise_rate) for r in range(cfg.n_seeds) for a in ("ce", "elr")]
+    tasks = [
+        dict(base, arm=a, rep=r, noise_rate=cfg.noise_rate) for r in range(cfg.n_seeds) for a in ("ce", "elr")
+    ]
     sweep = [
         dict(base, arm=a, rep=r, noise_rate=rate)
-        for rate in cfg.sweep_rates if rate != cfg.noise_rate
-        for r in range(cfg.sweep_seeds) for a in ("ce", "elr")
+        for rate in cfg.sweep_rates
+        if rate != cfg.noise_rate
+        for r in range(cfg.sweep_seeds)
+        for a in ("ce", "elr")
     ]
     with Timer() as t:
         results = train.run_many(run_one, tasks + sweep, cfg.workers, cfg.device, desc="elr runs")
     history = pd.DataFrame(
-        [dict(h, arm=r["arm"], seed=r["seed"], noise_rate=r["noise_rate"]) for r in results for h in r["history"]]
+        [
+            dict(h, arm=r["arm"], seed=r["seed"], noise_rate=r["noise_rate"])
+            for r in results
+            for h in r["history"]
+        ]
     )
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in results])
     main = table[table["noise_rate"] == cfg.noise_rate].drop(columns="noise_rate").reset_index(drop=True)
     sweep_table = table if cfg.sweep_seeds else table.iloc[0:0]
     return Outcome(
-        runs=main, history=history, extras={"sweep": sweep_table}, runtime_s=t.seconds,
+        runs=main,
+        history=history,
+        extras={"sweep": sweep_table},
+        runtime_s=t.seconds,
         device=str(train.resolve_device(cfg.device)),
     )

@@ -72,39 +72,67 @@ class Config(MethodConfig):
     """Model soups' knobs; sizes per profile live in params.yaml's ``model_soups.profiles``."""
 
     dataset: Literal["mnist1d", "cifar10"] = pydantic.Field("mnist1d", description="data set")
-    model: Literal["mlp", "cnn1d", "cnn2d", "resnet18", "resnet34"] = pydantic.Field("mlp", description="network")
+    model: Literal["mlp", "cnn1d", "cnn2d", "resnet18", "resnet34"] = pydantic.Field(
+        "mlp", description="network"
+    )
     width: int = pydantic.Field(256, ge=4, le=4096, description="channels (CNN) or units (MLP)")
-    val_size: int = pydantic.Field(1000, ge=50, description="validation examples carved from the training set")
-    ft_size: int = pydantic.Field(2000, ge=50, description="fine-tuning examples carved from the training set")
-    pretrain_size: int = pydantic.Field(0, ge=0, description="pretraining examples (0 = the rest of the training set)")
+    val_size: int = pydantic.Field(
+        1000, ge=50, description="validation examples carved from the training set"
+    )
+    ft_size: int = pydantic.Field(
+        2000, ge=50, description="fine-tuning examples carved from the training set"
+    )
+    pretrain_size: int = pydantic.Field(
+        0, ge=0, description="pretraining examples (0 = the rest of the training set)"
+    )
     pretrain_epochs: int = pydantic.Field(20, ge=1, le=1000, description="epochs of pretraining")
     pretrain_lr: float = pydantic.Field(2e-3, gt=0.0, le=1.0, description="pretraining learning rate (Adam)")
     pretrain_classes: int = pydantic.Field(
-        5, ge=2, le=1000, description="pretraining task: coarse labels y * K // n_classes (K = n_classes: same task)"
+        5,
+        ge=2,
+        le=1000,
+        description="pretraining task: coarse labels y * K // n_classes (K = n_classes: same task)",
     )
-    lp_steps: int = pydantic.Field(200, ge=0, le=10000, description="full-batch steps of the linear-probe head init")
-    aug_translate: int = pydantic.Field(6, ge=0, le=64, description="pretraining aug.: max circular shift (samples)")
-    aug_scale: float = pydantic.Field(0.3, ge=0.0, lt=1.0, description="pretraining aug.: amplitude in [1-s, 1+s]")
+    lp_steps: int = pydantic.Field(
+        200, ge=0, le=10000, description="full-batch steps of the linear-probe head init"
+    )
+    aug_translate: int = pydantic.Field(
+        6, ge=0, le=64, description="pretraining aug.: max circular shift (samples)"
+    )
+    aug_scale: float = pydantic.Field(
+        0.3, ge=0.0, lt=1.0, description="pretraining aug.: amplitude in [1-s, 1+s]"
+    )
     aug_noise: float = pydantic.Field(0.3, ge=0.0, le=5.0, description="pretraining aug.: Gaussian noise std")
     ft_lrs: list[float] = pydantic.Field(
         default_factory=lambda: [1e-3, 3e-3], description="fine-tuning learning rates (Adam)"
     )
     ft_augment: list[bool] = pydantic.Field(
-        default_factory=lambda: [False, True], description="fine-tune without / with the pretraining augmentation"
+        default_factory=lambda: [False, True],
+        description="fine-tune without / with the pretraining augmentation",
     )
     ft_seeds: int = pydantic.Field(2, ge=1, le=20, description="batch-order seeds per learning rate")
     ft_epochs: int = pydantic.Field(20, ge=1, le=1000, description="epochs of each fine-tuning run")
     ft_cosine: bool = pydantic.Field(False, description="cosine-anneal the fine-tuning learning rate to 0")
-    batch_size: int = pydantic.Field(256, ge=8, le=8192, description="batch size (pretraining and fine-tuning)")
-    shift_translate: int = pydantic.Field(5, ge=0, le=64, description="shifted test: max circular shift (samples)")
-    shift_scale: float = pydantic.Field(0.3, ge=0.0, lt=1.0, description="shifted test: amplitude in [1-s, 1+s]")
+    batch_size: int = pydantic.Field(
+        256, ge=8, le=8192, description="batch size (pretraining and fine-tuning)"
+    )
+    shift_translate: int = pydantic.Field(
+        5, ge=0, le=64, description="shifted test: max circular shift (samples)"
+    )
+    shift_scale: float = pydantic.Field(
+        0.3, ge=0.0, lt=1.0, description="shifted test: amplitude in [1-s, 1+s]"
+    )
     shift_noise: float = pydantic.Field(0.25, ge=0.0, le=5.0, description="shifted test: Gaussian noise std")
-    average_weights: bool = pydantic.Field(True, description="False turns soups off (each soup = the best single model)")
+    average_weights: bool = pydantic.Field(
+        True, description="False turns soups off (each soup = the best single model)"
+    )
 
     @pydantic.model_validator(mode="after")
     def _enough_ingredients(self) -> Config:
         if len(self.ft_lrs) * len(self.ft_augment) * self.ft_seeds < 2:
-            raise ValueError("a soup needs at least 2 ingredients: len(ft_lrs) * len(ft_augment) * ft_seeds >= 2")
+            raise ValueError(
+                "a soup needs at least 2 ingredients: len(ft_lrs) * len(ft_augment) * ft_seeds >= 2"
+            )
         if not self.ft_augment:
             raise ValueError("ft_augment needs at least one entry (e.g. [false])")
         if any(not (0.0 < lr <= 1.0) for lr in self.ft_lrs):
@@ -169,7 +197,9 @@ CLAIMS = [
 StateDict = Mapping[str, torch.Tensor]
 
 
-def average(state_dicts: Sequence[StateDict], weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+def average(
+    state_dicts: Sequence[StateDict], weights: Sequence[float] | None = None
+) -> dict[str, torch.Tensor]:
     """Weighted element-wise average of ``state_dicts`` (uniform when ``weights`` is None).
 
     Floating-point tensors are averaged; integer buffers (e.g. BatchNorm's ``num_batches_tracked``)
@@ -193,7 +223,9 @@ def average(state_dicts: Sequence[StateDict], weights: Sequence[float] | None = 
         first = state_dicts[0][key]
         for i, sd in enumerate(state_dicts[1:], 1):
             if sd[key].shape != first.shape:
-                raise ValueError(f"{key}: shape {tuple(sd[key].shape)} in state dict {i}, {tuple(first.shape)} in 0")
+                raise ValueError(
+                    f"{key}: shape {tuple(sd[key].shape)} in state dict {i}, {tuple(first.shape)} in 0"
+                )
         if not first.is_floating_point():
             out[key] = first.clone()
             continue
@@ -233,7 +265,11 @@ def greedy_soup(
     """
     if not state_dicts:
         raise ValueError("greedy soup of no ingredients")
-    scores = [float(s) for s in scores] if scores is not None else [float(evaluate(dict(sd))) for sd in state_dicts]
+    scores = (
+        [float(s) for s in scores]
+        if scores is not None
+        else [float(evaluate(dict(sd))) for sd in state_dicts]
+    )
     if len(scores) != len(state_dicts):
         raise ValueError(f"{len(scores)} scores for {len(state_dicts)} state dicts")
     order = sorted(range(len(state_dicts)), key=lambda i: -scores[i])
@@ -262,7 +298,9 @@ def roll_last(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return x.gather(-1, idx.expand_as(x).long())
 
 
-def perturb(x: torch.Tensor, translate: int, scale: float, noise: float, gen: torch.Generator) -> torch.Tensor:
+def perturb(
+    x: torch.Tensor, translate: int, scale: float, noise: float, gen: torch.Generator
+) -> torch.Tensor:
     """Random translation (<= ``translate``), amplitude scaling (1 +- ``scale``), Gaussian noise (std ``noise``)."""
     n = x.shape[0]
     shape = (n,) + (1,) * (x.dim() - 1)
@@ -282,8 +320,11 @@ def splits(n: int, val_size: int, ft_size: int, pretrain_size: int, seed: int) -
         raise ValueError(f"val_size + ft_size = {val_size + ft_size} leaves no pretraining data out of {n}")
     perm = np.random.default_rng(seed).permutation(n)
     rest = perm[val_size + ft_size :]
-    return {"val": perm[:val_size], "ft": perm[val_size : val_size + ft_size],
-            "pretrain": rest[: pretrain_size or None]}
+    return {
+        "val": perm[:val_size],
+        "ft": perm[val_size : val_size + ft_size],
+        "pretrain": rest[: pretrain_size or None],
+    }
 
 
 def cosine(p: float) -> float:
@@ -317,7 +358,13 @@ def run_one(cfg: dict, rep: int) -> dict:
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
     ds = data.load(cfg.dataset)
-    idx = splits(len(ds.y_train), cfg.val_size, cfg.ft_size, cfg.pretrain_size, derive_seed(cfg.seed, NAME, "data", rep))
+    idx = splits(
+        len(ds.y_train),
+        cfg.val_size,
+        cfg.ft_size,
+        cfg.pretrain_size,
+        derive_seed(cfg.seed, NAME, "data", rep),
+    )
     x_all, y_all = train.to_device(ds.x_train, device), train.to_device(ds.y_train, device)
     part = {k: (x_all[train.to_device(v, device)], y_all[train.to_device(v, device)]) for k, v in idx.items()}
     x_test, y_test = train.to_device(ds.x_test, device), train.to_device(ds.y_test, device)
@@ -326,7 +373,9 @@ def run_one(cfg: dict, rep: int) -> dict:
 
     # 1. pretraining on the pool, with augmentation (the robust "pretrained encoder")
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
-    model = train.prepare_model(models.build(cfg.model, ds.input_shape, cfg.pretrain_classes, width=cfg.width), device)
+    model = train.prepare_model(
+        models.build(cfg.model, ds.input_shape, cfg.pretrain_classes, width=cfg.width), device
+    )
     x_pre, y_pre = part["pretrain"]
     y_pre = coarse_labels(y_pre, ds.n_classes, cfg.pretrain_classes)
     aug_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "augment", rep))
@@ -335,9 +384,18 @@ def run_one(cfg: dict, rep: int) -> dict:
         xb = perturb(x_pre[b], cfg.aug_translate, cfg.aug_scale, cfg.aug_noise, aug_gen)
         return F.cross_entropy(model(xb), y_pre[b])
 
-    train.fit(pre_step, model.parameters(), len(y_pre), epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size,
-              seed=derive_seed(cfg.seed, NAME, "batches", "pretrain", rep), device=device, lr=cfg.pretrain_lr,
-              models=[model], desc=f"pretrain seed {rep}")
+    train.fit(
+        pre_step,
+        model.parameters(),
+        len(y_pre),
+        epochs=cfg.pretrain_epochs,
+        batch_size=cfg.batch_size,
+        seed=derive_seed(cfg.seed, NAME, "batches", "pretrain", rep),
+        device=device,
+        lr=cfg.pretrain_lr,
+        models=[model],
+        desc=f"pretrain seed {rep}",
+    )
     # 2. a new 10-class head, initialised by a linear probe on the frozen pretrained features (LP init)
     x_ft, y_ft = part["ft"]
     train.manual_seed(derive_seed(cfg.seed, NAME, "head", rep))
@@ -349,8 +407,11 @@ def run_one(cfg: dict, rep: int) -> dict:
 
     def scores(state: dict) -> dict[str, float]:
         model.load_state_dict(state)
-        return {"val_acc": train.accuracy(model, x_val, y_val), "test_acc": train.accuracy(model, x_test, y_test),
-                "shift_acc": train.accuracy(model, x_shift, y_test)}
+        return {
+            "val_acc": train.accuracy(model, x_val, y_val),
+            "test_acc": train.accuracy(model, x_test, y_test),
+            "shift_acc": train.accuracy(model, x_shift, y_test),
+        }
 
     # 3. the hyperparameter sweep: every ingredient starts from the same pretrained weights
     ingredients, rows = [], []
@@ -358,16 +419,31 @@ def run_one(cfg: dict, rep: int) -> dict:
         for aug in cfg.ft_augment:
             for s in range(cfg.ft_seeds):
                 model.load_state_dict(pretrained)
-                gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "ft-aug", lr, aug, s, rep))
+                gen = torch.Generator(device=device).manual_seed(
+                    derive_seed(cfg.seed, NAME, "ft-aug", lr, aug, s, rep)
+                )
 
                 def ft_step(b: torch.Tensor, p: float, aug=aug, gen=gen) -> torch.Tensor:
-                    xb = perturb(x_ft[b], cfg.aug_translate, cfg.aug_scale, cfg.aug_noise, gen) if aug else x_ft[b]
+                    xb = (
+                        perturb(x_ft[b], cfg.aug_translate, cfg.aug_scale, cfg.aug_noise, gen)
+                        if aug
+                        else x_ft[b]
+                    )
                     return F.cross_entropy(model(xb), y_ft[b])
 
-                train.fit(ft_step, model.parameters(), len(y_ft), epochs=cfg.ft_epochs, batch_size=cfg.batch_size,
-                          seed=derive_seed(cfg.seed, NAME, "batches", "ft", lr, aug, s, rep), device=device, lr=lr,
-                          lr_schedule=cosine if cfg.ft_cosine else None,
-                          models=[model], desc=f"fine-tune lr {lr:g} aug {aug} seed {s}")
+                train.fit(
+                    ft_step,
+                    model.parameters(),
+                    len(y_ft),
+                    epochs=cfg.ft_epochs,
+                    batch_size=cfg.batch_size,
+                    seed=derive_seed(cfg.seed, NAME, "batches", "ft", lr, aug, s, rep),
+                    device=device,
+                    lr=lr,
+                    lr_schedule=cosine if cfg.ft_cosine else None,
+                    models=[model],
+                    desc=f"fine-tune lr {lr:g} aug {aug} seed {s}",
+                )
                 state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 ingredients.append(state)
                 rows.append({"seed": rep, "lr": lr, "augment": aug, "ft_seed": s, **scores(state)})
@@ -395,8 +471,11 @@ def run_one(cfg: dict, rep: int) -> dict:
             logits = logits + F.softmax(train.predict(model, x), 1)
         return (logits.argmax(1) == y).float().mean().item()
 
-    ens = {"val_acc": ensemble_acc(x_val, y_val), "test_acc": ensemble_acc(x_test, y_test),
-           "shift_acc": ensemble_acc(x_shift, y_test)}
+    ens = {
+        "val_acc": ensemble_acc(x_val, y_val),
+        "test_acc": ensemble_acc(x_test, y_test),
+        "shift_acc": ensemble_acc(x_shift, y_test),
+    }
     arms = {
         "pretrained": (scores(pretrained), 0),
         "best_single": (dict(rows[best]), 1),
@@ -406,9 +485,17 @@ def run_one(cfg: dict, rep: int) -> dict:
     }
     out = []
     for arm, (m, k) in arms.items():
-        out.append({"arm": arm, "seed": rep, "val_acc": m["val_acc"], "test_acc": m["test_acc"],
-                    "shift_acc": m["shift_acc"], "shift_minus_test": m["shift_acc"] - m["test_acc"],
-                    "n_ingredients": k})
+        out.append(
+            {
+                "arm": arm,
+                "seed": rep,
+                "val_acc": m["val_acc"],
+                "test_acc": m["test_acc"],
+                "shift_acc": m["shift_acc"],
+                "shift_minus_test": m["shift_acc"] - m["test_acc"],
+                "n_ingredients": k,
+            }
+        )
     for t in trace:
         t["seed"] = rep
     return {"runs": out, "ingredients": rows, "trace": trace, "best_lr": rows[best]["lr"]}
@@ -422,5 +509,10 @@ def run(cfg: Config) -> Outcome:
     runs = pd.DataFrame([row for r in results for row in r["runs"]])
     ingredients = pd.DataFrame([row for r in results for row in r["ingredients"]])
     trace = pd.DataFrame([row for r in results for row in r["trace"]])
-    return Outcome(runs=runs, history=ingredients, extras={"greedy_trace": trace}, runtime_s=t.seconds,
-                   device=str(train.resolve_device(cfg.device)))
+    return Outcome(
+        runs=runs,
+        history=ingredients,
+        extras={"greedy_trace": trace},
+        runtime_s=t.seconds,
+        device=str(train.resolve_device(cfg.device)),
+    )
