@@ -42,7 +42,9 @@ def test_failing_notebook_keeps_the_executed_copy_and_the_old_results(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     (tmp_path / "notebooks").mkdir()
     source = (ROOT / "notebooks" / "elr.py").read_text()
-    broken = source.replace("outcome = elr.run(cfg)", "raise RuntimeError('boom: injected failure')")
+    broken = source.replace(
+        "outcome, verdicts = sequential.replicate(elr, cfg)", "raise RuntimeError('boom: injected failure')"
+    )
     assert broken != source
     (tmp_path / "notebooks" / "elr.py").write_text(broken)
     previous = tmp_path / "results" / "elr"
