@@ -8,141 +8,46 @@ sizes cut to a few steps: it checks wiring (shapes, models, losses, the data pat
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
+from conftest import ROOT
 from placement import PlacementError, PlacementGuard
 
 from replikit import models, train
 from replikit.data import fake
 from replikit.methods import available, get_method, load_config
 
-# full profile, cut to a few steps at real input shapes (kept beside the test: sizes are a test's choice)
-TINY_FULL = {
-    "dann": {"width": 4, "domain_hidden": 8, "epochs": 1, "batch_size": 16, "val_size": 16, "moons": False},
-    "elr": {"epochs": 1, "batch_size": 16, "train_subset": 64},
-    "sla": {
-        "epochs": 1,
-        "few_epochs": 1,
-        "batch_size": 8,
-        "few_batch_size": 8,
-        "arms": ["baseline", "sla", "mt"],
-        "label_fraction": 0.05,
-    },
-    "rotnet": {
-        "width": 4,
-        "pretext_epochs": 1,
-        "batch_size": 16,
-        "ft_steps": 2,
-        "probe_iters": 5,
-        "shots": [10, 0],
-    },
-    "gradnorm": {
-        "task_counts": [2],
-        "optimizers": ["sgd"],
-        "grid_optimizers": ["sgd"],
-        "grid_gammas": [1.0],
-        "epochs": 1,
-        "batch_size": 16,
-        "n_train": 64,
-        "n_val": 32,
-        "n_test": 32,
-        "trace_every": 1,
-        "lrs_sgd": [0.001],
-    },  # lr 0.01 diverges at batch 16 on noise
-    "uncertainty_weighting": {
-        "epochs": 1,
-        "batch_size": 16,
-        "train_subset": 64,
-        "grid_mass": [1.0],
-        "grid_centroid": [1.0],
-        "single_task": False,
-    },
-    "task_arithmetic": {
-        "n_tasks": 2,
-        "n_targets": 1,
-        "pretrain_per_task": 16,
-        "pretrain_epochs": 1,
-        "head_size": 8,
-        "head_steps": 2,
-        "finetune_size": 50,
-        "finetune_epochs": 1,
-        "val_size": 50,
-        "test_size": 0,
-        "batch_size": 16,
-        "lambdas": [0.5, 1.0],
-    },
-    "ties_merging": {
-        "task_counts": [2, 3],
-        "k_sweep": [0.2],
-        "ta_lambdas": [0.5],
-        "ties_lambdas": [1.0],
-        "pretrain_per_task": 16,
-        "pretrain_epochs": 1,
-        "head_size": 8,
-        "head_steps": 2,
-        "finetune_size": 50,
-        "finetune_epochs": 1,
-        "val_size": 50,
-        "test_size": 0,
-        "batch_size": 16,
-    },
-    "model_soups": {
-        "val_size": 50,
-        "ft_size": 64,
-        "pretrain_size": 128,
-        "pretrain_epochs": 1,
-        "ft_epochs": 1,
-        "lp_steps": 2,
-        "ft_lrs": [0.001],
-        "ft_seeds": 2,
-        "ft_augment": [True],
-        "batch_size": 16,
-    },
+_spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+gpu_check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gpu_check)
+
+# full profile, cut to a few steps at real input shapes: gpu-check's --quick sizes (one place for the tiny
+# sizes of every method), plus the epoch caps gpu-check applies itself by capping fit calls
+EPOCH_CAPS = {
+    "dann": {"epochs": 1},
+    "elr": {"epochs": 1},
+    "sla": {"epochs": 1, "few_epochs": 1, "arms": ["baseline", "sla", "mt"]},
+    "rotnet": {"pretext_epochs": 1},
+    "gradnorm": {"epochs": 1, "trace_every": 1},
+    "uncertainty_weighting": {"epochs": 1},
+    "task_arithmetic": {"pretrain_epochs": 1, "finetune_epochs": 1, "lambdas": [0.5, 1.0]},
+    "ties_merging": {"pretrain_epochs": 1, "finetune_epochs": 1},
+    "model_soups": {"pretrain_epochs": 1, "ft_epochs": 1},
     "downstream_scaling": {
         "pretrain_tokens": [256, 512, 1024, 2048, 4096],
-        "n_fit": 3,
         "finetune_tokens": 1024,
-        "eval_tokens": 1000,
-        "hidden": 16,
-        "layers": 1,
         "doc_len": 128,
         "batch_size": 64,
         "ft_epochs": 1,
         "pretrain_min_steps": 0,
     },
+    "data_diet": {"epochs": 1, "score_epoch": 1},
+    "grokking": {"alphas": [0.25, 1.0], "n_max": 0},
+    "critical_periods": {"depths": [1, 2], "width": 8, "n_max": 0},
 }
-TINY_FULL.update(
-    {
-        "data_diet": {
-            "epochs": 1,
-            "score_epoch": 1,
-            "score_inits": 1,
-            "score_batch": 16,
-            "batch_size": 16,
-            "val_size": 100,
-            "keep_fractions": [0.5],
-        },
-        "grokking": {
-            "modulus": 11,
-            "width": 8,
-            "alphas": [0.25, 1.0],
-            "steps": 20,
-            "checkpoints": 10,
-            "n_max": 0,
-        },
-        "critical_periods": {
-            "depths": [1, 2],
-            "width": 8,
-            "n_samples": 200,
-            "steps": 60,
-            "short_deficit": 5,
-            "long_deficit": 10,
-            "late_start": 30,
-            "record_every": 10,
-            "n_max": 0,
-        },
-    }
-)
+TINY_FULL = {m: {**gpu_check.QUICK.get(m, {}), **caps} for m, caps in EPOCH_CAPS.items()}
 COMMON = {"device": "cpu", "workers": 1, "n_seeds": 1}  # workers 1: the guard sees only this process
 
 
