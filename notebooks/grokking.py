@@ -55,7 +55,8 @@ runs.groupby("arm", sort=False)[["t_train", "t_test", "delay", "censored", "untr
 
 # %% [markdown]
 # ## 2. Loss curves: the lazier the start, the longer the test loss lags the train loss
-# Mean over seeds (95% band); log step axis. The dotted line is the level (half the initial loss).
+# Geometric mean over seeds with a 95% t-band (of log loss); log step axis. The dotted line is the level
+# (half the initial loss).
 
 # %%
 hist = outcome.history.melt(
@@ -70,14 +71,8 @@ fig_curves, axes = plots.plt.subplots(
     1, len(arms), figsize=(2.6 * len(arms), 3.2), sharey=True, squeeze=False
 )
 for ax, arm in zip(axes[0], arms):
-    plots.sns.lineplot(
-        hist[hist["arm"] == arm],
-        x="step",
-        y="loss",
-        hue="split",
-        errorbar=("ci", 95),
-        ax=ax,
-        legend=ax is axes[0][0],
+    plots.band(
+        hist[hist["arm"] == arm], x="step", y="loss", hue="split", ax=ax, log=True, legend=ax is axes[0][0]
     )
     ax.axhline(cfg.level * 0.5, color="0.4", ls=":", lw=1)
     ax.set(xscale="log", yscale="log", title=arm, xlabel="GD step")

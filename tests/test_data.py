@@ -132,3 +132,20 @@ def test_cifar10_loader_reads_pickled_batches(tmp_path, monkeypatch):
 def test_missing_real_data_names_the_fetch_command(tmp_path):
     with pytest.raises(real.MissingDataError, match="python -m replikit.data.fetch cifar10"):
         data.load("cifar10", root=tmp_path)
+
+
+def test_generated_sizes_are_cached_on_disk_whole(tmp_path, monkeypatch):
+    import replikit.config
+
+    monkeypatch.setattr(replikit.config, "find_root", lambda *a: tmp_path)
+    first = embedded.mnist1d.__wrapped__(600, 3)
+    (folder,) = (tmp_path / ".replikit" / "cache").iterdir()
+    assert folder.name.startswith("mnist1d-600-3-") and not list(folder.parent.glob(".*"))  # no partial copy
+    again = embedded.mnist1d.__wrapped__(600, 3)
+    assert again.meta["source"] == str(folder)  # read back, not generated
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(first, key), getattr(again, key))
+    (folder / "x_train.npy").write_bytes(b"damaged")
+    rebuilt = embedded.mnist1d.__wrapped__(600, 3)
+    np.testing.assert_array_equal(rebuilt.x_train, first.x_train)
+    np.testing.assert_array_equal(embedded.mnist1d.__wrapped__(600, 3).x_train, first.x_train)

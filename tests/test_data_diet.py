@@ -132,3 +132,18 @@ def test_smoke_run_pairs_every_arm_by_seed_and_judges(tmp_path, monkeypatch):
     assert runs["test_acc"].between(0, 1).all()
     assert len(verdicts) == len(dd.CLAIMS)
     assert {v.verdict for v in verdicts} <= {"reproduced", "not_reproduced", "inconclusive", "skipped"}
+
+
+def test_select_trains_only_the_asked_arms_and_scores_only_where_needed(tmp_path, monkeypatch):
+    monkeypatch.setattr(resume, "store_folder", lambda root, method, cfg: tmp_path / "store")
+    cfg = dd.Config(**SMOKE)
+    with resume.using(tmp_path / "store"):
+        every = dd.run(cfg)
+        only = dd.run(cfg, select=lambda arm, seed: seed == 0 or arm in ("full", "random_50"))
+    runs = only.runs
+    assert set(runs.loc[runs["seed"] == 1, "arm"]) == {"full", "random_50"}
+    assert set(runs.loc[runs["seed"] == 0, "arm"]) == set(every.runs.loc[every.runs["seed"] == 0, "arm"])
+    assert set(only.extras["scores"]) == {0}  # seed 1's arms rank by no score: no score runs for it
+    key = ["arm", "seed"]
+    merged = runs.merge(every.runs, on=key, suffixes=("", "_all"))
+    assert len(merged) == len(runs) and (merged["test_acc"] == merged["test_acc_all"]).all()

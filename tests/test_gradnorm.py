@@ -95,6 +95,25 @@ def test_grid_arm_picks_the_best_validation_point_per_seed():
     assert list(best["grid_choice"]) == ["g0.5", "g1"]  # gradnorm is never a grid candidate
     assert list(best["test_nloss"]) == pytest.approx([4.0, 2.0])
     assert set(best["arm"]) == {"sgd/T2/grid"}
+    # a seed that ran only some grid points (a later sequential look) gets no grid row, not a lesser choice
+    partial = pd.DataFrame([r for r in rows if not (r["seed"] == 1 and r["weighting"] == "g1")])
+    complete = gn.complete_grid_seeds(partial, "sgd", 2, n_points=3)
+    assert complete == {0}
+    assert list(gn.grid_arm(partial, "sgd", 2, complete)["seed"]) == [0]
+
+
+def test_run_trains_what_select_asks_and_every_grid_point_for_the_grid_arm():
+    cfg = load_config("gradnorm", profile="smoke", overrides={"n_seeds": 2, "workers": 1})
+    calls = []
+
+    def select(arm, seed):
+        calls.append((arm, seed))
+        return seed == 0 or arm == "sgd/T2/grid"
+
+    out = gn.run(cfg, select=select)
+    later = out.runs[out.runs["seed"] == 1]
+    assert set(later["arm"]) == {"sgd/T2/grid", "sgd/T2/equal", "sgd/T2/g1"}  # the grid's points came along
+    assert set(out.runs.loc[out.runs["seed"] == 0, "arm"]) >= {"sgd/T2/gradnorm", "sgd/T2/grid"}
 
 
 def _lr_row(weighting, seed, lr, val, test, opt="adam", t=2):

@@ -52,7 +52,7 @@ def fake_run_one(cfg: dict, arm: str, rep: int) -> dict:
     return {
         "arm": arm,
         "seed": rep,
-        "big": 0.5 + noise + (0.2 if arm == "new" else 0.0),
+        "big": 0.5 + noise + (0.2 if arm in ("new", "side") else 0.0),
         "tiny": 0.5 + (noise if arm == "new" else rng.normal(0, 0.05)) + (cfg.gain if arm == "new" else 0.0),
     }
 
@@ -129,3 +129,74 @@ def test_one_look_without_n_max(tmp_path, monkeypatch):
     _, results = sequential.replicate(FAKE, cfg)
     assert all(r.looks == 1 for r in results) and results[1].alpha == pytest.approx(0.05)
     assert results[1].stop in ("decided at look 1 of 1", "undecided (one look)")
+
+
+def select_run(cfg: FakeConfig, select=None) -> Outcome:
+    """A method whose run takes ``select``: a third arm, ``side``, read only by a claim decided at once."""
+    tasks = [
+        {"cfg": cfg.model_dump(), "arm": a, "rep": r}
+        for r in range(cfg.n_seeds)
+        for a in ("new", "old", "side")
+        if select is None or select(a, r)
+    ]
+    return Outcome(runs=pd.DataFrame(train.run_many(fake_run_one, tasks, workers=1, device="cpu")))
+
+
+SIDE = Claim(
+    id="fake.side",
+    paper="P",
+    quote="q",
+    metric="big",
+    treatment="side",
+    baseline="old",
+    delta=0.05,
+    delta_reason="t",
+)
+DERIVED = Claim(
+    id="fake.derived",
+    paper="P",
+    quote="q",
+    metric="tiny",
+    treatment="new",
+    statistic=lambda runs: runs[runs["arm"] == "new"].set_index("seed")["tiny"] - 0.5,
+    arms=("ne*",),
+    delta=0.05,
+    delta_reason="t",
+)
+
+
+def test_later_looks_train_only_the_arms_undecided_claims_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(resume, "store_folder", lambda root, method, cfg: tmp_path / method)
+    cfg = FakeConfig(n_seeds=3, n_max=9, seed_batch=3, workers=1, device="cpu", gain=0.03)
+    claims = [*FAKE.CLAIMS[:2], SIDE, DERIVED]
+    selecting = types.SimpleNamespace(NAME="selecting", run=select_run, CLAIMS=claims)
+    everything = types.SimpleNamespace(NAME="everything", run=lambda cfg: select_run(cfg), CLAIMS=claims)
+    assert sequential.takes_select(selecting) and not sequential.takes_select(everything)
+    out_sel, res_sel = sequential.replicate(selecting, cfg)
+    out_all, res_all = sequential.replicate(everything, cfg)
+    big, tiny, side, _ = res_sel
+    assert big.looks == side.looks == 1 and tiny.looks > 1  # the test's premise
+    runs = out_sel.runs
+    assert set(runs.loc[runs["seed"] < 3, "arm"]) == {"new", "old", "side"}  # the first look: every arm
+    assert set(runs.loc[runs["seed"] >= 3, "arm"]) == {"new", "old"}  # later: what tiny and derived read
+    assert len(list((tmp_path / "selecting").glob("*.pkl"))) < len(
+        list((tmp_path / "everything").glob("*.pkl"))
+    )
+    for a, b in zip(res_sel, res_all):  # the same verdicts, to the last digit
+        assert (a.verdict, a.n_seeds, a.looks, a.effect, a.ci_low) == (
+            b.verdict,
+            b.n_seeds,
+            b.looks,
+            b.effect,
+            b.ci_low,
+        )
+
+
+def test_selection_patterns():
+    sel = sequential.Selection()
+    sel.add(0, ("*",))
+    sel.add(4, ("a/*", "b"))
+    assert sel("zzz", 3) and sel("a/x", 5) and sel("b", 9) and not sel("bb", 4) and not sel("c", 7)
+    assert sequential.arms_needed([SIDE, DERIVED, FAKE.CLAIMS[0]]) == ("ne*", "new", "old", "side")
+    no_arms = Claim(id="x", paper="P", quote="q", metric="m", treatment="t", statistic=len, delta=1.0)
+    assert no_arms.arm_patterns == ("*",)

@@ -125,3 +125,10 @@ def test_params_yaml_profiles_validate(profile):
 def test_bad_override_names_the_key():
     with pytest.raises(config.ConfigError, match="sla.label_fraction"):
         load_config("sla", profile="smoke", overrides={"label_fraction": -0.1})
+
+
+def test_select_trains_only_the_asked_arms():
+    cfg = load_config("sla", profile="smoke", overrides={"n_seeds": 2, "workers": 1, "epochs": 1})
+    out = sla.run(cfg, select=lambda arm, seed: seed == 0 or arm in ("sla_few", "baseline_few"))
+    assert set(out.runs.loc[out.runs["seed"] == 1, "arm"]) == {"sla_few", "baseline_few"}
+    assert set(out.runs.loc[out.runs["seed"] == 0, "arm"]) == {*cfg.arms, "sla_few", "baseline_few"}

@@ -116,3 +116,16 @@ def test_claims_declare_deltas_and_near_grid_is_a_relative_non_inferiority():
     assert near.kind == "non_inferiority" and near.relative and near.baseline == "grid"
     single = next(c for c in uw.CLAIMS if c.id == "uncertainty_weighting.beats_single_task")
     assert single.quote.startswith("Perhaps surprisingly, we show our model can learn")
+
+
+def test_select_trains_only_the_asked_arms_and_whole_grid_or_single():
+    from replikit.methods import uncertainty_weighting as uw
+
+    cfg = load_config(
+        "uncertainty_weighting", profile="smoke", overrides={"n_seeds": 2, "workers": 1, "epochs": 1}
+    )
+    out = uw.run(cfg, select=lambda arm, seed: seed == 0 or arm in ("uncertainty", "grid"))
+    assert set(out.runs.loc[out.runs["seed"] == 1, "arm"]) == {"uncertainty", "grid"}
+    grid = out.extras["grid"]
+    assert grid.groupby("seed").size().nunique() == 1  # every grid point for both seeds
+    assert set(out.extras["single_runs"]["seed"]) <= {0}

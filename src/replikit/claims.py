@@ -12,7 +12,8 @@ How the per-seed effect is formed (oriented so that a positive effect supports t
   epoch); ``relative=True`` divides each seed's difference by the baseline's absolute value;
 - single arm against a constant (``baseline=None``, ``constant=c``): treatment - c;
 - derived (``statistic=f``): ``f(runs)`` returns one effect per seed (a difference of differences, a
-  trend statistic); the function lives in the method module, beside the claim;
+  trend statistic); the function lives in the method module, beside the claim; ``arms`` names the arms it reads (glob
+  patterns), so that later sequential looks can train those alone;
 - conditional: a claim whose arms or metrics did not run with the current parameters is ``skipped``
   with the reason, never silently dropped.
 
@@ -65,6 +66,7 @@ class Claim:
     constant: float | None = None  # single-arm claims: the treatment against this value
     relative: bool = False  # effect relative to the baseline's magnitude, seed by seed
     statistic: Callable[[pd.DataFrame], pd.Series] | None = field(default=None, compare=False)
+    arms: tuple[str, ...] = ()  # derived claims: glob patterns of the arms ``statistic`` reads (() = all)
     quote_kind: Literal["verbatim", "paraphrase"] = "verbatim"
     paper_value: dict[str, float] = field(default_factory=dict)
     paper_source: str = ""  # the table or figure, and the row, that paper_value comes from
@@ -77,6 +79,13 @@ class Claim:
         if d is None:
             raise ValueError(f"{self.id}: declares no delta (the smallest effect of interest)")
         return abs(d)
+
+    @property
+    def arm_patterns(self) -> tuple[str, ...]:
+        """The arms this claim reads, as glob patterns: what a later sequential look must train for it."""
+        if self.statistic is not None:
+            return self.arms or ("*",)
+        return (self.treatment,) if self.baseline is None else (self.treatment, self.baseline)
 
     @property
     def comparison(self) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
+from scipy import stats
 
 
 def style() -> None:
@@ -26,6 +28,35 @@ def curves(history: pd.DataFrame, y: str, ax=None, hue: str = "arm", title: str 
     sns.lineplot(history, x="epoch", y=y, hue=hue, errorbar=("ci", 95), ax=ax, palette=arm_palette(arms))
     ax.set_title(title or y)
     ax.set_ylabel(ylabel or y)
+    return ax
+
+
+def band(
+    data: pd.DataFrame, x: str, y: str, hue: str, ax=None, log: bool = False, level: float = 0.95, legend=True
+):
+    """Mean over seeds with a ``level`` t-band, one line per ``hue``, against ``x``: seaborn's lineplot
+    without its bootstrap, so curves with hundreds of points per line draw at once.
+
+    ``log``: the mean and band of log10(y) (a geometric mean), for positive data on a log axis, where an
+    arithmetic band could cross zero.
+    """
+    ax = ax or plt.subplots(figsize=(5.5, 3.6))[1]
+    d = data[[x, y, hue]].dropna()
+    if log:
+        d = d[d[y] > 0].assign(**{y: lambda f: np.log10(f[y])})
+    g = d.groupby([hue, x], sort=False)[y].agg(["mean", "std", "count"]).reset_index()
+    half = stats.t.ppf(0.5 + level / 2, np.maximum(g["count"] - 1, 1)) * g["std"] / np.sqrt(g["count"])
+    g["lo"], g["hi"] = g["mean"] - half.fillna(0), g["mean"] + half.fillna(0)
+    if log:
+        g[["mean", "lo", "hi"]] = 10 ** g[["mean", "lo", "hi"]]
+    pal = arm_palette(list(dict.fromkeys(g[hue])))
+    for key, part in g.groupby(hue, sort=False):
+        part = part.sort_values(x)
+        ax.plot(part[x], part["mean"], color=pal[key], label=str(key))
+        ax.fill_between(part[x], part["lo"], part["hi"], color=pal[key], alpha=0.2, lw=0)
+    if legend:
+        ax.legend(title=hue)
+    ax.set(xlabel=x, ylabel=y)
     return ax
 
 

@@ -14,15 +14,25 @@ the bound ignores the correlation between looks). Pocock's function spends early
 A claim stops at its first decided look: its verdict, n and interval are frozen there. Seeds are added
 while any claim is undecided; the runs already done are never redone (``train.run_many`` reads them from
 the run store, :mod:`replikit.resume`). Each verdict records its n, its looks and why it stopped.
+
+The seeds a later look adds train only the arms that the claims still undecided read
+(:attr:`Claim.arm_patterns`), when the method's ``run`` takes a ``select(arm, seed) -> bool`` argument:
+the first look's seeds run every arm (figures and tables keep them all), and the later ones run what is
+left to decide. No verdict depends on it: each run's seeds derive from its own arm and seed, never from
+which other runs exist, so a skipped arm changes no other run's numbers (tested).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import inspect
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from types import ModuleType
 
 from replikit import resume
-from replikit.claims import ClaimResult, judge_all
+from replikit.claims import Claim, ClaimResult, judge_all
 from replikit.config import MethodConfig, find_root
 from replikit.results import Outcome
 
@@ -47,6 +57,31 @@ def look_alphas(ns: list[int], alpha: float = ALPHA) -> list[float]:
     return [b - a for a, b in zip([0.0, *spent[:-1]], spent)]
 
 
+def arms_needed(claims: Sequence[Claim]) -> tuple[str, ...]:
+    """Glob patterns of every arm that ``claims`` read (sorted, without repeats)."""
+    return tuple(sorted({p for c in claims for p in c.arm_patterns}))
+
+
+@dataclass
+class Selection:
+    """Which (arm, seed) runs a look trains: seeds from ``starts[k]`` on need only ``patterns[k]``."""
+
+    starts: list[int] = field(default_factory=list)
+    patterns: list[tuple[str, ...]] = field(default_factory=list)
+
+    def add(self, first_seed: int, patterns: tuple[str, ...]) -> None:
+        self.starts.append(first_seed)
+        self.patterns.append(patterns)
+
+    def __call__(self, arm: str, seed: int) -> bool:
+        k = max((i for i, s in enumerate(self.starts) if s <= seed), default=None)
+        return k is None or any(fnmatch.fnmatchcase(arm, p) for p in self.patterns[k])
+
+
+def takes_select(method: ModuleType) -> bool:
+    return "select" in inspect.signature(method.run).parameters
+
+
 def replicate(
     method: ModuleType, cfg: MethodConfig, alpha: float = ALPHA
 ) -> tuple[Outcome, list[ClaimResult]]:
@@ -60,9 +95,13 @@ def replicate(
     alphas = look_alphas(ns, alpha)
     final: dict[str, ClaimResult] = {}
     runtime = 0.0
+    selection = Selection()
     with resume.using(resume.store_folder(find_root(), method.NAME, cfg)):
         for k, (n, a) in enumerate(zip(ns, alphas), start=1):
-            outcome = method.run(cfg.model_copy(update={"n_seeds": n}))
+            undecided = [c for c in method.CLAIMS if c.id not in final]
+            selection.add(ns[k - 2] if k > 1 else 0, ("*",) if k == 1 else arms_needed(undecided))
+            extra = {"select": selection} if takes_select(method) else {}
+            outcome = method.run(cfg.model_copy(update={"n_seeds": n}), **extra)
             runtime += outcome.runtime_s
             for r in judge_all(method.CLAIMS, outcome.runs, alpha=a):
                 if r.claim.id in final:

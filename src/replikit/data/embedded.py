@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,38 @@ def mnist1d(num_samples: int = 10_000, seed: int = 42) -> Dataset:
     """
     if (num_samples, seed) == (10_000, 42) and (folder := _prepared("mnist1d")):
         return Dataset.read("mnist1d", folder, n_classes=10)
-    return generate_mnist1d(num_samples, seed)
+    return _cached(f"mnist1d-{num_samples}-{seed}", lambda: generate_mnist1d(num_samples, seed))
+
+
+def _cached(key: str, build) -> Dataset:
+    """``build()``, kept on disk under ``.replikit/cache/<key>-<mnist1d version>/`` of the checkout.
+
+    Other sizes than the prepared one (data_diet's 30,000 examples take 7 s to generate) are generated
+    once per checkout, not once per worker process. Generation is deterministic, so the cache only saves
+    time; it is written whole and then renamed into place, so a kill or a concurrent writer cannot leave a
+    partial copy that is read. Outside a checkout, nothing is cached.
+    """
+    from importlib.metadata import version
+
+    from replikit.config import ConfigError, find_root
+
+    try:
+        folder = find_root() / ".replikit" / "cache" / f"{key}-{version('mnist1d')}"
+    except ConfigError:
+        return build()
+    if (folder / "y_test.npy").is_file():
+        try:
+            return Dataset.read("mnist1d", folder, n_classes=10)
+        except ValueError:
+            shutil.rmtree(folder, ignore_errors=True)  # damaged: build it again
+    ds = build()
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
+    try:
+        ds.save(tmp)
+        tmp.rename(folder)
+    except OSError:  # another process got there first, or the disk is read-only: the data are the same
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ds
 
 
 def generate_mnist1d(num_samples: int = 10_000, seed: int = 42) -> Dataset:

@@ -164,6 +164,10 @@ def arm_name(rule: str, fraction: float) -> str:
     return f"{rule}_{round(100 * fraction):02d}"
 
 
+def _arm(rule: str, fraction: float) -> str:
+    return "full" if rule == "full" else arm_name(rule, fraction)
+
+
 def gain_over_random(runs: pd.DataFrame, rules: tuple[str, ...]) -> pd.Series:
     """Per seed: test accuracy of ``rules`` minus random's at the same keep fraction, averaged over every
     fraction and rule that ran (empty when none did)."""
@@ -233,6 +237,7 @@ CLAIMS = [
         metric="test_acc",
         treatment="grand_init",
         statistic=grand_init_gain,
+        arms=("grand_init_*", "random_*"),
         delta=0.005,
         delta_reason="half a point averaged over the keep fractions: a ranking that buys less identifies "
         "nothing a random subset would not",
@@ -246,6 +251,7 @@ CLAIMS = [
         metric="test_acc",
         treatment="el2n and grand_early",
         statistic=early_scores_gain,
+        arms=("el2n_*", "grand_early_*", "random_*"),
         delta=0.005,
         delta_reason="half a point averaged over the keep fractions and the two scores, as above",
         note="EL2N and GraNd after score_epoch epochs of the score runs against random subsets, mean over "
@@ -512,25 +518,36 @@ def mean_scores(score_runs: list[dict], rep: int) -> dict[str, np.ndarray]:
     return {name: np.mean([s[name] for s in mine], axis=0) for name in mine[0]}
 
 
-def run(cfg: Config) -> Outcome:
-    """Score runs, then every arm at every keep fraction, over ``n_seeds`` seeds (paired by seed)."""
+def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcome:
+    """Score runs, then every arm at every keep fraction, over ``n_seeds`` seeds (paired by seed).
+
+    ``select(arm, seed)``: train only those arms of that seed (``replikit.sequential``'s later looks), and
+    score runs only for the seeds whose selected arms rank by a score.
+    """
     base = {"cfg": cfg.model_dump()}
-    needs_scores = any(r != "random" for r in cfg.rules)
+    arms = {
+        r: [("full", 1.0)] + [(rule, f) for rule in cfg.rules for f in cfg.fractions(rule)]
+        for r in range(cfg.n_seeds)
+    }
+    if select is not None:
+        arms = {r: [(rule, f) for rule, f in a if select(_arm(rule, f), r)] for r, a in arms.items()}
+    scored = [r for r, a in arms.items() if any(rule in SCORE_OF_RULE for rule, _ in a)]
     with Timer() as t:
-        score_tasks = [dict(base, k=k, rep=r) for r in range(cfg.n_seeds) for k in range(cfg.score_inits)]
+        score_tasks = [dict(base, k=k, rep=r) for r in scored for k in range(cfg.score_inits)]
         score_runs = (
             train.run_many(score_one, score_tasks, cfg.workers, cfg.device, desc="score runs")
-            if needs_scores
+            if score_tasks
             else []
         )
-        scores = {r: mean_scores(score_runs, r) for r in range(cfg.n_seeds)} if needs_scores else {}
+        scores = {r: mean_scores(score_runs, r) for r in scored}
         tasks = []
-        for r in range(cfg.n_seeds):
-            tasks.append(dict(base, rule="full", fraction=1.0, rep=r))
-            for rule in cfg.rules:
-                for f in cfg.fractions(rule):
-                    s = scores[r][SCORE_OF_RULE[rule]].tolist() if rule in SCORE_OF_RULE else None
-                    tasks.append(dict(base, rule=rule, fraction=f, rep=r, scores=s))
+        for r, chosen in arms.items():
+            for rule, f in chosen:
+                if rule == "full":
+                    tasks.append(dict(base, rule="full", fraction=1.0, rep=r))
+                    continue
+                s = scores[r][SCORE_OF_RULE[rule]].tolist() if rule in SCORE_OF_RULE else None
+                tasks.append(dict(base, rule=rule, fraction=f, rep=r, scores=s))
         results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="data diet runs")
     history = pd.DataFrame([h for res in results for h in res["history"]])
     runs = pd.DataFrame([{k: v for k, v in res.items() if k != "history"} for res in results])

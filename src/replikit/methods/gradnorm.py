@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -428,14 +429,20 @@ def pick_learning_rates(table: pd.DataFrame) -> pd.DataFrame:
     return multitask.best_by_validation(table, ["optimizer", "T", "weighting", "seed"], "val_nloss")
 
 
-def grid_arm(table: pd.DataFrame, opt: str, t: int) -> pd.DataFrame:
-    """Per seed, the grid point (equal weighting included) with the best validation loss, as arm ``grid``."""
+def grid_arm(table: pd.DataFrame, opt: str, t: int, seeds: set[int] | None = None) -> pd.DataFrame:
+    """Per seed, the grid point (equal weighting included) with the best validation loss, as arm ``grid``.
+
+    ``seeds``: those that ran every grid point (:func:`complete_grid_seeds`); the others (a later
+    sequential look that needed only some arms) get no grid row rather than a choice among fewer points.
+    """
     cand = table[
         (table["optimizer"] == opt)
         & (table["T"] == t)
         & ((table["weighting"] == "equal") | table["weighting"].str.startswith("g"))
     ]
     cand = cand[cand["weighting"] != "gradnorm"]
+    if seeds is not None:
+        cand = cand[cand["seed"].isin(seeds)]
     best = multitask.best_by_validation(cand, ["seed"], "val_nloss").copy()
     best["grid_choice"] = best["weighting"]
     best["weighting"] = "grid"
@@ -443,20 +450,38 @@ def grid_arm(table: pd.DataFrame, opt: str, t: int) -> pd.DataFrame:
     return best
 
 
-def run(cfg: Config) -> Outcome:
-    """Equal weighting, GradNorm and the weight grid for each T and optimiser, over ``n_seeds`` seeds."""
+def complete_grid_seeds(every_lr: pd.DataFrame, opt: str, t: int, n_points: int) -> set[int]:
+    """Seeds that ran all ``n_points`` grid points (equal weighting included) of ``opt`` at T = ``t``."""
+    rows = every_lr[(every_lr["optimizer"] == opt) & (every_lr["T"] == t)]
+    rows = rows[(rows["weighting"] == "equal") | rows["weighting"].str.match(r"g[\d.]")]
+    counts = rows.groupby("seed")["weighting"].nunique()
+    return set(counts.index[counts == n_points])
+
+
+def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcome:
+    """Equal weighting, GradNorm and the weight grid for each T and optimiser, over ``n_seeds`` seeds.
+
+    ``select(arm, seed)``: train only those arms of that seed (``replikit.sequential``'s later looks); the
+    ``grid`` arm needs every grid point, equal weighting included.
+    """
     base = {"cfg": cfg.model_dump()}
     tasks = []
     for t in cfg.task_counts:
         for opt in cfg.optimizers:
-            arms = ["equal", "gradnorm"]
-            if opt in cfg.grid_optimizers:
-                arms += [f"g{g:g}" for g in cfg.grid_gammas]
+            grid = ["equal", *(f"g{g:g}" for g in cfg.grid_gammas)] if opt in cfg.grid_optimizers else []
+            arms = ["equal", "gradnorm", *grid[1:]]
             lrs = cfg.lrs_sgd if opt == "sgd" else cfg.lrs_adam
+
+            def wanted(a: str, r: int, opt: str = opt, t: int = t, grid: list[str] = grid) -> bool:
+                if select is None or select(arm_name(opt, t, a), r):
+                    return True
+                return a in grid and select(arm_name(opt, t, "grid"), r)
+
             tasks += [
                 dict(base, t=t, opt=opt, weighting=a, lr=lr, rep=r)
                 for r in range(cfg.n_seeds)
                 for a in arms
+                if wanted(a, r)
                 for lr in lrs
             ]
     with Timer() as timer:
@@ -466,7 +491,7 @@ def run(cfg: Config) -> Outcome:
     chosen = set(zip(table["arm"], table["seed"], table["lr"]))
     results = [r for r in results if (r["row"]["arm"], r["row"]["seed"], r["row"]["lr"]) in chosen]
     grids = [
-        grid_arm(table, opt, t)
+        grid_arm(table, opt, t, complete_grid_seeds(every_lr, opt, t, 1 + len(cfg.grid_gammas)))
         for t in cfg.task_counts
         for opt in cfg.grid_optimizers
         if opt in cfg.optimizers

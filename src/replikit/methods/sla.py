@@ -49,6 +49,7 @@ seed count was cut to fit the time budget) gave the same verdicts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -346,12 +347,23 @@ def run_one(cfg: dict, arm: str, rep: int, setting: str) -> dict:
     }
 
 
-def run(cfg: Config) -> Outcome:
-    """Every full-label arm and the reduced-label pair over ``n_seeds`` seeds (paired by seed)."""
+def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcome:
+    """Every full-label arm and the reduced-label pair over ``n_seeds`` seeds (paired by seed).
+
+    ``select(arm, seed)``: train only those arms of that seed (``replikit.sequential``'s later looks).
+    """
     base = {"cfg": cfg.model_dump()}
-    tasks = [dict(base, arm=a, rep=r, setting="full") for r in range(cfg.n_seeds) for a in cfg.arms]
+    keep = select or (lambda arm, seed: True)
+    tasks = [
+        dict(base, arm=a, rep=r, setting="full") for r in range(cfg.n_seeds) for a in cfg.arms if keep(a, r)
+    ]
     if cfg.label_fraction > 0:
-        tasks += [dict(base, arm=a, rep=r, setting="few") for r in range(cfg.n_seeds) for a in FEW_ARMS]
+        tasks += [
+            dict(base, arm=a, rep=r, setting="few")
+            for r in range(cfg.n_seeds)
+            for a in FEW_ARMS
+            if keep(f"{a}_few", r)
+        ]
     # longest runs first: the two worker processes finish together
     order = sorted(
         range(len(tasks)), key=lambda i: (tasks[i]["arm"] == "baseline", tasks[i]["setting"] == "few")

@@ -55,6 +55,7 @@ beside them (``delta``, ``delta_reason``). Verdicts on confirmation seeds:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -308,13 +309,31 @@ def grid_best(table: pd.DataFrame) -> pd.DataFrame:
     return best
 
 
-def run(cfg: Config) -> Outcome:
-    """Equal, uncertainty, single-task and the weight grid, over ``n_seeds`` seeds."""
+def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcome:
+    """Equal, uncertainty, single-task and the weight grid, over ``n_seeds`` seeds.
+
+    ``select(arm, seed)``: train only those arms of that seed (``replikit.sequential``'s later looks); the
+    ``single`` arm's runs (one network per task) and the ``grid`` arm's (every grid point) come whole.
+    """
     base = {"cfg": cfg.model_dump()}
+
+    def wanted(arm: str, r: int) -> bool:
+        return select is None or select(arm, r)
+
     arms = ["equal", "uncertainty"] + ([f"single_{t}" for t in TASK_NAMES] if cfg.single_task else [])
-    tasks = [dict(base, arm=a, rep=r) for r in range(cfg.n_seeds) for a in arms]
+    tasks = [
+        dict(base, arm=a, rep=r)
+        for r in range(cfg.n_seeds)
+        for a in arms
+        if wanted("single" if a.startswith("single_") else a, r)
+    ]
     grid = [(1.0, wm, wc) for wm, wc in itertools.product(cfg.grid_mass, cfg.grid_centroid)]
-    tasks += [dict(base, arm="fixed", rep=r, weights=w) for r in range(cfg.n_seeds) for w in grid]
+    tasks += [
+        dict(base, arm="fixed", rep=r, weights=w)
+        for r in range(cfg.n_seeds)
+        if wanted("grid", r)
+        for w in grid
+    ]
     with Timer() as timer:
         rows = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="uncertainty runs")
     table = pd.DataFrame(rows)
