@@ -16,6 +16,7 @@ paired seed by seed. Replace the toy with the paper's method; keep the shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import pandas as pd
@@ -105,9 +106,17 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     return {"arm": arm, "seed": rep, "test_acc": history[-1]["test_acc"], "history": history}
 
 
-def run(cfg: Config) -> Outcome:
-    """Every arm over ``n_seeds`` seeds, one ``run_many`` task per (arm, seed) so finished runs are kept."""
-    tasks = [{"cfg": cfg.model_dump(), "arm": a, "rep": r} for r in range(cfg.n_seeds) for a in ARMS]
+def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcome:
+    """Every arm over ``n_seeds`` seeds, one ``run_many`` task per (arm, seed) so finished runs are kept.
+
+    ``select(arm, seed)``: ``replikit.sequential`` asks later looks for only the arms undecided claims read.
+    """
+    tasks = [
+        {"cfg": cfg.model_dump(), "arm": a, "rep": r}
+        for r in range(cfg.n_seeds)
+        for a in ARMS
+        if select is None or select(a, r)
+    ]
     with Timer() as t:
         results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc=f"{NAME} runs")
     history = pd.DataFrame([dict(h, arm=r["arm"], seed=r["seed"]) for r in results for h in r["history"]])
