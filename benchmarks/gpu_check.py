@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -183,11 +184,12 @@ class FitRecorder:
         per_epoch = max(1, n // batch_size)
         run_steps = min(per_epoch, self.steps)
         eval_s = [0.0]
+        takes_epoch = evaluate is not None and len(inspect.signature(evaluate).parameters) > 0
 
-        def timed_evaluate():
+        def timed_evaluate(epoch):  # fit passes the epoch on to an evaluate that takes it, as fit does
             sync(self.device)
             t0 = time.perf_counter()
-            row = evaluate()
+            row = evaluate(epoch) if takes_epoch else evaluate()
             sync(self.device)
             eval_s[0] += time.perf_counter() - t0
             return row

@@ -82,3 +82,28 @@ def test_notebook_part_runs_every_notebook_through_the_runner(gpu_check, monkeyp
     rows = gpu_check.notebook_rows(["elr", "dann"], gpu_check.torch.device("cpu"), deadline=float("inf"))
     assert calls == [("elr", "smoke", {"device": "cpu"}), ("dann", "smoke", {"device": "cpu"})]
     assert rows[0]["status"] == "error: RuntimeError: kernel died" and rows[1]["status"] == "ok"
+
+
+def test_fit_recorder_hands_the_epoch_to_an_evaluate_that_takes_it(gpu_check):
+    torch = gpu_check.torch
+    cpu = torch.device("cpu")
+    w = torch.zeros(2, requires_grad=True)
+    seen = []
+
+    def evaluate(e):  # as ELR's: the epoch decides what is measured
+        seen.append(e)
+        return {"acc": 1.0}
+
+    recorder = gpu_check.FitRecorder(cpu, steps=2)
+    history = recorder(
+        lambda idx, p: (w * idx.float().mean()).sum(),
+        [w],
+        64,
+        epochs=3,
+        batch_size=8,
+        seed=0,
+        device=cpu,
+        evaluate=evaluate,
+    )
+    assert seen == [1] and [h["epoch"] for h in history] == [1, 2, 3] and history[0]["acc"] == 1.0
+    assert recorder.calls[0]["run_steps"] == 2 and recorder.calls[0]["steps_per_epoch"] == 8
