@@ -1,6 +1,7 @@
 """``make gpu-check``: is every method ready for the GPU, and what will the full profile cost?
 
     python benchmarks/gpu_check.py                        # on the GPU machine: about 6 minutes
+    timeout 420 python benchmarks/gpu_check.py --parts full --budget 330 --method-timeout 45   # bounded
     python benchmarks/gpu_check.py --device cpu --quick --methods elr,dann --parts full   # a CPU test
 
 Part (a), ``notebooks``: every notebook on the device, smoke profile, through ``replikit.runner.execute``
@@ -14,21 +15,28 @@ merging evaluations) times ``n_seeds``. First steps include cuDNN autotuning and
 projections lean high. Part (b) needs only torch, numpy, pandas, scipy, scikit-learn, pydantic, PyYAML,
 tqdm and ``replikit`` (imported from ``src/``); ResNets also need torchvision.
 
-No row stops the check: each method is attempted and gets ``ok`` or the exception's type and message
-(``skipped`` once ``--budget`` seconds are spent). The table is printed and written to ``--out``
-(``.md`` and ``.json``), with the device name and the torch and CUDA versions.
+No row stops the check: each method is attempted and gets ``ok``, the exception's type and message, or
+``timeout after N s``: each part-(b) row is cut off after ``--method-timeout`` seconds (SIGALRM: in the
+main thread, at the next Python bytecode, so one long kernel or C call still finishes first) and the next
+method runs. Rows are ``skipped`` once ``--budget`` seconds are spent; a row started just before that can
+still take ``--method-timeout`` seconds, so the check ends within start-up + budget + method timeout.
+The table is printed and written to ``--out`` (``.md`` and ``.json``), with the device name and the torch
+and CUDA versions.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.util
 import inspect
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -241,7 +249,42 @@ def projection(calls: list[dict], total_s: float, n_seeds: int) -> tuple[float, 
     return (sum(full) + rest) * n_seeds, full[big] / calls[big]["epochs"]
 
 
-def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict:
+class MethodTimeout(BaseException):
+    """A row ran past ``--method-timeout``. A BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` inside a method (or a library it calls) can swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise :class:`MethodTimeout` in the main thread after ``seconds`` (SIGALRM); the timer is always
+    disarmed and the previous handler restored on the way out. No limit for ``None`` or 0, nor where
+    SIGALRM cannot be used (no ``signal.setitimer``, or not the main thread)."""
+    if (
+        not seconds
+        or not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise MethodTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # disarm (the alarm may fire up to here: still caught)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+
+
+def full_row(
+    method: str, device: torch.device, steps: int, quick: bool, timeout: float | None = None
+) -> dict:
+    """Part (b)'s row of ``method``; ``timeout``: seconds before the row is cut off (None: no limit)."""
     row = {"part": "full", "method": method}
     overrides, note = BOUNDED.get(method, ({}, ""))
     overrides = {**overrides, **(QUICK.get(method, {}) if quick else {})}
@@ -251,10 +294,14 @@ def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict
         cfg = load_config(
             method, profile="full", overrides={**overrides, "device": str(device), "workers": 1, "n_seeds": 1}
         )
+        module = get_method(method)
         recorder = FitRecorder(device, steps)
-        with fake.substitute(*(QUICK_FAKE if quick else (None, None))), recorder.installed():
-            get_method(method).run(cfg)
-        sync(device)
+        with contextlib.ExitStack() as stack:  # its clean-ups run after the timer is disarmed
+            stack.enter_context(fake.substitute(*(QUICK_FAKE if quick else (None, None))))
+            stack.enter_context(recorder.installed())
+            with time_limit(timeout and max(1e-3, timeout - (time.perf_counter() - t0))):
+                module.run(cfg)
+                sync(device)
         seconds = time.perf_counter() - t0
         projected_s, epoch_s = projection(recorder.calls, seconds, full_cfg.n_seeds)
         if method in SCALE:
@@ -267,6 +314,13 @@ def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict
             gpu_hours=round(projected_s / 3600, 2),
             note=note,
         )
+    except MethodTimeout:
+        row.update(
+            status=f"timeout after {timeout:g} s",
+            seconds=round(time.perf_counter() - t0, 1),
+            note=note,
+            trace=traceback.format_exc(limit=-4),  # where it was cut off
+        )
     except Exception as err:  # noqa: BLE001  (every row is attempted: record and go on)
         row.update(
             status=f"error: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
@@ -276,6 +330,7 @@ def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict
         )
     finally:
         if device.type == "cuda":
+            gc.collect()  # an interrupted run leaves cycles holding device memory
             torch.cuda.empty_cache()
     return row
 
@@ -337,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="notebooks,full", help="notebooks, full or both")
     parser.add_argument("--steps", type=int, default=0, help="steps per fit call (default 20; --quick: 2)")
     parser.add_argument("--budget", type=float, default=400.0, help="seconds; later rows are skipped")
+    parser.add_argument(
+        "--method-timeout",
+        type=float,
+        default=45.0,
+        help="seconds per method's full-profile row before it is cut off (0: no limit; default 45)",
+    )
     parser.add_argument("--out", default="reports/gpu_check", help="writes OUT.md and OUT.json")
     args = parser.parse_args(argv)
 
@@ -362,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             if time.perf_counter() > deadline:
                 rows.append({"part": "full", "method": m, "status": "skipped: time budget spent"})
                 continue
-            rows.append(full_row(m, device, steps, args.quick))
+            rows.append(full_row(m, device, steps, args.quick, args.method_timeout))
             r = rows[-1]
             print(
                 f"full {m}: {r['status']} ({r['seconds']} s, {r.get('gpu_hours', '?')} GPU-h projected)",
@@ -384,7 +445,15 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".md").write_text(header + "\n" + text + "\n")
     out.with_suffix(".json").write_text(
         json.dumps(
-            {"environment": env, "steps": steps, "quick": args.quick, "rows": rows}, indent=1, default=str
+            {
+                "environment": env,
+                "steps": steps,
+                "quick": args.quick,
+                "method_timeout": args.method_timeout,
+                "rows": rows,
+            },
+            indent=1,
+            default=str,
         )
     )
     return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -107,3 +107,42 @@ def test_fit_recorder_hands_the_epoch_to_an_evaluate_that_takes_it(gpu_check):
     )
     assert seen == [1] and [h["epoch"] for h in history] == [1, 2, 3] and history[0]["acc"] == 1.0
     assert recorder.calls[0]["run_steps"] == 2 and recorder.calls[0]["steps_per_epoch"] == 8
+
+
+def test_a_method_past_its_timeout_is_cut_off_and_the_next_one_runs(gpu_check, tmp_path, monkeypatch):
+    import signal
+    import time
+
+    torch = gpu_check.torch
+    cpu = torch.device("cpu")
+    real_fit = gpu_check.train.fit
+
+    def method(step_s):
+        class Method:
+            @staticmethod
+            def run(cfg):
+                w = torch.zeros(1, requires_grad=True)
+
+                def step(idx, p):
+                    time.sleep(step_s)
+                    return w.sum()
+
+                gpu_check.train.fit(step, [w], 64, epochs=5, batch_size=8, seed=0, device=cpu)
+
+        return Method
+
+    # elr never ends (cut off inside the fit recorder); dann's two steps take no time
+    monkeypatch.setattr(gpu_check, "get_method", lambda m: method(30.0 if m == "elr" else 0.0))
+    t0 = time.perf_counter()
+    rc = gpu_check.main(
+        ["--device", "cpu", "--quick", "--methods", "elr,dann", "--parts", "full", "--method-timeout", "0.5"]
+        + ["--out", str(tmp_path / "gc")]
+    )
+    rows = json.loads((tmp_path / "gc.json").read_text())["rows"]
+    assert rc == 1 and [r["method"] for r in rows] == ["elr", "dann"]
+    assert rows[0]["status"] == "timeout after 0.5 s" and rows[0]["seconds"] < 5
+    assert "time.sleep(step_s)" in rows[0]["trace"]  # where it was cut off
+    assert rows[1]["status"] == "ok" and rows[1]["fit_calls"] == 1  # a fresh recorder saw dann's fit
+    assert time.perf_counter() - t0 < 10
+    assert gpu_check.train.fit is real_fit  # the recorder is gone again
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # and the timer disarmed
