@@ -52,7 +52,8 @@ from replikit.data import fake  # noqa: E402
 from replikit.methods import available, get_method, load_config  # noqa: E402
 
 # Part (b)'s own cuts on top of one seed and capped fit calls: parts of a run outside train.fit that
-# would take minutes at full size (their time is then under-projected: see `note`).
+# would take minutes at full size (their time is then under-projected: see `note`; REST_SCALE below
+# projects data_diet's back).
 # Methods with loops of their own (no train.fit) run ``steps`` cut by SCALE and are projected back.
 BOUNDED = {
     "rotnet": ({"probe_iters": 10}, "probes: 10 L-BFGS iterations of the full profile's 300"),
@@ -61,8 +62,17 @@ BOUNDED = {
         {"steps": 1500, "short_deficit": 50, "long_deficit": 200, "late_start": 500, "record_every": 25},
         "own loop: 1,500 of 15,000 steps, projected linearly",
     ),
+    "data_diet": (
+        {"score_inits": 1},
+        "score runs: 1 of the full profile's 10 inits",
+    ),
 }
 SCALE = {"grokking": "steps", "critical_periods": "steps"}  # full / checked value of this key scales the time
+# Parts cut by a count in BOUNDED that run outside train.fit's own scaling: full / checked value of the key
+# scales the time spent inside every call of the method module's function (its fit calls included), the
+# rest of the run is projected as usual. data_diet: each score run (per-example GraNd passes at init and
+# after score_epoch, and its short fit) is one call of score_one, repeated score_inits times per seed.
+REST_SCALE = {"data_diet": ("score_inits", "score_one")}
 # --quick (CPU tests): small stand-ins and sizes that fit them
 QUICK_FAKE = (512, 64)
 QUICK = {
@@ -236,17 +246,55 @@ class FitRecorder:
             train.fit = self._fit
 
 
-def projection(calls: list[dict], total_s: float, n_seeds: int) -> tuple[float, float]:
-    """(projected seconds of the full profile, seconds per epoch of its longest training)."""
+class CallTimer:
+    """Replaces a method module's function for the duration of a run (``REST_SCALE``): the seconds spent
+    inside its calls, and which fit calls (of ``recorder``) they made, so the projection can scale both."""
+
+    def __init__(self, module, name: str, recorder: FitRecorder, device: torch.device):
+        self.module, self.name, self.recorder, self.device = module, name, recorder, device
+        self.seconds, self.fit_calls = 0.0, []
+        self._fn = getattr(module, name)
+
+    def __call__(self, *args, **kwargs):
+        first = len(self.recorder.calls)
+        sync(self.device)
+        t0 = time.perf_counter()
+        try:
+            return self._fn(*args, **kwargs)
+        finally:
+            sync(self.device)
+            self.seconds += time.perf_counter() - t0
+            self.fit_calls += range(first, len(self.recorder.calls))
+
+    @contextlib.contextmanager
+    def installed(self):
+        setattr(self.module, self.name, self)
+        try:
+            yield self
+        finally:
+            setattr(self.module, self.name, self._fn)
+
+
+def projection(
+    calls: list[dict], total_s: float, n_seeds: int, scaled: CallTimer | None = None, factor: float = 1.0
+) -> tuple[float, float]:
+    """(projected seconds of the full profile, seconds per epoch of its longest training).
+
+    scaled, factor: the time inside ``scaled``'s calls, their fit calls included, counts ``factor`` times.
+    """
     full = [
         c["step_s"] / c["run_steps"] * c["steps_per_epoch"] * c["epochs"] + c["eval_s"] * c["epochs"]
         for c in calls
     ]
-    rest = max(0.0, total_s - sum(c["step_s"] + c["eval_s"] for c in calls))
+    fit_s = [c["step_s"] + c["eval_s"] for c in calls]
+    inside = set(scaled.fit_calls) if scaled is not None else set()
+    scaled_rest = max(0.0, scaled.seconds - sum(fit_s[i] for i in inside)) if scaled is not None else 0.0
+    rest = max(0.0, total_s - sum(fit_s) - scaled_rest)
     if not calls:
-        return total_s * n_seeds, float("nan")
+        return (rest + scaled_rest * factor) * n_seeds, float("nan")
     big = max(range(len(calls)), key=lambda i: full[i])
-    return (sum(full) + rest) * n_seeds, full[big] / calls[big]["epochs"]
+    weighted = sum(f * (factor if i in inside else 1.0) for i, f in enumerate(full))
+    return (weighted + rest + scaled_rest * factor) * n_seeds, full[big] / calls[big]["epochs"]
 
 
 class MethodTimeout(BaseException):
@@ -296,14 +344,20 @@ def full_row(
         )
         module = get_method(method)
         recorder = FitRecorder(device, steps)
+        scaled, factor = None, 1.0
         with contextlib.ExitStack() as stack:  # its clean-ups run after the timer is disarmed
             stack.enter_context(fake.substitute(*(QUICK_FAKE if quick else (None, None))))
             stack.enter_context(recorder.installed())
+            if method in REST_SCALE:
+                key, fn_name = REST_SCALE[method]
+                factor = getattr(full_cfg, key) / getattr(cfg, key)
+                scaled = stack.enter_context(CallTimer(module, fn_name, recorder, device).installed())
+                note = f"{note}; time inside {fn_name} (its fits included) projected x{factor:g}"
             with time_limit(timeout and max(1e-3, timeout - (time.perf_counter() - t0))):
                 module.run(cfg)
                 sync(device)
         seconds = time.perf_counter() - t0
-        projected_s, epoch_s = projection(recorder.calls, seconds, full_cfg.n_seeds)
+        projected_s, epoch_s = projection(recorder.calls, seconds, full_cfg.n_seeds, scaled, factor)
         if method in SCALE:
             projected_s *= getattr(full_cfg, SCALE[method]) / getattr(cfg, SCALE[method])
         row.update(
@@ -314,6 +368,8 @@ def full_row(
             gpu_hours=round(projected_s / 3600, 2),
             note=note,
         )
+        if scaled is not None:
+            row["scaled_s"] = round(scaled.seconds, 1)  # time inside the REST_SCALE function, before x factor
     except MethodTimeout:
         row.update(
             status=f"timeout after {timeout:g} s",

@@ -146,3 +146,17 @@ def test_a_method_past_its_timeout_is_cut_off_and_the_next_one_runs(gpu_check, t
     assert time.perf_counter() - t0 < 10
     assert gpu_check.train.fit is real_fit  # the recorder is gone again
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # and the timer disarmed
+
+
+def test_projection_scales_the_time_inside_a_rest_scale_function(gpu_check):
+    from types import SimpleNamespace
+
+    one = {"eval_s": 0.0, "run_steps": 1, "steps_per_epoch": 1, "epochs": 1}
+    calls = [dict(one, step_s=1.0), dict(one, step_s=2.0)]  # the first fit ran inside the scaled function
+    inside = SimpleNamespace(seconds=4.0, fit_calls=[0])  # 3 s of it outside its fit (GraNd passes)
+    total, _ = gpu_check.projection(calls, 10.0, 2, inside, factor=10)
+    assert total == pytest.approx(((1 * 10 + 2) + 3 * 10 + (10 - 3 - 3)) * 2)  # fits, scaled rest, rest
+    assert gpu_check.projection(calls, 10.0, 2)[0] == pytest.approx(10.0 * 2)  # nothing scaled: as before
+    for method, (key, fn_name) in gpu_check.REST_SCALE.items():  # the names still exist
+        assert hasattr(gpu_check.get_method(method), fn_name)
+        assert gpu_check.BOUNDED[method][0][key] < getattr(gpu_check.load_config(method, "full"), key)
