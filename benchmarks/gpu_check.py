@@ -1,6 +1,7 @@
 """``make gpu-check``: is every method ready for the GPU, and what will the full profile cost?
 
     python benchmarks/gpu_check.py                        # on the GPU machine: about 6 minutes
+    timeout 420 python benchmarks/gpu_check.py --parts full --budget 330 --method-timeout 45   # bounded
     python benchmarks/gpu_check.py --device cpu --quick --methods elr,dann --parts full   # a CPU test
 
 Part (a), ``notebooks``: every notebook on the device, smoke profile, through ``replikit.runner.execute``
@@ -14,20 +15,28 @@ merging evaluations) times ``n_seeds``. First steps include cuDNN autotuning and
 projections lean high. Part (b) needs only torch, numpy, pandas, scipy, scikit-learn, pydantic, PyYAML,
 tqdm and ``replikit`` (imported from ``src/``); ResNets also need torchvision.
 
-No row stops the check: each method is attempted and gets ``ok`` or the exception's type and message
-(``skipped`` once ``--budget`` seconds are spent). The table is printed and written to ``--out``
-(``.md`` and ``.json``), with the device name and the torch and CUDA versions.
+No row stops the check: each method is attempted and gets ``ok``, the exception's type and message, or
+``timeout after N s``: each part-(b) row is cut off after ``--method-timeout`` seconds (SIGALRM: in the
+main thread, at the next Python bytecode, so one long kernel or C call still finishes first) and the next
+method runs. Rows are ``skipped`` once ``--budget`` seconds are spent; a row started just before that can
+still take ``--method-timeout`` seconds, so the check ends within start-up + budget + method timeout.
+The table is printed and written to ``--out`` (``.md`` and ``.json``), with the device name and the torch
+and CUDA versions.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.util
+import inspect
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -43,7 +52,8 @@ from replikit.data import fake  # noqa: E402
 from replikit.methods import available, get_method, load_config  # noqa: E402
 
 # Part (b)'s own cuts on top of one seed and capped fit calls: parts of a run outside train.fit that
-# would take minutes at full size (their time is then under-projected: see `note`).
+# would take minutes at full size (their time is then under-projected: see `note`; REST_SCALE below
+# projects data_diet's back).
 # Methods with loops of their own (no train.fit) run ``steps`` cut by SCALE and are projected back.
 BOUNDED = {
     "rotnet": ({"probe_iters": 10}, "probes: 10 L-BFGS iterations of the full profile's 300"),
@@ -52,8 +62,17 @@ BOUNDED = {
         {"steps": 1500, "short_deficit": 50, "long_deficit": 200, "late_start": 500, "record_every": 25},
         "own loop: 1,500 of 15,000 steps, projected linearly",
     ),
+    "data_diet": (
+        {"score_inits": 1},
+        "score runs: 1 of the full profile's 10 inits",
+    ),
 }
 SCALE = {"grokking": "steps", "critical_periods": "steps"}  # full / checked value of this key scales the time
+# Parts cut by a count in BOUNDED that run outside train.fit's own scaling: full / checked value of the key
+# scales the time spent inside every call of the method module's function (its fit calls included), the
+# rest of the run is projected as usual. data_diet: each score run (per-example GraNd passes at init and
+# after score_epoch, and its short fit) is one call of score_one, repeated score_inits times per seed.
+REST_SCALE = {"data_diet": ("score_inits", "score_one")}
 # --quick (CPU tests): small stand-ins and sizes that fit them
 QUICK_FAKE = (512, 64)
 QUICK = {
@@ -183,11 +202,12 @@ class FitRecorder:
         per_epoch = max(1, n // batch_size)
         run_steps = min(per_epoch, self.steps)
         eval_s = [0.0]
+        takes_epoch = evaluate is not None and len(inspect.signature(evaluate).parameters) > 0
 
-        def timed_evaluate():
+        def timed_evaluate(epoch):  # fit passes the epoch on to an evaluate that takes it, as fit does
             sync(self.device)
             t0 = time.perf_counter()
-            row = evaluate()
+            row = evaluate(epoch) if takes_epoch else evaluate()
             sync(self.device)
             eval_s[0] += time.perf_counter() - t0
             return row
@@ -226,20 +246,93 @@ class FitRecorder:
             train.fit = self._fit
 
 
-def projection(calls: list[dict], total_s: float, n_seeds: int) -> tuple[float, float]:
-    """(projected seconds of the full profile, seconds per epoch of its longest training)."""
+class CallTimer:
+    """Replaces a method module's function for the duration of a run (``REST_SCALE``): the seconds spent
+    inside its calls, and which fit calls (of ``recorder``) they made, so the projection can scale both."""
+
+    def __init__(self, module, name: str, recorder: FitRecorder, device: torch.device):
+        self.module, self.name, self.recorder, self.device = module, name, recorder, device
+        self.seconds, self.fit_calls = 0.0, []
+        self._fn = getattr(module, name)
+
+    def __call__(self, *args, **kwargs):
+        first = len(self.recorder.calls)
+        sync(self.device)
+        t0 = time.perf_counter()
+        try:
+            return self._fn(*args, **kwargs)
+        finally:
+            sync(self.device)
+            self.seconds += time.perf_counter() - t0
+            self.fit_calls += range(first, len(self.recorder.calls))
+
+    @contextlib.contextmanager
+    def installed(self):
+        setattr(self.module, self.name, self)
+        try:
+            yield self
+        finally:
+            setattr(self.module, self.name, self._fn)
+
+
+def projection(
+    calls: list[dict], total_s: float, n_seeds: int, scaled: CallTimer | None = None, factor: float = 1.0
+) -> tuple[float, float]:
+    """(projected seconds of the full profile, seconds per epoch of its longest training).
+
+    scaled, factor: the time inside ``scaled``'s calls, their fit calls included, counts ``factor`` times.
+    """
     full = [
         c["step_s"] / c["run_steps"] * c["steps_per_epoch"] * c["epochs"] + c["eval_s"] * c["epochs"]
         for c in calls
     ]
-    rest = max(0.0, total_s - sum(c["step_s"] + c["eval_s"] for c in calls))
+    fit_s = [c["step_s"] + c["eval_s"] for c in calls]
+    inside = set(scaled.fit_calls) if scaled is not None else set()
+    scaled_rest = max(0.0, scaled.seconds - sum(fit_s[i] for i in inside)) if scaled is not None else 0.0
+    rest = max(0.0, total_s - sum(fit_s) - scaled_rest)
     if not calls:
-        return total_s * n_seeds, float("nan")
+        return (rest + scaled_rest * factor) * n_seeds, float("nan")
     big = max(range(len(calls)), key=lambda i: full[i])
-    return (sum(full) + rest) * n_seeds, full[big] / calls[big]["epochs"]
+    weighted = sum(f * (factor if i in inside else 1.0) for i, f in enumerate(full))
+    return (weighted + rest + scaled_rest * factor) * n_seeds, full[big] / calls[big]["epochs"]
 
 
-def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict:
+class MethodTimeout(BaseException):
+    """A row ran past ``--method-timeout``. A BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` inside a method (or a library it calls) can swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise :class:`MethodTimeout` in the main thread after ``seconds`` (SIGALRM); the timer is always
+    disarmed and the previous handler restored on the way out. No limit for ``None`` or 0, nor where
+    SIGALRM cannot be used (no ``signal.setitimer``, or not the main thread)."""
+    if (
+        not seconds
+        or not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise MethodTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # disarm (the alarm may fire up to here: still caught)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+
+
+def full_row(
+    method: str, device: torch.device, steps: int, quick: bool, timeout: float | None = None
+) -> dict:
+    """Part (b)'s row of ``method``; ``timeout``: seconds before the row is cut off (None: no limit)."""
     row = {"part": "full", "method": method}
     overrides, note = BOUNDED.get(method, ({}, ""))
     overrides = {**overrides, **(QUICK.get(method, {}) if quick else {})}
@@ -249,12 +342,22 @@ def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict
         cfg = load_config(
             method, profile="full", overrides={**overrides, "device": str(device), "workers": 1, "n_seeds": 1}
         )
+        module = get_method(method)
         recorder = FitRecorder(device, steps)
-        with fake.substitute(*(QUICK_FAKE if quick else (None, None))), recorder.installed():
-            get_method(method).run(cfg)
-        sync(device)
+        scaled, factor = None, 1.0
+        with contextlib.ExitStack() as stack:  # its clean-ups run after the timer is disarmed
+            stack.enter_context(fake.substitute(*(QUICK_FAKE if quick else (None, None))))
+            stack.enter_context(recorder.installed())
+            if method in REST_SCALE:
+                key, fn_name = REST_SCALE[method]
+                factor = getattr(full_cfg, key) / getattr(cfg, key)
+                scaled = stack.enter_context(CallTimer(module, fn_name, recorder, device).installed())
+                note = f"{note}; time inside {fn_name} (its fits included) projected x{factor:g}"
+            with time_limit(timeout and max(1e-3, timeout - (time.perf_counter() - t0))):
+                module.run(cfg)
+                sync(device)
         seconds = time.perf_counter() - t0
-        projected_s, epoch_s = projection(recorder.calls, seconds, full_cfg.n_seeds)
+        projected_s, epoch_s = projection(recorder.calls, seconds, full_cfg.n_seeds, scaled, factor)
         if method in SCALE:
             projected_s *= getattr(full_cfg, SCALE[method]) / getattr(cfg, SCALE[method])
         row.update(
@@ -265,6 +368,15 @@ def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict
             gpu_hours=round(projected_s / 3600, 2),
             note=note,
         )
+        if scaled is not None:
+            row["scaled_s"] = round(scaled.seconds, 1)  # time inside the REST_SCALE function, before x factor
+    except MethodTimeout:
+        row.update(
+            status=f"timeout after {timeout:g} s",
+            seconds=round(time.perf_counter() - t0, 1),
+            note=note,
+            trace=traceback.format_exc(limit=-4),  # where it was cut off
+        )
     except Exception as err:  # noqa: BLE001  (every row is attempted: record and go on)
         row.update(
             status=f"error: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
@@ -274,6 +386,7 @@ def full_row(method: str, device: torch.device, steps: int, quick: bool) -> dict
         )
     finally:
         if device.type == "cuda":
+            gc.collect()  # an interrupted run leaves cycles holding device memory
             torch.cuda.empty_cache()
     return row
 
@@ -335,6 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="notebooks,full", help="notebooks, full or both")
     parser.add_argument("--steps", type=int, default=0, help="steps per fit call (default 20; --quick: 2)")
     parser.add_argument("--budget", type=float, default=400.0, help="seconds; later rows are skipped")
+    parser.add_argument(
+        "--method-timeout",
+        type=float,
+        default=45.0,
+        help="seconds per method's full-profile row before it is cut off (0: no limit; default 45)",
+    )
     parser.add_argument("--out", default="reports/gpu_check", help="writes OUT.md and OUT.json")
     args = parser.parse_args(argv)
 
@@ -360,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             if time.perf_counter() > deadline:
                 rows.append({"part": "full", "method": m, "status": "skipped: time budget spent"})
                 continue
-            rows.append(full_row(m, device, steps, args.quick))
+            rows.append(full_row(m, device, steps, args.quick, args.method_timeout))
             r = rows[-1]
             print(
                 f"full {m}: {r['status']} ({r['seconds']} s, {r.get('gpu_hours', '?')} GPU-h projected)",
@@ -382,7 +501,15 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".md").write_text(header + "\n" + text + "\n")
     out.with_suffix(".json").write_text(
         json.dumps(
-            {"environment": env, "steps": steps, "quick": args.quick, "rows": rows}, indent=1, default=str
+            {
+                "environment": env,
+                "steps": steps,
+                "quick": args.quick,
+                "method_timeout": args.method_timeout,
+                "rows": rows,
+            },
+            indent=1,
+            default=str,
         )
     )
     return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -1,14 +1,20 @@
 """``train.fit`` against the best bare PyTorch loop: ResNet-18 on CIFAR-10 shapes, images per second.
 
     python benchmarks/gpu_throughput.py                       # on the GPU machine (a few minutes)
+    timeout 200 python benchmarks/gpu_throughput.py --batches 256,512,1024 --epochs 2 --no-compile \
+        --budget 150 --out reports/gpu_throughput.json        # bounded: 1-2 minutes on an H200
     python benchmarks/gpu_throughput.py --device cpu --quick  # a tiny CPU run (tested)
 
-50,000 random 3x32x32 images resident on the device, batch 512, SGD (momentum 0.9), bf16 autocast on
-CUDA, the suite's ResNet-18 (``models.build("resnet18")``). Bare loops: plain (NCHW), channels_last, and
-channels_last + ``torch.compile``; then ``train.fit`` with ``train.prepare_model`` (channels_last on
-CUDA), without and with compile. Each variant gets a fresh model (same init), one untimed warm-up
-epoch (compilation, cuDNN autotuning), then ``--epochs`` timed epochs. Goal (issue 9, on an H200):
-``train.fit`` >= 0.9 x the best bare loop and >= 2 x 25.4k images/s.
+50,000 random 3x32x32 images resident on the device, SGD (momentum 0.9), bf16 autocast on CUDA, the
+suite's ResNet-18 (``models.build("resnet18")``), at every batch size of ``--batches`` (default 512).
+Bare loops: plain (NCHW), channels_last, channels_last with ``torch.optim.SGD(fused=True)`` (an error
+row where this torch has no fused SGD for the device), and channels_last + ``torch.compile``; then
+``train.fit`` with ``train.prepare_model`` (channels_last on CUDA), without and with compile. Each
+variant gets a fresh model (same init; compile caches reset, so every batch size compiles for its own
+shape), one untimed warm-up epoch (compilation, cuDNN autotuning), then ``--epochs`` timed epochs.
+Variants not started within ``--budget`` seconds are reported as skipped; a failing variant is reported
+and the others still run. Goal (issue 9, on an H200), per batch size: ``train.fit`` >= 0.9 x the best
+bare loop at that batch size and >= 2 x 25.4k images/s.
 """
 
 from __future__ import annotations
@@ -43,13 +49,15 @@ def fresh_model(device: torch.device, channels_last: bool) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+def sgd(model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    extra = {"fused": True} if fused else {}  # fused=None (the default): torch picks foreach on CUDA
+    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, **extra)
 
 
-def bare_epochs(model, x, y, batch: int, epochs: int, device: torch.device, gen: torch.Generator) -> None:
+def bare_epochs(
+    model, opt, x, y, batch: int, epochs: int, device: torch.device, gen: torch.Generator
+) -> None:
     """The minimum any training needs: device permutation, slice, forward, backward, step."""
-    opt = sgd(model)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     steps = len(x) // batch
     for _ in range(epochs):
@@ -73,21 +81,61 @@ def timed(run, epochs: int, warmup: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def batch_sizes(text: str) -> list[int]:
+    """``"256,512"`` -> ``[256, 512]``."""
+    sizes = [int(b) for b in text.split(",") if b.strip()]
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"--batches {text!r}: positive integers, comma-separated")
+    return sizes
+
+
+def summary(rows: list[dict], batches: list[int]) -> list[dict]:
+    """Per batch size: the best bare loop, the best ``train.fit``, their ratio and fit against 25.4k/s."""
+    out = []
+    for batch in batches:
+        ok = [r for r in rows if r["batch"] == batch and "images_per_s" in r]
+        bare = max((r["images_per_s"] for r in ok if r["variant"].startswith("bare")), default=float("nan"))
+        fit = max(
+            (r["images_per_s"] for r in ok if r["variant"].startswith("train.fit")), default=float("nan")
+        )
+        out.append(
+            {
+                "batch": batch,
+                "best_bare": bare,
+                "best_fit": fit,
+                "fit_over_bare": fit / bare,
+                "fit_over_baseline": fit / BASELINE,
+            }
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--quick", action="store_true", help="16 images, batch 8, no compile (CPU tests)")
+    parser.add_argument(
+        "--quick", action="store_true", help="16 images, batch 8 (unless --batches), no compile (CPU tests)"
+    )
     parser.add_argument("--n", type=int, default=50_000)
-    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument(
+        "--batches", type=batch_sizes, default=None, help="batch sizes, comma-separated (default 512)"
+    )
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per variant")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    parser.add_argument(
+        "--budget", type=float, default=300.0, help="seconds; variants not started by then are skipped"
+    )
     parser.add_argument("--out", default="", help="also write the table as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.batch, args.epochs, args.no_compile = 16, 8, 1, True
+        args.n, args.epochs, args.no_compile = 16, 1, True
+    args.batches = args.batches or ([8] if args.quick else [512])
+    if max(args.batches) > args.n:
+        parser.error(f"--batches {args.batches}: every batch size must be at most --n {args.n}")
 
+    t_start = time.perf_counter()
     device = train.resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -100,17 +148,21 @@ def main(argv: list[str] | None = None) -> int:
     y = torch.randint(0, 10, (args.n,), device=device, generator=g)
     x_last = x_plain.contiguous(memory_format=torch.channels_last)
     x_fit = train.to_device(x_plain, device)  # what a method's data looks like (channels_last on CUDA)
-    images = args.epochs * (args.n // args.batch) * args.batch
 
-    def bare(channels_last: bool, compile: bool):
+    def bare(batch: int, channels_last: bool, compile: bool, fused: bool = False):
+        if compile:
+            torch.compiler.reset()  # no graph from another batch size or variant (nor dynamic shapes)
         model = fresh_model(device, channels_last)
+        opt = sgd(model, fused=fused)
         if compile:
             model.compile()
         x = x_last if channels_last else x_plain
         gen = torch.Generator(device=device).manual_seed(1)
-        return lambda e: bare_epochs(model, x, y, args.batch, e, device, gen)
+        return lambda e: bare_epochs(model, opt, x, y, batch, e, device, gen)
 
-    def fit(compile: bool):
+    def fit(batch: int, compile: bool):
+        if compile:
+            torch.compiler.reset()
         model = train.prepare_model(fresh_model(device, False), device, compile=compile)
         opt = sgd(model)
 
@@ -118,55 +170,67 @@ def main(argv: list[str] | None = None) -> int:
             return F.cross_entropy(model(x_fit[idx]), y[idx])
 
         return lambda e: train.fit(
-            step, opt, args.n, epochs=e, batch_size=args.batch, seed=1, device=device, models=[model]
+            step, opt, args.n, epochs=e, batch_size=batch, seed=1, device=device, models=[model]
         )
 
     variants = [
-        ("bare, plain", lambda: bare(False, False)),
-        ("bare, channels_last", lambda: bare(True, False)),
+        ("bare, plain", lambda b: bare(b, False, False)),
+        ("bare, channels_last", lambda b: bare(b, True, False)),
+        ("bare, channels_last, fused SGD", lambda b: bare(b, True, False, fused=True)),
     ]
     if not args.no_compile:
-        variants.append(("bare, channels_last + compile", lambda: bare(True, True)))
-    variants.append(("train.fit (prepare_model)", lambda: fit(False)))
+        variants.append(("bare, channels_last + compile", lambda b: bare(b, True, True)))
+    variants.append(("train.fit (prepare_model)", lambda b: fit(b, False)))
     if not args.no_compile:
-        variants.append(("train.fit (prepare_model, compile)", lambda: fit(True)))
+        variants.append(("train.fit (prepare_model, compile)", lambda b: fit(b, True)))
 
     rows = []
-    for label, make in variants:
-        try:
-            seconds = timed(make(), args.epochs, 1, device)
-            rows.append({"variant": label, "images_per_s": images / seconds, "seconds": seconds})
-        except Exception as err:  # noqa: BLE001  (a variant that fails, e.g. compile without a compiler, is reported)
-            rows.append(
-                {"variant": label, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
-            )
-        print(rows[-1], flush=True)
+    for batch in args.batches:
+        images = args.epochs * (args.n // batch) * batch
+        for label, make in variants:
+            row = {"variant": label, "batch": batch}
+            if time.perf_counter() - t_start > args.budget:
+                rows.append(dict(row, error="skipped: time budget spent"))
+                print(rows[-1], flush=True)
+                continue
+            try:
+                seconds = timed(make(batch), args.epochs, 1, device)
+                row.update(images_per_s=images / seconds, seconds=seconds)
+            except Exception as err:  # noqa: BLE001  (a variant that fails, e.g. compile without a compiler, is reported)
+                row["error"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+            rows.append(row)
+            print(rows[-1], flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
-    ok = [r for r in rows if "images_per_s" in r]
-    best_bare = max((r["images_per_s"] for r in ok if r["variant"].startswith("bare")), default=float("nan"))
-    best_fit = max(
-        (r["images_per_s"] for r in ok if r["variant"].startswith("train.fit")), default=float("nan")
+    per_batch = summary(rows, args.batches)
+    best_bare = {s["batch"]: s["best_bare"] for s in per_batch}
+    print(
+        f"\nResNet-18, {args.n} x 3x32x32 resident, {args.epochs} timed epochs, {name} "
+        f"({time.perf_counter() - t_start:.0f} s in all)"
     )
-    print(f"\nResNet-18, {args.n} x 3x32x32 resident, batch {args.batch}, {args.epochs} timed epochs, {name}")
-    print(f"{'variant':36s} {'images/s':>10s} {'x best bare':>12s}")
+    print(f"{'variant':36s} {'batch':>6s} {'images/s':>10s} {'x best bare':>12s}")
     for r in rows:
         if "images_per_s" in r:
-            print(f"{r['variant']:36s} {r['images_per_s']:10.0f} {r['images_per_s'] / best_bare:12.2f}")
+            print(
+                f"{r['variant']:36s} {r['batch']:6d} {r['images_per_s']:10.0f} "
+                f"{r['images_per_s'] / best_bare[r['batch']]:12.2f}"
+            )
         else:
-            print(f"{r['variant']:36s} {r['error']}")
-    ratio = best_fit / best_bare
-    print(
-        f"train.fit / best bare: {ratio:.2f} (goal >= 0.90); train.fit: {best_fit / BASELINE:.2f} x 25.4k images/s "
-        f"(goal >= {GOAL_FACTOR:.0f})"
-    )
+            print(f"{r['variant']:36s} {r['batch']:6d} {r['error']}")
+    for s in per_batch:
+        print(
+            f"batch {s['batch']}: train.fit / best bare: {s['fit_over_bare']:.2f} (goal >= 0.90); "
+            f"train.fit: {s['fit_over_baseline']:.2f} x 25.4k images/s (goal >= {GOAL_FACTOR:.0f})"
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(
             json.dumps(
-                {"device": name, "torch": torch.__version__, "rows": rows, "fit_over_bare": ratio}, indent=1
+                {"device": name, "torch": torch.__version__, "rows": rows, "summary": per_batch}, indent=1
             )
         )
-    return 0 if ok else 1
+    return 0 if any("images_per_s" in r for r in rows) else 1
 
 
 if __name__ == "__main__":
