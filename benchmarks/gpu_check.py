@@ -454,8 +454,14 @@ def main(argv: list[str] | None = None) -> int:
         default=45.0,
         help="seconds per method's full-profile row before it is cut off (0: no limit; default 45)",
     )
+    parser.add_argument(
+        "--timeouts",
+        default="",
+        help="per-method exceptions to --method-timeout, e.g. data_diet=120,ties_merging=120",
+    )
     parser.add_argument("--out", default="reports/gpu_check", help="writes OUT.md and OUT.json")
     args = parser.parse_args(argv)
+    timeouts = {m: float(v) for m, v in (kv.split("=") for kv in args.timeouts.split(",") if kv)}
 
     device = train.resolve_device(args.device)
     if device.type == "cuda":
@@ -479,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             if time.perf_counter() > deadline:
                 rows.append({"part": "full", "method": m, "status": "skipped: time budget spent"})
                 continue
-            rows.append(full_row(m, device, steps, args.quick, args.method_timeout))
+            rows.append(full_row(m, device, steps, args.quick, timeouts.get(m, args.method_timeout)))
             r = rows[-1]
             print(
                 f"full {m}: {r['status']} ({r['seconds']} s, {r.get('gpu_hours', '?')} GPU-h projected)",
@@ -487,7 +493,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             if "trace" in r:
                 print(r["trace"], flush=True)
+            write(args, env, steps, rows)  # after every row: a check cut short keeps what it measured
 
+    write(args, env, steps, rows, echo=True)
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def write(args: argparse.Namespace, env: dict, steps: int, rows: list[dict], echo: bool = False) -> None:
+    """The table, printed when ``echo``, and written to ``--out`` (.md and .json)."""
     text = table(rows)
     projected = sum(r.get("gpu_hours", 0.0) for r in rows)
     header = (
@@ -495,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         f"python {env['python']}; missing: {', '.join(env['missing_packages']) or 'none'}\n"
         f"full profile, projected total: {projected:.1f} GPU-hours (one device, runs in sequence)\n"
     )
-    print("\n" + header + "\n" + text, flush=True)
+    if echo:
+        print("\n" + header + "\n" + text, flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(header + "\n" + text + "\n")
@@ -512,7 +526,6 @@ def main(argv: list[str] | None = None) -> int:
             default=str,
         )
     )
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
 if __name__ == "__main__":

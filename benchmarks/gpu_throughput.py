@@ -164,13 +164,24 @@ def main(argv: list[str] | None = None) -> int:
         if compile:
             torch.compiler.reset()
         model = train.prepare_model(fresh_model(device, False), device, compile=compile)
-        opt = sgd(model)
 
         def step(idx, p):
             return F.cross_entropy(model(x_fit[idx]), y[idx])
 
+        # the optimiser as a method gets it: built by train.fit (fused on CUDA), SGD as in ``sgd`` above
         return lambda e: train.fit(
-            step, opt, args.n, epochs=e, batch_size=batch, seed=1, device=device, models=[model]
+            step,
+            model.parameters(),
+            args.n,
+            epochs=e,
+            batch_size=batch,
+            seed=1,
+            device=device,
+            models=[model],
+            optimizer="sgd",
+            lr=0.05,
+            momentum=0.9,
+            weight_decay=5e-4,
         )
 
     variants = [

@@ -99,3 +99,25 @@ def test_device_resolution():
         assert train.resolve_device("auto").type == "cpu"
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             train.resolve_device("cuda")
+
+
+def test_max_grad_norm_clips_the_update():
+    w = torch.nn.Parameter(torch.ones(4))
+    before = w.detach().clone()
+
+    def step(idx, p):
+        return 1000.0 * (w * w).sum()  # gradient 2000 per coordinate: norm 4000
+
+    train.fit(
+        step,
+        [w],
+        8,
+        epochs=1,
+        batch_size=8,
+        seed=0,
+        device=torch.device("cpu"),
+        lr=1.0,
+        optimizer="sgd",
+        max_grad_norm=0.5,
+    )
+    assert torch.linalg.vector_norm(w.detach() - before).item() == pytest.approx(0.5, rel=1e-5)

@@ -118,6 +118,7 @@ def fit(
     models: Sequence[torch.nn.Module] = (),
     desc: str = "train",
     resume_state: dict[str, torch.Tensor] | None = None,
+    max_grad_norm: float | None = None,
 ) -> list[dict[str, float]]:
     """Train for ``epochs`` passes over ``n`` examples; return the per-epoch history.
 
@@ -132,16 +133,21 @@ def fit(
         of tensors, restored in place; ``{}`` when there is none). Given it, and inside a run store,
         ``fit`` checkpoints and resumes (:mod:`replikit.resume`); a method with hidden state it cannot
         name (another optimiser, say) leaves it None and its killed runs restart from scratch.
+    max_grad_norm: clip the global gradient norm of the optimised parameters to this (None: no clipping;
+        on the device, no host sync).
     """
     if isinstance(params, torch.optim.Optimizer):
         opt = params
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "adam":  # fused on CUDA: one kernel for the whole update (CPU keeps foreach)
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda" or None)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        opt = torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=device.type == "cuda" or None
+        )
     else:
         raise ValueError(f"optimizer={optimizer!r}: allowed adam | sgd")
     base_lrs = [g["lr"] for g in opt.param_groups]
+    clipped = [p for g in opt.param_groups for p in g["params"]]
     steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch: fixed shapes, fixed p grid
     total = epochs * steps_per_epoch
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -176,6 +182,8 @@ def fit(
             loss, logs = out if isinstance(out, tuple) else (out, {})
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(clipped, max_grad_norm, foreach=True)
             opt.step()
             loss_sum += loss.detach().float()
             for k, v in logs.items():

@@ -318,19 +318,27 @@ def _toy_draws(
     return {"x": x.astype(np.float32), "ys": [y.astype(np.float32) for y in ys], "sigma": np.asarray(sig)}
 
 
+@functools.lru_cache(maxsize=1)
+def _image_statistics(
+    dataset: str, stand_in: object = None
+) -> tuple[np.ndarray, int, tuple[np.ndarray, ...]]:
+    """The train and test images of ``dataset`` stacked, the number of train images, and every image
+    statistic: computed once per process (CIFAR-10: 60,000 images), not once per run. ``stand_in``: the
+    active stand-in data sizes (``data.fake.active()``), part of the cache key."""
+    ds = data.load(dataset)
+    x = np.concatenate([ds.x_train, ds.x_test])
+    return x, len(ds.x_train), tuple(multitask.image_statistic(x, stat) for stat in multitask.IMAGE_STATS)
+
+
 def image_problem(cfg: Config, t: int, rep: int) -> dict:
     """Full-profile stand-in: T image statistics (standardised, times sigma_i) as regression targets."""
-    ds = data.load(cfg.dataset)
-    x = np.concatenate([ds.x_train, ds.x_test])
+    x, n_train, stats = _image_statistics(cfg.dataset, data.fake.active())
     sig = sigmas(t, cfg.sigma_max, cfg.target_scale)
-    ys = []
-    for stat, s in zip(multitask.IMAGE_STATS, sig):
-        v = multitask.image_statistic(x, stat)
-        ys.append((s * (v - v.mean()) / (v.std() + 1e-8)).astype(np.float32)[:, None])
-    n_test = len(ds.x_test)
-    order = np.random.default_rng(derive_seed(cfg.seed, NAME, "split", rep)).permutation(len(ds.x_train))
+    ys = [(s * (v - v.mean()) / (v.std() + 1e-8)).astype(np.float32)[:, None] for v, s in zip(stats, sig)]
+    n_test = len(x) - n_train
+    order = np.random.default_rng(derive_seed(cfg.seed, NAME, "split", rep)).permutation(n_train)
     n_val = min(cfg.n_val, len(order) // 5)
-    idx = np.concatenate([order[n_val:], order[:n_val], np.arange(len(ds.x_train), len(x))])
+    idx = np.concatenate([order[n_val:], order[:n_val], np.arange(n_train, len(x))])
     return {
         "x": x[idx],
         "ys": [y[idx] for y in ys],
