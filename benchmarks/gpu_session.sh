@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make gpu-session`: what the next GPU lease should run, in one call of at most 7 minutes, most needed
+# first. Writes everything to ${OUT:-reports/gpu-latest}/ (at most 8 files: what a device call brings back).
+#
+#   1. train.fit against the best bare loop at batch 512 (train.fit now builds fused SGD on CUDA: does it
+#      reach the bare fused loop's 54.1k images/s?), about 40 s;
+#   2. the full-profile rows not yet projected or fixed since they failed (gradnorm, uncertainty_weighting,
+#      ties_merging, model_soups, grokking, downstream_scaling, data_diet), each cut off after its own
+#      time-out, rows written as they finish, about 5 minutes.
+# An offline machine first installs the wheels in .whl (see the README's "On a GPU").
+set -u
+out=${OUT:-reports/gpu-latest}
+py=${PYTHON:-python3}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 REPLIKIT_PROGRESS=0 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/session.log"
+timeout 60 "$py" benchmarks/gpu_throughput.py --batches 512 --epochs 2 --no-compile --budget 40 \
+  --out "$out/gpu_throughput.json" 2>&1 | tee -a "$out/session.log"
+timeout 330 "$py" benchmarks/gpu_check.py --parts full \
+  --methods uncertainty_weighting,gradnorm,grokking,downstream_scaling,model_soups,data_diet,ties_merging \
+  --budget 220 --method-timeout 50 --timeouts gradnorm=90,data_diet=100,ties_merging=100 \
+  --out "$out/gpu_check" 2>&1 | tee -a "$out/session.log"
