@@ -4,9 +4,11 @@
 #
 #   1. train.fit against the best bare loop at batch 512 (train.fit now builds fused SGD on CUDA: does it
 #      reach the bare fused loop's 54.1k images/s?), about 40 s;
-#   2. the full-profile rows not yet projected or fixed since they failed (gradnorm, uncertainty_weighting,
+#   2. packed runs on a real method: data_diet's default arms, each seed's 15 arms in one vmapped model
+#      (pack 16) against one run at a time, about 2 minutes;
+#   3. the full-profile rows not yet projected or fixed since they failed (gradnorm, uncertainty_weighting,
 #      ties_merging, model_soups, grokking, downstream_scaling, data_diet), each cut off after its own
-#      time-out, rows written as they finish, about 5 minutes.
+#      time-out, rows written as they finish, about 4 minutes.
 # An offline machine first installs the wheels in .whl (see the README's "On a GPU").
 set -u
 out=${OUT:-reports/gpu-latest}
@@ -16,7 +18,9 @@ export PYTHONUNBUFFERED=1 REPLIKIT_PROGRESS=0 PYTHONPATH="$PWD/src${PYTHONPATH:+
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/session.log"
 timeout 60 "$py" benchmarks/gpu_throughput.py --batches 512 --epochs 2 --no-compile --budget 40 \
   --out "$out/gpu_throughput.json" 2>&1 | tee -a "$out/session.log"
-timeout 330 "$py" benchmarks/gpu_check.py --parts full \
+timeout 150 "$py" benchmarks/packed_data_diet.py --seeds 3 --unpacked-seeds 1 --width 16 \
+  --out "$out/packed_data_diet.json" 2>&1 | tee -a "$out/session.log"
+timeout 240 "$py" benchmarks/gpu_check.py --parts full \
   --methods uncertainty_weighting,gradnorm,grokking,downstream_scaling,model_soups,data_diet,ties_merging \
-  --budget 220 --method-timeout 50 --timeouts gradnorm=90,data_diet=100,ties_merging=100 \
+  --budget 150 --method-timeout 50 --timeouts gradnorm=90,data_diet=90,ties_merging=90 \
   --out "$out/gpu_check" 2>&1 | tee -a "$out/session.log"

@@ -147,3 +147,28 @@ def test_select_trains_only_the_asked_arms_and_scores_only_where_needed(tmp_path
     key = ["arm", "seed"]
     merged = runs.merge(every.runs, on=key, suffixes=("", "_all"))
     assert len(merged) == len(runs) and (merged["test_acc"] == merged["test_acc_all"]).all()
+
+
+def test_packed_arms_match_the_unpacked_runs(tmp_path, monkeypatch):
+    """pack > 0: each seed's arms in one vmapped model; the same arms, subsets and step budget, close numbers
+    (another draw: batched kernels sum in another order), independent of which arms share a pack."""
+    cfg = dd.Config(**SMOKE)
+    with resume.using(tmp_path / "one"):
+        one = dd.run(cfg).runs.set_index(["arm", "seed"]).sort_index()
+    with resume.using(tmp_path / "packed"):
+        out = dd.run(cfg.model_copy(update={"pack": 16}))
+    runs = out.runs.set_index(["arm", "seed"]).sort_index()
+    assert list(runs.index) == list(one.index)
+    assert (runs["n_kept"] == one["n_kept"]).all()
+    assert (runs["test_acc"] - one["test_acc"]).abs().max() < 0.03
+    assert out.history.groupby(["arm", "seed"]).size().eq(cfg.epochs).all()
+    # a smaller selection of arms in the same width: the arms it keeps are bit-identical
+    with resume.using(tmp_path / "fewer"):
+        fewer = dd.run(cfg.model_copy(update={"pack": 16}), select=lambda a, s: a in ("full", "el2n_50"))
+    got = fewer.runs.set_index(["arm", "seed"])["test_acc"]
+    assert (got == runs.loc[got.index, "test_acc"]).all()
+
+
+def test_pack_refuses_batch_norm_models():
+    with pytest.raises(ValueError, match="batch norm"):
+        dd.Config(dataset="cifar10", model="resnet18", crop_flip=True, pack=8)

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replikit import data, models, train
+from replikit import data, models, packed, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.data import augment
@@ -126,6 +126,14 @@ class Config(MethodConfig):
         default_factory=lambda: {"offset": [0.5], "easy": [0.5]},
         description="keep fractions of the rules named here (instead of keep_fractions): fewer runs",
     )
+    pack: int = pydantic.Field(
+        0,
+        ge=0,
+        le=256,
+        description="train each seed's arms as packs of this many runs in one vmapped model (replikit.packed; "
+        "for GPUs, where 16 or more fill it); 0: one run at a time. A packed run is another draw of the same "
+        "seed: its numbers depend on the width, never on which arms share its pack",
+    )
     per_class: bool = pydantic.Field(
         True, description="prune each class by the same fraction (False: one ranking over all, as the paper)"
     )
@@ -151,6 +159,8 @@ class Config(MethodConfig):
             raise ValueError(f"score_epoch={self.score_epoch} is after the last epoch ({self.epochs})")
         if self.crop_flip and self.dataset != "cifar10":
             raise ValueError("crop_flip is CIFAR's augmentation")
+        if self.pack and self.model == "resnet18":
+            raise ValueError("pack: ResNet-18's batch norm cannot be packed; use pack: 0")
         if (self.model, self.dataset) in (("cnn1d", "cifar10"), ("resnet18", "mnist1d")):
             raise ValueError(f"model {self.model!r} does not fit dataset {self.dataset!r}")
         return self
@@ -472,15 +482,9 @@ def score_one(cfg: dict, k: int, rep: int) -> dict:
     }
 
 
-def run_one(cfg: dict, rule: str, fraction: float, rep: int, scores: list[float] | None = None) -> dict:
-    """Train one arm of seed ``rep`` ("full", or a subset ``rule`` at ``fraction``) for the full step budget.
-
-    ``scores``: the seed's averaged score of every training example (a plain list, so that the run store's
-    task key hashes every value), needed by the score-based rules.
-    """
-    cfg = Config(**cfg)
-    device = train.resolve_device(cfg.device)
-    d = _split_data(cfg, rep, device)
+def _setup_arm(cfg: Config, d: dict, rule: str, fraction: float, rep: int, scores, device: torch.device):
+    """One arm of seed ``rep``: its name, the kept indices, its model (the seed's init, shared by every arm)
+    and its batch stream."""
     n = len(d["y"])
     if rule == "full":
         keep = np.arange(n)
@@ -499,17 +503,67 @@ def run_one(cfg: dict, rule: str, fraction: float, rep: int, scores: list[float]
     model = _build(cfg, d, device)
     seed = derive_seed(cfg.seed, NAME, "batches", rep)
     batches = SubsetBatches(train.to_device(keep, device), cfg.batch_size, seed)
-    history = _train(cfg, d, model, batches, cfg.epochs, 1.0, seed, device, desc=f"{arm} seed {rep}")
+    return arm, keep, model, batches, seed
+
+
+def _result(arm: str, rule: str, fraction: float, rep: int, n_kept: int, test_acc: float, history) -> dict:
     return {
         "arm": arm,
         "seed": rep,
         "rule": rule,
         "fraction": 1.0 if rule == "full" else fraction,
-        "n_kept": len(keep),
-        "test_acc": train.accuracy(model, d["x_test"], d["y_test"]),
+        "n_kept": n_kept,
+        "test_acc": test_acc,
         "val_acc": history[-1]["val_acc"],
         "history": [dict(h, arm=arm, seed=rep) for h in history],
     }
+
+
+def run_one(cfg: dict, rule: str, fraction: float, rep: int, scores: list[float] | None = None) -> dict:
+    """Train one arm of seed ``rep`` ("full", or a subset ``rule`` at ``fraction``) for the full step budget.
+
+    ``scores``: the seed's averaged score of every training example (a plain list, so that the run store's
+    task key hashes every value), needed by the score-based rules.
+    """
+    cfg = Config(**cfg)
+    device = train.resolve_device(cfg.device)
+    d = _split_data(cfg, rep, device)
+    arm, keep, model, batches, seed = _setup_arm(cfg, d, rule, fraction, rep, scores, device)
+    history = _train(cfg, d, model, batches, cfg.epochs, 1.0, seed, device, desc=f"{arm} seed {rep}")
+    return _result(
+        arm, rule, fraction, rep, len(keep), train.accuracy(model, d["x_test"], d["y_test"]), history
+    )
+
+
+def run_pack(cfg: dict, rep: int, members: list[tuple[str, float, list[float] | None]]) -> list[dict]:
+    """Arms of seed ``rep`` (``(rule, fraction, scores)`` each) trained as one pack of width ``cfg.pack``
+    (:func:`replikit.packed.fit`): the same init, subsets, batch streams and step budget as
+    :func:`run_one`, in one vmapped model."""
+    cfg = Config(**cfg)
+    device = train.resolve_device(cfg.device)
+    d = _split_data(cfg, rep, device)
+    arms = [_setup_arm(cfg, d, rule, f, rep, s, device) for rule, f, s in members]
+    states, histories = packed.fit(
+        [a[2] for a in arms],
+        [a[3].next for a in arms],
+        d["x"],
+        d["y"],
+        epochs=cfg.epochs,
+        steps_per_epoch=max(1, len(d["y"]) // cfg.batch_size),  # full-split epochs of steps, as run_one
+        width=cfg.pack,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        lr_schedule=_lr_schedule(cfg, 1.0),
+        evaluate={"val": (d["x_val"], d["y_val"])},
+        desc=f"pack of {len(arms)} seed {rep}",
+    )
+    out = []
+    for (rule, f, _), (arm, keep, model, _, _), state, history in zip(members, arms, states, histories):
+        model.load_state_dict(state)
+        test_acc = train.accuracy(model, d["x_test"], d["y_test"])
+        out.append(_result(arm, rule, f, rep, len(keep), test_acc, history))
+    return out
 
 
 def mean_scores(score_runs: list[dict], rep: int) -> dict[str, np.ndarray]:
@@ -548,7 +602,21 @@ def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcom
                     continue
                 s = scores[r][SCORE_OF_RULE[rule]].tolist() if rule in SCORE_OF_RULE else None
                 tasks.append(dict(base, rule=rule, fraction=f, rep=r, scores=s))
-        results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="data diet runs")
+        if cfg.pack:  # the arms of each seed as packs of cfg.pack runs
+            members: dict[int, list] = {}
+            for task in tasks:
+                members.setdefault(task["rep"], []).append(
+                    (task["rule"], task["fraction"], task.get("scores"))
+                )
+            packs = [
+                dict(base, rep=r, members=m[i : i + cfg.pack])
+                for r, m in members.items()
+                for i in range(0, len(m), cfg.pack)
+            ]
+            done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="data diet packs")
+            results = [row for rows in done for row in rows]
+        else:
+            results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="data diet runs")
     history = pd.DataFrame([h for res in results for h in res["history"]])
     runs = pd.DataFrame([{k: v for k, v in res.items() if k != "history"} for res in results])
     score_table = pd.DataFrame(

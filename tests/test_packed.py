@@ -1,0 +1,134 @@
+"""Packed runs (replikit.packed): each member trains as its own run would, whatever shares its pack."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from replikit import models, packed
+
+
+def _data(n=96, d=6, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    return x, y
+
+
+def _model(seed):
+    torch.manual_seed(seed)
+    return models.build("mlp", (6,), 3, width=8, depth=2)
+
+
+def _stream(seed, n=96, batch=16):
+    g = torch.Generator().manual_seed(seed)
+    perm, pos = torch.randperm(n, generator=g), 0
+
+    def next_batch():
+        nonlocal perm, pos
+        if pos + batch > n:
+            perm, pos = torch.randperm(n, generator=g), 0
+        pos += batch
+        return perm[pos - batch : pos]
+
+    return next_batch
+
+
+def _plain(seed, stream_seed, x, y, epochs, steps, lr, schedule):
+    """The loop a member replaces: Adam, cross-entropy, the same schedule."""
+    model = _model(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    batches, total = _stream(stream_seed), epochs * steps
+    for t in range(total):
+        opt.param_groups[0]["lr"] = lr * schedule(t / total)
+        idx = batches()
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.state_dict()
+
+
+def test_each_member_trains_like_its_own_run():
+    x, y = _data()
+    schedule = lambda p: 1.0 - 0.5 * p  # noqa: E731
+    states, histories = packed.fit(
+        [_model(1), _model(2)],
+        [_stream(11), _stream(12)],
+        x,
+        y,
+        epochs=3,
+        steps_per_epoch=6,
+        width=4,
+        lr=0.01,
+        lr_schedule=schedule,
+        evaluate={"val": (x, y)},
+    )
+    for state, seed, stream in zip(states, (1, 2), (11, 12)):
+        ref = _plain(seed, stream, x, y, 3, 6, 0.01, schedule)
+        for k, v in ref.items():
+            torch.testing.assert_close(state[k], v, atol=1e-5, rtol=1e-4)
+    assert [len(h) for h in histories] == [3, 3]
+    assert all(0.0 <= row["val_acc"] <= 1.0 and row["train_loss"] > 0 for h in histories for row in h)
+    assert states[0]["features.1.weight"].shape == _model(0).state_dict()["features.1.weight"].shape
+
+
+def test_a_member_is_bit_identical_whatever_shares_its_pack():
+    x, y = _data()
+    kw = dict(epochs=2, steps_per_epoch=6, width=4, lr=0.01)
+    alone, h_alone = packed.fit([_model(1)], [_stream(11)], x, y, **kw)
+    crowd, h_crowd = packed.fit(
+        [_model(1), _model(5), _model(6)], [_stream(11), _stream(15), _stream(16)], x, y, **kw
+    )
+    assert all(torch.equal(alone[0][k], crowd[0][k]) for k in alone[0])
+    assert h_alone[0] == h_crowd[0]
+
+
+def test_what_a_pack_cannot_hold_is_refused():
+    x, y = _data()
+    bn = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="BatchNorm1d"):
+        packed.fit([bn], [_stream(1)], x, y, epochs=1, steps_per_epoch=1, width=2, lr=0.1)
+    with pytest.raises(ValueError, match="3 members for a pack of width 2"):
+        packed.fit(
+            [_model(i) for i in range(3)],
+            [_stream(i) for i in range(3)],
+            x,
+            y,
+            epochs=1,
+            steps_per_epoch=1,
+            width=2,
+            lr=0.1,
+        )
+
+
+def test_divergence_is_reported():
+    x, y = _data()
+    with pytest.raises(packed.DivergenceError):
+        packed.fit(
+            [_model(1)],
+            [_stream(1)],
+            x * 1e30,
+            y,
+            epochs=1,
+            steps_per_epoch=3,
+            width=2,
+            lr=1e3,
+            optimizer="sgd",
+        )
+
+
+def test_packed_data_diet_benchmark_quick(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import packed_data_diet
+
+    out = tmp_path / "p.json"
+    assert packed_data_diet.main(["--device", "cpu", "--quick", "--width", "16", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [r["variant"] for r in res["rows"]] == ["pack 16", "one at a time"]
+    assert res["rows"][0]["runs"] == 2 * res["rows"][1]["runs"] > 0
+    assert res["max_abs_diff_arm_mean_acc"] < 0.05 and res["speedup"] > 0
