@@ -437,18 +437,19 @@ def pick_learning_rates(table: pd.DataFrame) -> pd.DataFrame:
     return multitask.best_by_validation(table, ["optimizer", "T", "weighting", "seed"], "val_nloss")
 
 
+def grid_rows(table: pd.DataFrame, opt: str, t: int) -> pd.DataFrame:
+    """The rows of the grid search of ``opt`` at T = ``t``: equal weighting and every fixed point g<gamma>."""
+    w = table["weighting"]
+    return table[(table["optimizer"] == opt) & (table["T"] == t) & ((w == "equal") | w.str.match(r"g[\d.]"))]
+
+
 def grid_arm(table: pd.DataFrame, opt: str, t: int, seeds: set[int] | None = None) -> pd.DataFrame:
     """Per seed, the grid point (equal weighting included) with the best validation loss, as arm ``grid``.
 
     ``seeds``: those that ran every grid point (:func:`complete_grid_seeds`); the others (a later
     sequential look that needed only some arms) get no grid row rather than a choice among fewer points.
     """
-    cand = table[
-        (table["optimizer"] == opt)
-        & (table["T"] == t)
-        & ((table["weighting"] == "equal") | table["weighting"].str.startswith("g"))
-    ]
-    cand = cand[cand["weighting"] != "gradnorm"]
+    cand = grid_rows(table, opt, t)
     if seeds is not None:
         cand = cand[cand["seed"].isin(seeds)]
     best = multitask.best_by_validation(cand, ["seed"], "val_nloss").copy()
@@ -460,9 +461,7 @@ def grid_arm(table: pd.DataFrame, opt: str, t: int, seeds: set[int] | None = Non
 
 def complete_grid_seeds(every_lr: pd.DataFrame, opt: str, t: int, n_points: int) -> set[int]:
     """Seeds that ran all ``n_points`` grid points (equal weighting included) of ``opt`` at T = ``t``."""
-    rows = every_lr[(every_lr["optimizer"] == opt) & (every_lr["T"] == t)]
-    rows = rows[(rows["weighting"] == "equal") | rows["weighting"].str.match(r"g[\d.]")]
-    counts = rows.groupby("seed")["weighting"].nunique()
+    counts = grid_rows(every_lr, opt, t).groupby("seed")["weighting"].nunique()
     return set(counts.index[counts == n_points])
 
 
