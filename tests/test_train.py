@@ -93,6 +93,30 @@ def test_run_many_keeps_order_and_matches_in_process_results():
     assert all(r["threads"] == 1 for r in spread + here)  # one torch thread per run, whatever the layout
 
 
+def worker_pid(v: int, die: bool = False) -> int:
+    import os
+
+    if die:
+        os._exit(3)  # a worker killed mid-run (out of memory, SIGKILL)
+    return os.getpid()
+
+
+def test_run_many_keeps_its_workers_between_calls_and_rebuilds_them_when_needed(monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    tasks = [{"v": v} for v in range(4)]
+    first = set(train.run_many(worker_pid, tasks, workers=2))
+    assert set(train.run_many(worker_pid, tasks, workers=2)) <= first  # warm workers, no new spawn
+    monkeypatch.setenv("REPLIKIT_TEST_POOL", "1")  # spawned workers would not see it: new pool
+    after_env = set(train.run_many(worker_pid, tasks, workers=2))
+    assert not after_env & first
+    with pytest.raises(BrokenProcessPool):
+        train.run_many(worker_pid, [{"v": 0, "die": True}, {"v": 1}], workers=2)
+    recovered = set(train.run_many(worker_pid, tasks, workers=2))  # a dead worker's pool is not reused
+    assert len(recovered) >= 1 and not recovered & after_env
+    train.shutdown_pool()
+
+
 def test_device_resolution():
     assert train.resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():

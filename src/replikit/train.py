@@ -26,6 +26,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,7 @@ def run_many(
     are read back instead of run again, and each new one is recorded as soon as it ends. With
     ``REPLIKIT_RAY_ADDRESS`` set, the runs go to a Ray cluster instead (``pip install -e '.[ray]'``),
     one CPU and ``REPLIKIT_RAY_GPUS_PER_RUN`` of a GPU each, with the same results as the local pool.
+    The local workers are kept for the next call (see :func:`shutdown_pool`).
     """
     n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     resolve_device(device)  # fail early on cuda without CUDA
@@ -345,9 +347,50 @@ def run_many(
         finally:
             torch.set_num_threads(threads)
         return results
-    ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = {i: pool.submit(resume.call, fn, tasks[i], folder, keys[i]) for i in todo}
+    pool = _pool(workers)
+    futures = {i: pool.submit(resume.call, fn, tasks[i], folder, keys[i]) for i in todo}
+    try:
         for i in progress(todo, desc=desc, unit="run"):
             results[i] = futures[i].result()
+    except BaseException as err:
+        for f in futures.values():
+            f.cancel()
+        if not isinstance(err, Exception) or isinstance(err, BrokenProcessPool):
+            shutdown_pool(kill=True)  # Ctrl-C or a dead worker: nothing of this pool is kept
+        raise
     return results
+
+
+# One pool of spawned workers per process, kept between calls: a method's sequential looks, its
+# scoring and training passes reuse warm workers instead of paying a spawn (a fresh interpreter that
+# imports torch and the method, about 2 s of both cores) each time. A worker runs tasks one after
+# another either way, so reuse changes no number. The pool is rebuilt when it is too small, broken,
+# or when the environment, working folder or import path it was spawned with has changed (spawned
+# workers see those as they were at spawn).
+_POOL: ProcessPoolExecutor | None = None
+_POOL_KEY: tuple | None = None
+_POOL_SIZE = 0
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    global _POOL, _POOL_KEY, _POOL_SIZE
+    key = (tuple(sorted(os.environ.items())), os.getcwd(), tuple(sys.path))
+    if _POOL is not None and (key != _POOL_KEY or _POOL_SIZE < workers or _POOL._broken):
+        shutdown_pool()
+    if _POOL is None:
+        ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
+        _POOL = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+        _POOL_KEY, _POOL_SIZE = key, workers
+    return _POOL
+
+
+def shutdown_pool(kill: bool = False) -> None:
+    """Stop the kept worker pool (at exit this happens by itself); ``kill`` does not wait for runs."""
+    global _POOL, _POOL_KEY, _POOL_SIZE
+    pool, _POOL, _POOL_KEY, _POOL_SIZE = _POOL, None, None, 0
+    if pool is None:
+        return
+    if kill:
+        for proc in list((pool._processes or {}).values()):
+            proc.kill()
+    pool.shutdown(wait=not kill, cancel_futures=True)
