@@ -62,7 +62,7 @@ plots.sns.lineplot(
     y="deprived_share",
     hue="depth",
     marker="o",
-    errorbar=("ci", 95),
+    errorbar=plots.t95,
     palette="viridis",
     ax=ax,
 )
@@ -103,7 +103,7 @@ for ax, depth in zip(axes[0], shown):
         x="step",
         y="deprived_share",
         hue="condition",
-        errorbar=("ci", 95),
+        errorbar=plots.t95,
         ax=ax,
         palette=plots.arm_palette(list(lengths) + ["late"]),
     )
@@ -123,7 +123,7 @@ plots.sns.barplot(
     x="depth",
     y="deprived_gain",
     hue="condition",
-    errorbar=("ci", 95),
+    errorbar=plots.t95,
     ax=ax,
 )
 ax.set(title="What the deprived pathway learned", ylabel="gain of pathway B (1 = its own optimum)")

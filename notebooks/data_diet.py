@@ -58,7 +58,7 @@ plots.sns.lineplot(
     y="test_acc",
     hue="rule",
     marker="o",
-    errorbar=("ci", 95),
+    errorbar=plots.t95,
     ax=ax,
     palette=plots.arm_palette(list(dict.fromkeys(pruned["rule"]))),
 )

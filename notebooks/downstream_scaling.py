@@ -71,7 +71,7 @@ for metric, ax, label in (
     ("ce", axes[1], "downstream cross-entropy (nats/token)"),
 ):
     plots.sns.lineplot(
-        curves, x="pretrain_tokens", y=metric, hue="arm", marker="o", errorbar=("ci", 95), palette=pal, ax=ax
+        curves, x="pretrain_tokens", y=metric, hue="arm", marker="o", errorbar=plots.t95, palette=pal, ax=ax
     )
     for arm in downstream_scaling.ARMS:
         ax.axhline(scratch.loc[arm, metric], color=pal[arm], ls=":", lw=1)
@@ -134,7 +134,7 @@ errors = aligned.melt(
     var_name="forecaster",
     value_name="mean absolute error",
 )
-plots.sns.pointplot(errors, x="forecaster", y="mean absolute error", errorbar=("ci", 95), ax=axes[1])
+plots.sns.pointplot(errors, x="forecaster", y="mean absolute error", errorbar=plots.t95, ax=axes[1])
 axes[1].set(title="Aligned arm: prediction error on the larger sizes", yscale="log")
 claims.table(verdicts)
 

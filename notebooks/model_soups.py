@@ -83,7 +83,7 @@ long = outcome.runs.melt(
 )
 fig_arms, ax = plots.plt.subplots(figsize=(8, 3.8))
 plots.sns.pointplot(
-    long, x="arm", y="accuracy", hue="test set", errorbar=("ci", 95), dodge=0.3, linestyle="none", ax=ax
+    long, x="arm", y="accuracy", hue="test set", errorbar=plots.t95, dodge=0.3, linestyle="none", ax=ax
 )
 ax.set(title="Accuracy by arm (soups and best single: one model at inference)", xlabel="")
 

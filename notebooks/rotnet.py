@@ -65,7 +65,7 @@ pre["measure"] = pre["measure"].map(
         "pretext_dir_acc": "direction, given the right axis",
     }
 )
-plots.sns.lineplot(pre, x="epoch", y="accuracy", hue="measure", errorbar=("ci", 95), ax=ax, marker="o")
+plots.sns.lineplot(pre, x="epoch", y="accuracy", hue="measure", errorbar=plots.t95, ax=ax, marker="o")
 for _, r in outcome.extras["shortcut"].iterrows():
     ax.axhline(r["rotation_acc"], ls="--", lw=1, color="0.4")
     ax.annotate(f"shortcut: {r['features']}", (1, r["rotation_acc"]), fontsize=8, va="bottom", color="0.3")
@@ -106,7 +106,7 @@ for r, view in enumerate(views):
             y="acc",
             hue="arm",
             order=order,
-            errorbar=("ci", 95),
+            errorbar=plots.t95,
             ax=ax,
             palette=plots.arm_palette(list(rotnet.ARMS)),
             dodge=0.2,
@@ -145,7 +145,7 @@ long["model"] = (
 )
 fig_few, ax = plots.plt.subplots(figsize=(7, 3.8))
 plots.sns.pointplot(
-    long, x="shots", y="accuracy", hue="model", order=order, errorbar=("ci", 95), ax=ax, dodge=0.3
+    long, x="shots", y="accuracy", hue="model", order=order, errorbar=plots.t95, ax=ax, dodge=0.3
 )
 ax.set(
     title=f"Block {cfg.probe_block} probes vs whole-network training",

@@ -58,7 +58,7 @@ for ax, col, title in (
     (axes[1], "acc_ag", "Full labels: aggregated over 4 rotations"),
 ):
     plots.sns.lineplot(
-        full.dropna(subset=[col]), x="epoch", y=col, hue="arm", errorbar=("ci", 95), ax=ax, palette=palette
+        full.dropna(subset=[col]), x="epoch", y=col, hue="arm", errorbar=plots.t95, ax=ax, palette=palette
     )
     ax.set(title=title, ylabel="test accuracy", ylim=(max(0.5, full["acc"].quantile(0.1) - 0.05), 1.0))
 
@@ -91,7 +91,7 @@ for ax, setting, title in (
             hue="inference",
             dodge=0.4,
             linestyle="none",
-            errorbar=("ci", 95),
+            errorbar=plots.t95,
             markers="D",
             ax=ax,
             legend=False,

@@ -69,7 +69,7 @@ if len(add_curves):
     long["curve"] = (
         long["metric"].map({"avg_acc": "absolute", "norm_acc": "normalized"}) + " (" + long["split"] + ")"
     )
-    plots.sns.lineplot(long, x="coef", y="accuracy", hue="curve", ax=axes[0], errorbar=("ci", 95))
+    plots.sns.lineplot(long, x="coef", y="accuracy", hue="curve", ax=axes[0], errorbar=plots.t95)
     for arm, style in (("pretrained", ":"), ("finetuned", "--")):
         axes[0].axhline(
             runs.loc[runs["arm"] == arm, "avg_acc"].mean(),
@@ -91,7 +91,7 @@ neg = curves[(curves["experiment"] == "negation") & (curves["split"] == "test")]
     value_name="accuracy",
 )
 neg["task"] = neg["task"].map({"target_acc": "target (negated task)", "control_acc": "control (identity)"})
-plots.sns.lineplot(neg, x="coef", y="accuracy", hue="task", ax=axes[1], errorbar=("ci", 95))
+plots.sns.lineplot(neg, x="coef", y="accuracy", hue="task", ax=axes[1], errorbar=plots.t95)
 axes[1].axhline(
     runs.loc[runs["arm"] == "pretrained", "control_acc"].mean(),
     ls=":",

@@ -62,7 +62,7 @@ plots.sns.lineplot(
     hue="arm",
     marker="o",
     ax=axes[0],
-    errorbar=("ci", 95),
+    errorbar=plots.t95,
     palette=plots.arm_palette(list(dict.fromkeys(runs["arm"]))),
 )
 axes[0].set(title="Merged model vs number of tasks", xticks=cfg.task_counts)
@@ -76,7 +76,7 @@ plots.sns.lineplot(
     hue="n_tasks",
     marker="o",
     ax=axes[1],
-    errorbar=("ci", 95),
+    errorbar=plots.t95,
     palette=count_colors,
 )
 ta_chosen = chosen[chosen["method"] == "task_arithmetic"].groupby("n_tasks")["test_acc"].mean()
@@ -103,7 +103,7 @@ fig_lambda, axes = plots.plt.subplots(
 )
 for ax, n in zip(axes, cfg.task_counts):
     plots.sns.lineplot(
-        curve[curve["n_tasks"] == n], x="coef", y="val_acc", hue="merge", ax=ax, errorbar=("ci", 95)
+        curve[curve["n_tasks"] == n], x="coef", y="val_acc", hue="merge", ax=ax, errorbar=plots.t95
     )
     ax.set(title=f"{n} tasks merged", xlabel="λ (scaling coefficient)", ylabel="validation accuracy")
 
@@ -126,7 +126,7 @@ plots.sns.pointplot(
     x="tasks merged",
     y="TIES - task arithmetic",
     ax=axes[1],
-    errorbar=("ci", 95),
+    errorbar=plots.t95,
 )
 axes[1].axhline(0, color="0.4", lw=1)
 axes[1].set(title="TIES margin per seed (mean, 95% CI)", ylabel="test accuracy difference")

@@ -140,7 +140,7 @@ plots.sns.barplot(
     hue="arm",
     hue_order=arms,
     palette=plots.arm_palette(arms),
-    errorbar=("ci", 95),
+    errorbar=plots.t95,
     ax=ax,
 )
 ax.set(title="Test error per task (class: error/0.9; regression: MSE/var)", ylabel="scale-free test error")
