@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Jupyter refuses to run as root (containers, CI images) unless told to; never passed otherwise
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup repro test lab report bench full stability gpu-check gpu-bench gpu-session
+.PHONY: setup repro test lab report bench full stability gpu-check gpu-bench gpu-suite gpu-session
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -50,5 +50,8 @@ gpu-check:            ## on a GPU machine (about 6 min): notebooks on CUDA (smok
 gpu-bench:            ## on a GPU machine: train.fit against the best bare loop, ResNet-18 on CIFAR-10 shapes
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) benchmarks/gpu_throughput.py $(ARGS)
 
-gpu-session:          ## on a GPU machine (at most 7 min): what is left to measure there, most needed first
+gpu-suite:            ## on a GPU machine: the default suite on CUDA, timed against the committed CPU results, verdicts compared
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) benchmarks/gpu_suite.py $(ARGS)
+
+gpu-session:          ## on a GPU machine (at most 8 min): what is left to measure there, most needed first
 	PYTHON=$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) bash benchmarks/gpu_session.sh

@@ -15,6 +15,18 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("REPLIKIT_PROGRESS", "0")
 
 
+def benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package), loaded once."""
+    import importlib.util
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before running it: dataclasses and pickling look the module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 @pytest.fixture(autouse=True)
 def _in_root(monkeypatch):
     """Tests run from the project root, as users and DVC do."""

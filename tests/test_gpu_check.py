@@ -1,22 +1,14 @@
 """benchmarks/gpu_check.py in its CPU mode: rows for every method asked, failures recorded, never fatal."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import benchmark
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("gpu_check")
 
 
 def test_quick_cpu_full_part_projects_gpu_hours(gpu_check, tmp_path):

@@ -8,20 +8,16 @@ sizes cut to a few steps: it checks wiring (shapes, models, losses, the data pat
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-from conftest import ROOT
+from conftest import benchmark
 from placement import PlacementError, PlacementGuard
 
 from replikit import models, train
 from replikit.data import fake
 from replikit.methods import available, get_method, load_config
 
-_spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-gpu_check = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gpu_check)
+gpu_check = benchmark("gpu_check")
 
 # full profile, cut to a few steps at real input shapes: gpu-check's --quick sizes (one place for the tiny
 # sizes of every method), plus the epoch caps gpu-check applies itself by capping fit calls

@@ -1,10 +1,10 @@
 """benchmarks/gpu_throughput.py in its tiny CPU mode: every variant runs and the table is written."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [
@@ -17,10 +17,7 @@ VARIANTS = [
 
 @pytest.fixture(scope="module")
 def gpu_throughput():
-    spec = importlib.util.spec_from_file_location("gpu_throughput", ROOT / "benchmarks" / "gpu_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("gpu_throughput")
 
 
 def test_quick_cpu_mode_times_every_variant_at_every_batch_size(gpu_throughput, tmp_path, capsys):

@@ -1,22 +1,16 @@
 """benchmarks/gpu_vmap.py in its tiny CPU mode: the table's fields, and the vmap pack trains each seed as
 the plain loop does (same init, same batches)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import benchmark
 
 
 @pytest.fixture(scope="module")
 def gpu_vmap():
-    spec = importlib.util.spec_from_file_location("gpu_vmap", ROOT / "benchmarks" / "gpu_vmap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("gpu_vmap")
 
 
 def test_quick_cpu_mode_writes_the_table(gpu_vmap, tmp_path, capsys):

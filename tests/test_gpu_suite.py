@@ -1,0 +1,68 @@
+"""benchmarks/gpu_suite.py: the default suite on a device, compared with the committed CPU results."""
+
+import json
+
+import pytest
+from conftest import ROOT, benchmark
+
+
+@pytest.fixture(scope="module")
+def gpu_suite():
+    return benchmark("gpu_suite")
+
+
+def claim(cid, verdict, lo, hi):
+    return {"id": cid, "verdict": verdict, "ci_low": lo, "ci_high": hi}
+
+
+def test_compare_counts_flips_and_disjoint_intervals(gpu_suite):
+    cpu = {"claims": [claim("a", "reproduced", 0.1, 0.3), claim("b", "inconclusive", -0.1, 0.1)]}
+    dev = {"claims": [claim("a", "reproduced", 0.25, 0.4), claim("b", "not_reproduced", 0.2, 0.3)]}
+    got = gpu_suite.compare(cpu, dev)
+    assert got == {
+        "claims": 2,
+        "same_verdict": 1,
+        "overlapping_ci": 1,
+        "flips": ["b: inconclusive -> not_reproduced"],
+    }
+
+
+def test_summary_judges_the_quarter_time_goal(gpu_suite):
+    rows = [
+        {"method": "x", "status": "ok", "wall_s": 30.0, "runs_s": 20.0, "cpu_runs_s": 100.0},
+        {"method": "y", "status": "ok", "wall_s": 10.0, "runs_s": 10.0, "cpu_runs_s": 20.0},
+        {"method": "z", "status": "skipped: time budget spent"},
+    ]
+    s = gpu_suite.summary(rows)
+    assert s["ratio"] == 0.25 and s["goal_met"] and s["methods_timed"] == 2 and s["device_wall_s"] == 40.0
+    rows[1]["runs_s"] = 11.0
+    assert not gpu_suite.summary(rows)["goal_met"]
+
+
+def test_cpu_smoke_run_writes_the_table_and_leaves_results_alone(gpu_suite, tmp_path):
+    before = (ROOT / "results" / "critical_periods" / "verdict.json").read_bytes()
+    ref = tmp_path / "ref" / "critical_periods"
+    ref.mkdir(parents=True)
+    out = tmp_path / "suite"
+    args = ["--device", "cpu", "--profile", "smoke", "--methods", "critical_periods,nonexistent"]
+    assert gpu_suite.main([*args, "--reference", str(tmp_path / "ref"), "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    ok, bad = report["rows"]
+    assert ok["status"] == "ok" and ok["runs_s"] > 0 and "cpu_runs_s" not in ok  # no reference there
+    assert bad["status"].startswith("error:")
+    assert (ROOT / "results" / "critical_periods" / "verdict.json").read_bytes() == before
+    assert "critical_periods" in out.with_suffix(".md").read_text()
+
+
+def test_row_compares_only_the_same_profile(gpu_suite, tmp_path):
+    dev, ref = tmp_path / "dev", tmp_path / "ref" / "m"
+    dev.mkdir()
+    ref.mkdir(parents=True)
+    claims = [claim("a", "reproduced", 0.1, 0.3)]
+    (dev / "verdict.json").write_text(json.dumps({"profile": "default", "runtime_s": 5.0, "claims": claims}))
+    (ref / "verdict.json").write_text(json.dumps({"profile": "default", "runtime_s": 40.0, "claims": claims}))
+    row = gpu_suite.row_for("m", 6.0, dev, tmp_path / "ref")
+    assert row["same_verdict"] == row["claims"] == 1 and row["cpu_runs_s"] == 40.0
+    (ref / "verdict.json").write_text(json.dumps({"profile": "smoke", "runtime_s": 4.0, "claims": claims}))
+    row = gpu_suite.row_for("m", 6.0, dev, tmp_path / "ref")
+    assert "claims" not in row and "smoke" in row["note"]
