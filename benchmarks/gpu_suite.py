@@ -127,6 +127,18 @@ def table(rows: list[dict], head: str) -> str:
     return "\n".join(lines)
 
 
+def overrides_for(method: str, sets: dict, device) -> dict:
+    """``device`` plus the ``--set`` values for ``method``: plain keys go to every method, ``m.key`` to m."""
+    out = {"device": str(device)}
+    for key, value in sets.items():
+        target, dot, name = key.rpartition(".")
+        if not dot:
+            out[key] = value
+        elif target == method:
+            out[name] = value
+    return out
+
+
 def ensure_data() -> None:
     if not (ROOT / "data" / "default").is_dir():
         print("data/default is absent: preparing it", flush=True)
@@ -144,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="", help="comma-separated (default: params.yaml's methods)")
     parser.add_argument("--budget", type=float, default=420.0, help="seconds; later methods are skipped")
     parser.add_argument("--reference", default="results", help="the CPU run's results folder")
-    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every method")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="KEY=VALUE for every method, or METHOD.KEY=VALUE for one (e.g. elr.pack=16)",
+    )
     parser.add_argument("--out", default="reports/gpu_suite", help="writes OUT.md and OUT.json")
     args = parser.parse_args(argv)
 
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     methods = [m for m in args.methods.split(",") if m] or params["methods"]
     profile = args.profile or params.get("profile", "default")
-    overrides = {"device": str(device), **runner.parse_overrides(args.set)}
+    sets = runner.parse_overrides(args.set)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     head = (
         f"default suite on {name} ({profile} profile, torch {torch.__version__}, CUDA {torch.version.cuda})"
@@ -178,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             try:
                 folder = runner.execute(
-                    m, profile=profile, overrides=overrides, out_dir=Path(tmp) / m, root=ROOT
+                    m,
+                    profile=profile,
+                    overrides=overrides_for(m, sets, device),
+                    out_dir=Path(tmp) / m,
+                    root=ROOT,
                 )
                 rows.append(row_for(m, time.perf_counter() - t0, folder, reference))
             except Exception as err:  # noqa: BLE001  (the next method still runs)

@@ -81,16 +81,6 @@ def test_select_per_class_keeps_the_same_fraction_of_every_class():
     assert dd.select_per_class(scores, labels, 0.5, "offset", offset=0.25).tolist() == [1, 2, 5, 6]
 
 
-def test_subset_batches_cover_the_subset_once_per_pass():
-    subset = torch.tensor([2, 3, 5, 7, 11, 13, 17])
-    batches = dd.SubsetBatches(subset, batch_size=3, seed=0)
-    first_pass = torch.cat([batches.next(), batches.next()])  # 6 of 7; the ragged tail is dropped
-    assert len(set(first_pass.tolist())) == 6 and set(first_pass.tolist()) <= set(subset.tolist())
-    assert set(batches.next().tolist()) <= set(subset.tolist())  # a fresh pass
-    with pytest.raises(ValueError):
-        dd.SubsetBatches(subset, batch_size=8, seed=0)
-
-
 def test_config_rejects_impossible_designs():
     with pytest.raises(ValueError, match="offset"):
         dd.Config(keep_fractions=[0.97], rule_fractions={})

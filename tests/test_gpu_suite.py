@@ -66,3 +66,9 @@ def test_row_compares_only_the_same_profile(gpu_suite, tmp_path):
     (ref / "verdict.json").write_text(json.dumps({"profile": "smoke", "runtime_s": 4.0, "claims": claims}))
     row = gpu_suite.row_for("m", 6.0, dev, tmp_path / "ref")
     assert "claims" not in row and "smoke" in row["note"]
+
+
+def test_set_values_reach_every_method_or_one(gpu_suite):
+    sets = {"workers": 4, "elr.pack": 16, "data_diet.pack": 16}
+    assert gpu_suite.overrides_for("elr", sets, "cuda") == {"device": "cuda", "workers": 4, "pack": 16}
+    assert gpu_suite.overrides_for("dann", sets, "cuda") == {"device": "cuda", "workers": 4}

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replikit import models, packed
+from replikit import models, packed, train
 
 
 def _data(n=96, d=6, classes=3, seed=0):
@@ -132,3 +132,27 @@ def test_packed_data_diet_benchmark_quick(tmp_path):
     assert [r["variant"] for r in res["rows"]] == ["pack 16", "one at a time"]
     assert res["rows"][0]["runs"] == 2 * res["rows"][1]["runs"] > 0
     assert res["max_abs_diff_arm_mean_acc"] < 0.05 and res["speedup"] > 0
+
+
+def test_subset_batches_cover_the_subset_once_per_pass():
+    subset = torch.tensor([2, 3, 5, 7, 11, 13, 17])
+    batches = packed.Batches(subset, batch_size=3, seed=0)
+    first_pass = torch.cat([batches.next(), batches.next()])  # 6 of 7; the ragged tail is dropped
+    assert len(set(first_pass.tolist())) == 6 and set(first_pass.tolist()) <= set(subset.tolist())
+    assert set(batches.next().tolist()) <= set(subset.tolist())  # a fresh pass
+    with pytest.raises(ValueError):
+        packed.Batches(subset, batch_size=8, seed=0)
+
+
+def test_batches_of_the_whole_set_are_the_stream_train_fit_draws():
+    n, batch, seed = 50, 8, 7
+    seen = []
+    w = torch.zeros(1, requires_grad=True)
+
+    def step(idx, p):
+        seen.append(idx.clone())
+        return (w * 0).sum()
+
+    train.fit(step, [w], n, epochs=3, batch_size=batch, seed=seed, device=torch.device("cpu"))
+    stream = packed.Batches(torch.arange(n), batch, seed)
+    assert all(torch.equal(s, stream.next()) for s in seen) and len(seen) == 3 * (n // batch)

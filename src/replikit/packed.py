@@ -20,7 +20,10 @@ in another order, so packing is another, equally valid draw of the same seeds, a
 the run store's key (the methods pass it in the task).
 
 Limits: one architecture per pack, models without batch-norm statistics or dropout (the suite's MLPs and
-1-D CNN), plain classification losses on shared in-memory data. Methods opt in with a ``pack`` knob.
+1-D CNN), shared in-memory inputs. Labels may differ per member (each seed's own label noise), and a
+method may bring its own loss over the whole pack's logits (ELR's, with per-member targets). Methods opt
+in with a ``pack`` knob (data_diet, elr); :class:`Batches` gives a member the very batch stream
+:func:`replikit.train.fit` would draw for its seed.
 """
 
 from __future__ import annotations
@@ -35,6 +38,30 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from replikit.train import DivergenceError, progress
+
+
+class Batches:
+    """Batches of indices drawn from ``subset`` pass by pass (reshuffled each pass, ragged tail dropped),
+    on its device. With ``subset = arange(n)`` and the run's seed this is exactly the stream
+    :func:`replikit.train.fit` draws (one ``randperm`` per epoch from a generator seeded ``seed``), so a
+    packed member sees its unpacked run's batches."""
+
+    def __init__(self, subset: torch.Tensor, batch_size: int, seed: int):
+        if len(subset) < batch_size:
+            raise ValueError(f"a subset of {len(subset)} examples is smaller than one batch ({batch_size})")
+        self.subset, self.batch_size = subset, batch_size
+        self.gen = torch.Generator(device=subset.device).manual_seed(seed)
+        self.perm, self.pos = self._shuffle(), 0
+
+    def _shuffle(self) -> torch.Tensor:
+        return self.subset[torch.randperm(len(self.subset), device=self.subset.device, generator=self.gen)]
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > len(self.perm):
+            self.perm, self.pos = self._shuffle(), 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
 
 
 def check_packable(model: nn.Module) -> None:
@@ -59,14 +86,22 @@ def fit(
     momentum: float = 0.9,
     lr_schedule: Callable[[float], float] | None = None,
     evaluate: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    on_epoch: Callable[[int, Callable[[torch.Tensor], torch.Tensor]], list[dict[str, float]]] | None = None,
     desc: str = "pack",
 ) -> tuple[list[dict[str, torch.Tensor]], list[list[dict[str, float]]]]:
     """Train ``models`` (each with its batch stream ``batches[i]``: indices into ``x``) as one pack.
 
-    Cross-entropy on ``x[idx]``, ``y[idx]``; ``epochs`` x ``steps_per_epoch`` steps; ``lr_schedule(p)``
-    multiplies the learning rate at progress p, as in :func:`replikit.train.fit`. ``evaluate``: named
-    (x, y) sets whose accuracy (``<name>_acc``) joins each epoch's history row. bf16 autocast on CUDA.
-    Returns each member's trained parameters and buffers (a state dict) and its per-epoch history.
+    ``y``: the labels, shared (n,) or one row per member (members, n), e.g. each seed's own label noise.
+    Cross-entropy on ``x[idx]``, ``y[idx]``, unless ``loss(logits, labels, idx)`` is given: the whole
+    pack's (width, B, classes) logits, (width, B) labels and indices in, (width,) losses out, one per
+    slot (a method's own objective, with any per-member state it keeps, indexed by slot). ``epochs`` x
+    ``steps_per_epoch`` steps; ``lr_schedule(p)`` multiplies the learning rate at progress p, as in
+    :func:`replikit.train.fit`. ``evaluate``: named (x, y) sets whose accuracy (``<name>_acc``) joins each
+    epoch's history row; ``on_epoch(epoch, predict)`` adds a method's own per-member entries (a list of
+    dicts, one per member), where ``predict(x)`` gives every slot's logits on ``x``, (width, N, classes).
+    bf16 autocast on CUDA. Returns each member's trained parameters and buffers (a state dict) and its
+    per-epoch history.
     """
     n = len(models)
     if not 0 < n <= width:
@@ -77,6 +112,11 @@ def fit(
         check_packable(m)
     slots = list(models) + [models[0]] * (width - n)  # padding: copies of the first, results dropped
     device = x.device
+    if y.dim() == 2:
+        if len(y) != n:
+            raise ValueError(f"{n} members but {len(y)} rows of labels")
+        y = torch.cat([y, y[:1].expand(width - n, -1)])  # padded slots: the first member's labels
+        slot = torch.arange(width, device=device)[:, None]
     params, buffers = stack_module_state([m.to(device) for m in slots])  # new leaves: (width, ...)
     base = copy.deepcopy(models[0]).to("meta")
     plist = list(params.values())
@@ -90,10 +130,11 @@ def fit(
     def logits(p, b, xb):
         return functional_call(base, (p, b), (xb,))
 
-    def loss(p, b, xb, yb):
+    def ce_loss(p, b, xb, yb):
         return F.cross_entropy(logits(p, b, xb).float(), yb)
 
-    per_member = vmap(loss)
+    per_member = vmap(ce_loss)
+    all_logits = vmap(logits)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     total = epochs * steps_per_epoch
     histories: list[list[dict[str, float]]] = [[] for _ in range(n)]
@@ -104,8 +145,12 @@ def fit(
             if lr_schedule is not None:
                 opt.param_groups[0]["lr"] = lr * lr_schedule(t / total)
             idx = _draw(batches, width)
+            yb = y[slot, idx] if y.dim() == 2 else y[idx]
             with autocast:
-                losses = per_member(params, buffers, x[idx], y[idx])
+                if loss is None:
+                    losses = per_member(params, buffers, x[idx], yb)
+                else:
+                    losses = loss(all_logits(params, buffers, x[idx]), yb, idx)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
@@ -121,6 +166,10 @@ def fit(
             acc = accuracies(logits, params, buffers, xe, ye)
             for i in range(n):
                 rows[i][f"{name}_acc"] = acc[i]
+        if on_epoch is not None:
+            extra = on_epoch(epoch + 1, lambda xe: predict(logits, params, buffers, xe))
+            for row, more in zip(rows, extra):
+                row.update(more)
         for h, row in zip(histories, rows):
             h.append(row)
     states = [
@@ -141,15 +190,20 @@ def _draw(batches: Sequence[Callable[[], torch.Tensor]], width: int) -> torch.Te
 
 
 @torch.no_grad()
+def predict(logits_fn, params, buffers, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Every slot's logits on ``x``, (width, N, classes) in float32: vmapped forwards, chunk by chunk."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda")
+    outs = []
+    for i in range(0, len(x), chunk):
+        with autocast:
+            outs.append(vmap(logits_fn, in_dims=(0, 0, None))(params, buffers, x[i : i + chunk]).float())
+    return torch.cat(outs, dim=1)
+
+
+@torch.no_grad()
 def accuracies(
     logits_fn, params, buffers, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096
 ) -> list[float]:
-    """Each member's accuracy on (x, y): one vmapped forward per chunk of examples."""
-    correct = None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda")
-    for i in range(0, len(y), chunk):
-        with autocast:
-            out = vmap(logits_fn, in_dims=(0, 0, None))(params, buffers, x[i : i + chunk])
-        hit = (out.float().argmax(-1) == y[i : i + chunk]).sum(-1)
-        correct = hit if correct is None else correct + hit
-    return (correct.float() / len(y)).tolist()
+    """Each slot's accuracy on (x, y)."""
+    hits = predict(logits_fn, params, buffers, x, chunk).argmax(-1) == y
+    return (hits.sum(-1).float() / len(y)).tolist()

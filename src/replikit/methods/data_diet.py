@@ -353,28 +353,6 @@ def select_per_class(scores: np.ndarray, labels: np.ndarray, fraction: float, ru
 # =================================== runs ==========================================================
 
 
-class SubsetBatches:
-    """Batches drawn from ``subset`` epoch by epoch (reshuffled each pass, ragged tail dropped), on the
-    device: how a pruned arm fills the full arm's step budget (the reference code's ``train_batches``)."""
-
-    def __init__(self, subset: torch.Tensor, batch_size: int, seed: int):
-        if len(subset) < batch_size:
-            raise ValueError(f"a subset of {len(subset)} examples is smaller than one batch ({batch_size})")
-        self.subset, self.batch_size = subset, batch_size
-        self.gen = torch.Generator(device=subset.device).manual_seed(seed)
-        self.perm, self.pos = self._shuffle(), 0
-
-    def _shuffle(self) -> torch.Tensor:
-        return self.subset[torch.randperm(len(self.subset), device=self.subset.device, generator=self.gen)]
-
-    def next(self) -> torch.Tensor:
-        if self.pos + self.batch_size > len(self.perm):
-            self.perm, self.pos = self._shuffle(), 0
-        idx = self.perm[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return idx
-
-
 def _lr_schedule(cfg: Config, horizon: float = 1.0) -> Callable[[float], float] | None:
     """LR multiplier at progress p of a run that stops at ``horizon`` of the full schedule (score runs)."""
     if cfg.lr_decay == "cosine":
@@ -410,7 +388,7 @@ def _train(
     cfg: Config,
     d: dict,
     model: nn.Module,
-    batches: SubsetBatches,
+    batches: packed.Batches,
     epochs: int,
     horizon: float,
     seed: int,
@@ -460,7 +438,7 @@ def score_one(cfg: dict, k: int, rep: int) -> dict:
     model = _build(cfg, d, device)
     scores = {"grand_init": grand(model, d["x"], d["y"], cfg.score_batch)}
     seed = derive_seed(cfg.seed, NAME, "score_batches", rep, k)
-    batches = SubsetBatches(torch.arange(len(d["y"]), device=device), cfg.batch_size, seed)
+    batches = packed.Batches(torch.arange(len(d["y"]), device=device), cfg.batch_size, seed)
     history = _train(
         cfg,
         d,
@@ -502,7 +480,7 @@ def _setup_arm(cfg: Config, d: dict, rule: str, fraction: float, rep: int, score
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))  # the same init for every arm of a seed
     model = _build(cfg, d, device)
     seed = derive_seed(cfg.seed, NAME, "batches", rep)
-    batches = SubsetBatches(train.to_device(keep, device), cfg.batch_size, seed)
+    batches = packed.Batches(train.to_device(keep, device), cfg.batch_size, seed)
     return arm, keep, model, batches, seed
 
 

@@ -33,7 +33,7 @@ import pydantic
 import torch
 import torch.nn.functional as F
 
-from replikit import data, models, train
+from replikit import data, models, packed, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.data.noise import symmetric_noise
@@ -68,6 +68,20 @@ class Config(MethodConfig):
         default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8], description="noise rates of the sweep figure"
     )
     sweep_seeds: int = pydantic.Field(1, ge=0, le=20, description="seeds per sweep point (0 = no sweep)")
+    pack: int = pydantic.Field(
+        0,
+        ge=0,
+        le=64,
+        description="train the runs as packs of this many in one vmapped model (replikit.packed; for GPUs, "
+        "where 16 or more fill it); 0: one run at a time. A packed run is another draw of the same seed: "
+        "its numbers depend on the width, never on which runs share its pack",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _packable(self) -> Config:
+        if self.pack and self.model.startswith("resnet"):
+            raise ValueError(f"pack: {self.model}'s batch norm cannot be packed; use pack: 0")
+        return self
 
 
 CLAIMS = [
@@ -130,39 +144,83 @@ def elr_loss(logits, labels, targets, idx, beta: float, weight: float) -> torch.
     return ce + weight * elr_regularizer(probs, targets[idx])
 
 
+def elr_loss_packed(logits, labels, targets, idx, beta: float, weights: torch.Tensor) -> torch.Tensor:
+    """:func:`elr_loss` for a pack (:mod:`replikit.packed`): (slots, B, classes) logits, (slots, B) labels
+    and indices, (slots, n, classes) targets (updated in place), a weight per slot (0: plain CE);
+    returns one loss per slot."""
+    w, b, c = logits.shape
+    ce = F.cross_entropy(logits.reshape(w * b, c), labels.reshape(w * b), reduction="none").view(w, b).mean(1)
+    probs = F.softmax(logits.float(), dim=-1).clamp(1e-4, 1.0 - 1e-4)
+    slot = torch.arange(w, device=logits.device)[:, None]
+    p = probs.detach()
+    targets[slot, idx] = beta * targets[slot, idx] + (1.0 - beta) * p / p.sum(-1, keepdim=True)
+    reg = torch.log(1.0 - (targets[slot, idx] * probs).sum(-1)).mean(1)
+    return ce + weights * reg
+
+
 # =================================== one run =======================================================
+
+
+def _setup(cfg: Config, rep: int, noise_rate: float, device: torch.device) -> tuple[dict, torch.nn.Module]:
+    """A run's data (its own label noise) and its model (its own init): they depend on the repetition
+    and the noise rate only, never on the arm, so CE and ELR are paired."""
+    ds = data.load(cfg.dataset)
+    y_clean = ds.y_train[: cfg.train_subset or None]
+    x_np = ds.x_train[: len(y_clean)]
+    y_noisy = symmetric_noise(
+        y_clean, noise_rate, ds.n_classes, derive_seed(cfg.seed, NAME, "noise", noise_rate, rep)
+    )
+    d = {
+        "x": train.to_device(x_np, device),
+        "y": train.to_device(y_noisy, device),
+        "is_wrong": train.to_device(y_noisy != y_clean, device),
+        "x_test": train.to_device(ds.x_test, device),
+        "y_test": train.to_device(ds.y_test, device),
+        "n_classes": ds.n_classes,
+    }
+    train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
+    model = models.build(cfg.model, ds.input_shape, ds.n_classes, width=cfg.width)
+    return d, model
+
+
+def _memorized_due(cfg: Config, e: int) -> bool:
+    return e % 5 == 0 or e == 1 or e == cfg.epochs  # a pass over the train set: every 5th epoch
+
+
+def _lr_schedule(cfg: Config):
+    return (lambda p: 0.5 * (1 + np.cos(np.pi * p))) if cfg.cosine else None
+
+
+def _result(arm: str, rep: int, noise_rate: float, history: list[dict]) -> dict:
+    accs = [h["test_acc"] for h in history]
+    return {
+        "arm": arm,
+        "seed": rep,
+        "noise_rate": noise_rate,
+        "final_test_acc": accs[-1],
+        "best_test_acc": max(accs),
+        "best_epoch": int(np.argmax(accs)) + 1,
+        "memorized": history[-1]["memorized"],
+        "history": history,
+    }
 
 
 def run_one(cfg: dict, arm: str, rep: int, noise_rate: float) -> dict:
     """Train one (arm, seed, noise rate); return its metrics and per-epoch history."""
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
-    ds = data.load(cfg.dataset)
-    y_clean = ds.y_train[: cfg.train_subset or None]
-    x_np = ds.x_train[: len(y_clean)]
-    # the noise and the init depend on the repetition only, never on the arm: CE and ELR are paired
-    y_noisy = symmetric_noise(
-        y_clean, noise_rate, ds.n_classes, derive_seed(cfg.seed, NAME, "noise", noise_rate, rep)
-    )
-    x = train.to_device(x_np, device)
-    y = train.to_device(y_noisy, device)
-    is_wrong = train.to_device(y_noisy != y_clean, device)
-    x_test, y_test = (train.to_device(a, device) for a in (ds.x_test, ds.y_test))
-
-    train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
-    model = models.build(cfg.model, ds.input_shape, ds.n_classes, width=cfg.width)
+    d, model = _setup(cfg, rep, noise_rate, device)
+    x, y, is_wrong = d["x"], d["y"], d["is_wrong"]
     model = train.prepare_model(model, device, compile=cfg.compile)
     weight = cfg.elr_weight if arm == "elr" else 0.0
-    targets = torch.zeros(len(y), ds.n_classes, device=device)
+    targets = torch.zeros(len(y), d["n_classes"], device=device)
 
     def step(idx: torch.Tensor, p: float) -> torch.Tensor:
         return elr_loss(model(x[idx]), y[idx], targets, idx, cfg.beta, weight)
 
     def evaluate(e: int) -> dict[str, float]:
-        row = {"test_acc": train.accuracy(model, x_test, y_test), "memorized": float("nan")}
-        if is_wrong.any() and (
-            e % 5 == 0 or e == 1 or e == cfg.epochs
-        ):  # a pass over the train set: every 5th
+        row = {"test_acc": train.accuracy(model, d["x_test"], d["y_test"]), "memorized": float("nan")}
+        if is_wrong.any() and _memorized_due(cfg, e):
             row["memorized"] = (train.predict(model, x).argmax(1) == y)[is_wrong].float().mean().item()
         return row
 
@@ -177,23 +235,65 @@ def run_one(cfg: dict, arm: str, rep: int, noise_rate: float) -> dict:
         lr=cfg.lr,
         optimizer=cfg.optimizer,
         weight_decay=cfg.weight_decay,
-        lr_schedule=(lambda p: 0.5 * (1 + np.cos(np.pi * p))) if cfg.cosine else None,
+        lr_schedule=_lr_schedule(cfg),
         evaluate=evaluate,
         models=[model],
         desc=f"{arm} seed {rep}",
         resume_state={"targets": targets},
     )
-    accs = [h["test_acc"] for h in history]
-    return {
-        "arm": arm,
-        "seed": rep,
-        "noise_rate": noise_rate,
-        "final_test_acc": accs[-1],
-        "best_test_acc": max(accs),
-        "best_epoch": int(np.argmax(accs)) + 1,
-        "memorized": history[-1]["memorized"],
-        "history": history,
-    }
+    return _result(arm, rep, noise_rate, history)
+
+
+def run_pack(cfg: dict, members: list[tuple[str, int, float]]) -> list[dict]:
+    """Runs ``(arm, rep, noise_rate)`` trained as one pack of width ``cfg.pack``
+    (:func:`replikit.packed.fit`): each with its own init, label noise, batch stream (train.fit's, from
+    the same seed) and ELR targets, in one vmapped model. Returns :func:`run_one`'s rows."""
+    cfg = Config(**cfg)
+    device = train.resolve_device(cfg.device)
+    runs = [_setup(cfg, rep, rate, device) for _, rep, rate in members]
+    d0 = runs[0][0]
+    x, n = d0["x"], len(d0["y"])
+    ys = torch.stack([d["y"] for d, _ in runs])
+    wrong = [d["is_wrong"] for d, _ in runs]
+    weights = torch.tensor([cfg.elr_weight if arm == "elr" else 0.0 for arm, _, _ in members], device=device)
+    weights = torch.cat([weights, weights[:1].expand(cfg.pack - len(members))])  # padded slots
+    targets = torch.zeros(cfg.pack, n, d0["n_classes"], device=device)
+
+    def loss(logits, labels, idx):
+        return elr_loss_packed(logits, labels, targets, idx, cfg.beta, weights)
+
+    def on_epoch(e: int, predict) -> list[dict[str, float]]:
+        test_acc = (predict(d0["x_test"]).argmax(-1) == d0["y_test"]).float().mean(1).tolist()
+        rows = [{"test_acc": a, "memorized": float("nan")} for a in test_acc]
+        if _memorized_due(cfg, e) and any(bool(w.any()) for w in wrong):
+            hits = predict(x).argmax(-1)[: len(members)] == ys
+            for row, hit, w in zip(rows, hits, wrong):
+                if w.any():
+                    row["memorized"] = hit[w].float().mean().item()
+        return rows
+
+    _, histories = packed.fit(
+        [m for _, m in runs],
+        [
+            packed.Batches(
+                torch.arange(n, device=device), cfg.batch_size, derive_seed(cfg.seed, NAME, "batches", rep)
+            ).next
+            for _, rep, _ in members
+        ],
+        x,
+        ys,
+        epochs=cfg.epochs,
+        steps_per_epoch=max(1, n // cfg.batch_size),
+        width=cfg.pack,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        lr_schedule=_lr_schedule(cfg),
+        loss=loss,
+        on_epoch=on_epoch,
+        desc=f"pack of {len(members)}",
+    )
+    return [_result(arm, rep, rate, h) for (arm, rep, rate), h in zip(members, histories)]
 
 
 def run(cfg: Config) -> Outcome:
@@ -210,7 +310,13 @@ def run(cfg: Config) -> Outcome:
         for a in ("ce", "elr")
     ]
     with Timer() as t:
-        results = train.run_many(run_one, tasks + sweep, cfg.workers, cfg.device, desc="elr runs")
+        if cfg.pack:  # in task order, cfg.pack runs a pack (a run's numbers never depend on its pack-mates)
+            todo = [(k["arm"], k["rep"], k["noise_rate"]) for k in tasks + sweep]
+            packs = [dict(base, members=todo[i : i + cfg.pack]) for i in range(0, len(todo), cfg.pack)]
+            done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="elr packs")
+            results = [r for pack in done for r in pack]
+        else:
+            results = train.run_many(run_one, tasks + sweep, cfg.workers, cfg.device, desc="elr runs")
     history = pd.DataFrame(
         [
             dict(h, arm=r["arm"], seed=r["seed"], noise_rate=r["noise_rate"])
