@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # `make gpu-session`: what the next GPU lease should run, in one call of at most 8 minutes (its time-outs
 # add up to 480 s), most needed first. Writes everything to ${OUT:-reports/gpu-latest}/ (at most 8 files:
-# what a device call brings back).
+# what a device call brings back; the .md tables are removed at the end, as session.log holds them).
 #
 #   1. train.fit against the best bare loop at batch 512 (train.fit now builds fused SGD on CUDA: does it
 #      reach the bare fused loop's 54.1k images/s?), about 40 s;
 #   2. the default suite on the GPU (elr and data_diet packed 16 wide) against the committed CPU results
-#      (the quarter-time goal; verdicts compared claim by claim), as many methods as start within 120 s;
-#   3. packed runs on a real method: data_diet's default arms, each seed's 15 arms in one vmapped model
-#      (pack 16) against one run at a time, at most 2 minutes;
-#   4. the full-profile rows not yet projected or fixed since they failed, each cut off after its own
-#      time-out, rows written as they finish, at most 100 s.
+#      (the quarter-time goal; verdicts compared claim by claim), as many methods as start within 100 s;
+#   3. the same first methods on the machine's CPU cores (one worker per core), as many as start within
+#      40 s: is a small run faster on the GPU or on a core of the GPU machine?
+#   4. packed runs on a real method: data_diet's default arms, each seed's 15 arms in one vmapped model
+#      (pack 16) against one run at a time, at most 100 s;
+#   5. the full-profile rows not yet projected or fixed since they failed, each cut off after its own
+#      time-out, rows written as they finish, at most 70 s.
 # An offline machine first installs the wheels in .whl (see the README's "On a GPU").
 set -u
 out=${OUT:-reports/gpu-latest}
@@ -20,13 +22,19 @@ export PYTHONUNBUFFERED=1 REPLIKIT_PROGRESS=0 PYTHONPATH="$PWD/src${PYTHONPATH:+
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/session.log"
 timeout 60 "$py" benchmarks/gpu_throughput.py --batches 512 --epochs 2 --no-compile --budget 40 \
   --out "$out/gpu_throughput.json" 2>&1 | tee -a "$out/session.log"
-timeout 200 "$py" benchmarks/gpu_suite.py --budget 120 --set elr.pack=16 --set data_diet.pack=16 \
+# a suite cut off by its time-out leaves its kernel and the kernel's worker processes behind
+reap() { pkill -f ipykernel_launcher; pkill -f "multiprocessing.spawn"; sleep 1; }
+timeout 170 "$py" benchmarks/gpu_suite.py --budget 100 --set elr.pack=16 --set data_diet.pack=16 \
   --out "$out/gpu_suite" 2>&1 | tee -a "$out/session.log"
-# a suite cut off by its time-out leaves its kernel and the kernel's worker processes on the GPU
-pkill -f ipykernel_launcher; pkill -f "multiprocessing.spawn"; sleep 1
-timeout 120 "$py" benchmarks/packed_data_diet.py --seeds 3 --unpacked-seeds 1 --width 16 \
+reap
+timeout 80 "$py" benchmarks/gpu_suite.py --device cpu --budget 40 --out "$out/cpu_suite" 2>&1 | tee -a "$out/session.log"
+reap
+timeout 100 "$py" benchmarks/packed_data_diet.py --seeds 3 --unpacked-seeds 1 --width 16 \
   --out "$out/packed_data_diet.json" 2>&1 | tee -a "$out/session.log"
-timeout 100 "$py" benchmarks/gpu_check.py --parts full \
+timeout 70 "$py" benchmarks/gpu_check.py --parts full \
   --methods uncertainty_weighting,gradnorm,grokking,downstream_scaling,model_soups,data_diet,ties_merging \
-  --budget 45 --method-timeout 50 --timeouts gradnorm=90,data_diet=90,ties_merging=90 \
+  --budget 30 --method-timeout 40 --timeouts gradnorm=90,data_diet=90,ties_merging=90 \
   --out "$out/gpu_check" 2>&1 | tee -a "$out/session.log"
+# a device call brings back at most 8 files: the tables' .md copies are in session.log already
+rm -f "$out"/*.md
+ls -l "$out"
