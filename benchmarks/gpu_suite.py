@@ -65,12 +65,10 @@ def row_for(method: str, wall: float, out: Path, reference: Path) -> dict:
     ref_file = reference / method / "verdict.json"
     if ref_file.is_file():
         cpu = json.loads(ref_file.read_text())
-        row["cpu_runs_s"] = cpu.get("runtime_s")
-        row["cpu_device"] = cpu.get("device")
         if cpu.get("profile") == dev.get("profile"):
-            row.update(compare(cpu, dev))
+            row.update(cpu_runs_s=cpu.get("runtime_s"), cpu_device=cpu.get("device"), **compare(cpu, dev))
         else:
-            row["note"] = f"reference is the {cpu.get('profile')} profile: verdicts not compared"
+            row["note"] = f"reference is the {cpu.get('profile')} profile: neither timed nor compared"
     return row
 
 
@@ -139,6 +137,20 @@ def overrides_for(method: str, sets: dict, device) -> dict:
     return out
 
 
+def run_method(method: str, profile: str, overrides: dict, tmp: Path, reference: Path) -> dict:
+    """One notebook as ``dvc repro`` runs it, into ``tmp``; its row (an error is a row too)."""
+    from replikit import runner
+
+    t0 = time.perf_counter()
+    try:
+        folder = runner.execute(method, profile=profile, overrides=overrides, out_dir=tmp / method, root=ROOT)
+        return row_for(method, time.perf_counter() - t0, folder, reference)
+    except Exception as err:  # noqa: BLE001  (the next method still runs)
+        first = str(err).splitlines()[0][:300] if str(err) else ""
+        status = f"error: {type(err).__name__}: {first}"
+        return {"method": method, "status": status, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
 def ensure_data() -> None:
     if not (ROOT / "data" / "default").is_dir():
         print("data/default is absent: preparing it", flush=True)
@@ -191,27 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in methods:
             if time.perf_counter() > deadline:
                 rows.append({"method": m, "status": "skipped: time budget spent"})
-                continue
-            t0 = time.perf_counter()
-            try:
-                folder = runner.execute(
-                    m,
-                    profile=profile,
-                    overrides=overrides_for(m, sets, device),
-                    out_dir=Path(tmp) / m,
-                    root=ROOT,
-                )
-                rows.append(row_for(m, time.perf_counter() - t0, folder, reference))
-            except Exception as err:  # noqa: BLE001  (the next method still runs)
-                first = str(err).splitlines()[0][:300] if str(err) else ""
-                rows.append(
-                    {
-                        "method": m,
-                        "status": f"error: {type(err).__name__}: {first}",
-                        "wall_s": round(time.perf_counter() - t0, 1),
-                    }
-                )
-            print(f"{m}: {rows[-1]['status']} ({rows[-1].get('wall_s')} s)", flush=True)
+            else:
+                rows.append(run_method(m, profile, overrides_for(m, sets, device), Path(tmp), reference))
+            print(f"{m}: {rows[-1]['status']} ({rows[-1].get('wall_s', '-')} s)", flush=True)
             text = table(rows, head)
             out.with_suffix(".md").write_text(text + "\n")
             out.with_suffix(".json").write_text(

@@ -50,6 +50,9 @@ def test_cpu_smoke_run_writes_the_table_and_leaves_results_alone(gpu_suite, tmp_
     ok, bad = report["rows"]
     assert ok["status"] == "ok" and ok["runs_s"] > 0 and "cpu_runs_s" not in ok  # no reference there
     assert bad["status"].startswith("error:")
+    assert gpu_suite.main([*args, "--budget", "0", "--out", str(out)]) == 0  # nothing starts: all skipped
+    skipped = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["status"] for r in skipped] == ["skipped: time budget spent"] * 2
     assert (ROOT / "results" / "critical_periods" / "verdict.json").read_bytes() == before
     assert "critical_periods" in out.with_suffix(".md").read_text()
 
@@ -65,7 +68,7 @@ def test_row_compares_only_the_same_profile(gpu_suite, tmp_path):
     assert row["same_verdict"] == row["claims"] == 1 and row["cpu_runs_s"] == 40.0
     (ref / "verdict.json").write_text(json.dumps({"profile": "smoke", "runtime_s": 4.0, "claims": claims}))
     row = gpu_suite.row_for("m", 6.0, dev, tmp_path / "ref")
-    assert "claims" not in row and "smoke" in row["note"]
+    assert "claims" not in row and "cpu_runs_s" not in row and "smoke" in row["note"]
 
 
 def test_set_values_reach_every_method_or_one(gpu_suite):
