@@ -1,4 +1,4 @@
-"""The runner: validates before a kernel starts, rejects undeclared parameters, fails without damage."""
+"""The runner: validates before the notebook runs, rejects undeclared parameters, fails without damage."""
 
 import json
 import shutil
@@ -59,14 +59,14 @@ def test_failing_notebook_keeps_the_executed_copy_and_the_old_results(tmp_path):
     assert sorted(p.name for p in previous.iterdir()) == ["verdict.json"]
 
 
-def test_missing_real_data_fails_before_a_kernel_starts(tmp_path):
+def test_missing_real_data_fails_before_the_notebook_runs(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     with pytest.raises(runner.RunnerError) as err:
         runner.execute("elr", profile="full", root=tmp_path)
     assert "full profile needs real data not found under" in str(err.value)
     fetch = "cifar10. Fetch once with `python -m replikit.data.fetch cifar10`, then `dvc commit -f data.dvc`."
     assert fetch in str(err.value)
-    assert not (tmp_path / "logs").exists()  # no kernel started
+    assert not (tmp_path / "logs").exists()  # no notebook started
 
 
 def test_real_data_named_by_each_profile(tmp_path):

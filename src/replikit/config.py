@@ -24,6 +24,10 @@ import pydantic
 import yaml
 
 PROFILES = ("smoke", "default", "full")
+# set by the runner, read in the kernel (replikit.resume, replikit.results): the runner clears the run
+# store itself after its final swap. Here, in a module without torch, so the runner can set it before
+# it starts the kernel and imports the rest.
+DEFER_CLEAR_ENV = "REPLIKIT_DEFER_STORE_CLEAR"
 Profile = Literal["smoke", "default", "full"]
 
 

@@ -34,9 +34,12 @@ from typing import Any
 
 import torch
 
+from replikit import config
+
 STORE_ENV = "REPLIKIT_RUN_STORE"
 EVERY_ENV = "REPLIKIT_CHECKPOINT_S"
-DEFER_CLEAR_ENV = "REPLIKIT_DEFER_STORE_CLEAR"  # set by the runner: it clears the store after its swap
+DEFER_CLEAR_ENV = config.DEFER_CLEAR_ENV  # set by the runner: it clears the store after its swap
+
 # config keys that change how many runs there are or where they run, never what one run computes
 NOT_IN_KEY = ("n_seeds", "n_max", "seed_batch", "workers")
 MISSING = object()

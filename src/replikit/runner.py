@@ -4,12 +4,13 @@
     python -m replikit.runner elr --profile smoke --set noise_rate=0.6 --out /tmp/elr
 
 The notebook is read from its jupytext source (``notebooks/<method>.py``), the config is validated
-*before* a kernel starts (an unknown or out-of-range key fails at once, naming it), the real data
+*before* the notebook runs (an unknown or out-of-range key fails at once, naming it), the real data
 sets the config names are checked to be on disk (with the command that fetches them), and papermill
 runs it with parameters ``profile``, ``overrides`` and ``out_dir``; a parameter the notebook does not
 declare is an error, not papermill's warning. A failing notebook's error is printed with its root
 cause (the exception's type and message from the kernel), and the executed copy is kept at
-``logs/<method>.failed.ipynb``.
+``logs/<method>.failed.ipynb``. The kernel is started first (:class:`EarlyKernel`): it boots and imports
+the notebook's modules while the runner imports its own and runs the checks.
 
 Nothing lost, nothing stale: a failed run (a bad parameter, an exception in the method, Ctrl-C,
 SIGKILL) leaves the last good ``results/<method>/`` byte-identical. The notebook never writes the
@@ -29,14 +30,13 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from replikit import config, results, resume
-from replikit.data import real
-from replikit.methods import load_config
+from replikit import config  # light; results, resume, the data and the method (torch) load inside execute
 
 
 class RunnerError(RuntimeError):
@@ -107,6 +107,58 @@ def _kernel_manager_class():
     return QuietKernelManager
 
 
+class EarlyKernel:
+    """The notebook's kernel, started before the runner's own imports and checks rather than after them.
+
+    The kernel boots and imports what the notebook's first cell imports (torch, the shared modules, the
+    method) while the runner imports the same and validates the config: on two cores the two overlap, a
+    few seconds per stage. The warm-up is a silent execution (no output, no execution count); importing
+    is all it does, so the notebook runs as in a fresh kernel, and an import that fails there fails again
+    in the notebook's own cell, with its traceback. papermill then uses this kernel (``km``); the runner
+    shuts it down, also when a check fails before the notebook starts.
+    """
+
+    def __init__(self, method: str, root: Path):
+        from jupyter_core.utils import run_sync
+
+        self.km = _kernel_manager_class()(kernel_name="python3")
+        run_sync(self.km.start_kernel)(cwd=str(root))
+        modules = ["replikit.claims", "replikit.plots", "replikit.results", "replikit.sequential"]
+        if method.isidentifier():
+            modules.append(f"replikit.methods.{method}")
+        self.used = False  # set when the notebook starts on it
+        self._warm = threading.Thread(target=self._warm_up, args=(modules,), daemon=True)
+        self._warm.start()
+
+    def _warm_up(self, modules: list[str]) -> None:
+        from jupyter_client.blocking import BlockingKernelClient
+
+        kc = BlockingKernelClient()
+        kc.load_connection_info(self.km.get_connection_info())
+        try:
+            kc.start_channels()
+            kc.wait_for_ready(timeout=120)
+            code = "\n".join(f"try:\n    import {m}\nexcept Exception:\n    pass" for m in modules)
+            kc.execute(code, silent=True, store_history=False, reply=True, timeout=300)
+        except Exception:  # noqa: BLE001  (a warm-up only: the notebook reports any real failure)
+            pass
+        finally:
+            kc.stop_channels()
+
+    def ready(self, timeout: float = 300.0) -> None:
+        self._warm.join(timeout)
+
+    def shutdown(self) -> None:
+        """A kernel that ran the notebook stops gracefully (its exit handlers stop its worker processes);
+        one that a failed check left unused is stopped at once, so the error is not kept waiting."""
+        from jupyter_core.utils import run_sync
+
+        if run_sync(self.km.is_alive)():
+            run_sync(self.km.shutdown_kernel)(now=not self.used)
+        else:
+            run_sync(self.km.cleanup_resources)()
+
+
 def root_cause(err: BaseException) -> str:
     """``ValueError: data/default/... is damaged ...`` for papermill's errors (their ename/evalue)."""
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
@@ -117,7 +169,9 @@ def root_cause(err: BaseException) -> str:
 
 
 def check_real_data(cfg: config.MethodConfig, root: Path) -> None:
-    """Fail before a kernel starts when the config names real data sets that are not on disk."""
+    """Fail before the notebook runs when the config names real data sets that are not on disk."""
+    from replikit.data import real
+
     absent = real.missing(real.named_in(cfg), root / real.EXTERNAL)
     if absent:
         names = " ".join(absent)
@@ -148,10 +202,24 @@ def execute(
     extra_parameters: dict[str, Any] | None = None,
 ) -> Path:
     """Run ``notebooks/<method>.py``; return the results folder. Raises on any failure."""
+    root = Path(root) if root else config.find_root()
+    os.environ.setdefault("REPLIKIT_PROGRESS", "0")  # the kernel inherits it: its bars would flood the log
+    os.environ[config.DEFER_CLEAR_ENV] = "1"  # keep the run store until the results are swapped in
+    kernel = EarlyKernel(method, root)
+    try:
+        return _execute(method, profile, overrides, out_dir, root, extra_parameters, kernel)
+    finally:
+        kernel.shutdown()
+        os.environ.pop(config.DEFER_CLEAR_ENV, None)
+
+
+def _execute(method, profile, overrides, out_dir, root: Path, extra_parameters, kernel: EarlyKernel) -> Path:
     import jupytext
     import papermill
 
-    root = Path(root) if root else config.find_root()
+    from replikit import results, resume
+    from replikit.methods import load_config
+
     out = Path(out_dir) if out_dir else root / "results" / method
     out = out if out.is_absolute() else root / out
     results.recover(out)  # first: a previous run killed mid-swap
@@ -170,8 +238,8 @@ def execute(
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
     running = logs / f"{method}.running.ipynb"
-    os.environ.setdefault("REPLIKIT_PROGRESS", "0")  # the kernel inherits it: its bars would flood the log
-    os.environ[resume.DEFER_CLEAR_ENV] = "1"  # keep the run store until the results are swapped in
+    kernel.ready()
+    kernel.used = True
     try:
         try:
             papermill.execute_notebook(
@@ -182,7 +250,7 @@ def execute(
                 language="python",
                 cwd=str(root),
                 progress_bar=sys.stderr.isatty() and not os.environ.get("CI"),
-                kernel_manager_class=_kernel_manager_class(),
+                km=kernel.km,
             )
         except BaseException as err:
             failed = logs / f"{method}.failed.ipynb"
@@ -200,7 +268,6 @@ def execute(
         resume.clear(resume.store_folder(root, method, cfg))  # the runs are safe in results/ now
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        os.environ.pop(resume.DEFER_CLEAR_ENV, None)
     return out
 
 
