@@ -101,6 +101,27 @@ def prepare_model(model: torch.nn.Module, device: torch.device, *, compile: bool
     return model
 
 
+def build_optimizer(
+    params,
+    optimizer: str,
+    lr: float,
+    device: torch.device,
+    *,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    foreach: bool | None = None,
+) -> torch.optim.Optimizer:
+    """Adam or SGD by name, over parameters or parameter groups. On CUDA the fused kernels (one kernel for
+    the whole update); on the CPU torch's default per-tensor loop, or with ``foreach`` one update over all
+    tensors (faster for many small ones, e.g. a multi-task net's heads). The same update rule either way."""
+    how = {"fused": True} if device.type == "cuda" else {"foreach": foreach}
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **how)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **how)
+    raise ValueError(f"optimizer={optimizer!r}: allowed adam | sgd")
+
+
 def fit(
     step: StepFn,
     params: Iterable[torch.nn.Parameter] | torch.optim.Optimizer,
@@ -139,14 +160,8 @@ def fit(
     """
     if isinstance(params, torch.optim.Optimizer):
         opt = params
-    elif optimizer == "adam":  # fused on CUDA: one kernel for the whole update (CPU keeps foreach)
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda" or None)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(
-            params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=device.type == "cuda" or None
-        )
     else:
-        raise ValueError(f"optimizer={optimizer!r}: allowed adam | sgd")
+        opt = build_optimizer(params, optimizer, lr, device, weight_decay=weight_decay, momentum=momentum)
     base_lrs = [g["lr"] for g in opt.param_groups]
     clipped = [p for g in opt.param_groups for p in g["params"]]
     steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch: fixed shapes, fixed p grid

@@ -476,7 +476,7 @@ def _setup_arm(cfg: Config, d: dict, rule: str, fraction: float, rep: int, score
             keep = select_per_class(scores, d["y"].cpu().numpy(), fraction, how, cfg.offset)
         else:
             keep = select(scores, fraction, how, cfg.offset)
-    arm = "full" if rule == "full" else arm_name(rule, fraction)
+    arm = _arm(rule, fraction)
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))  # the same init for every arm of a seed
     model = _build(cfg, d, device)
     seed = derive_seed(cfg.seed, NAME, "batches", rep)
