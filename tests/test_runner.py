@@ -105,3 +105,45 @@ def test_damaged_data_shows_the_root_cause_and_kernels_start_quietly(tmp_path, c
     printed = capfd.readouterr()
     assert "without encryption" not in printed.err + printed.out
     assert "KeyboardInterrupt" not in printed.err + printed.out
+
+
+@pytest.fixture
+def kernels(monkeypatch):
+    """Every EarlyKernel the runner starts, kept for inspection."""
+    started = []
+
+    class Recorded(runner.EarlyKernel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(runner, "EarlyKernel", Recorded)
+    return started
+
+
+def _alive(kernel) -> bool:
+    from jupyter_core.utils import run_sync
+
+    return run_sync(kernel.km.is_alive)()
+
+
+def test_a_failed_check_stops_the_early_kernel(kernels, tmp_path):
+    with pytest.raises(ConfigError):
+        runner.execute("elr", profile="smoke", overrides={"noise_rat": 0.5}, out_dir=tmp_path)
+    [kernel] = kernels
+    assert not kernel.used and not _alive(kernel)
+
+
+@pytest.mark.slow
+def test_the_early_kernel_leaves_no_trace_in_the_notebook(kernels, tmp_path):
+    """The warm-up imports run silently: the notebook's cells count from 1 and carry only their own output."""
+    import nbformat
+
+    out = runner.execute("critical_periods", profile="smoke", out_dir=tmp_path / "cp")
+    [kernel] = kernels
+    assert kernel.used and not _alive(kernel)
+    nb = nbformat.read(out / "critical_periods.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    imports = next(c for c in code if c.source.startswith("from replikit import"))
+    assert not any(o.get("output_type") == "error" for o in imports.outputs)
