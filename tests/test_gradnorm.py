@@ -170,3 +170,36 @@ def test_claims_whose_arms_did_not_run_are_skipped():
     )
     judged = {r.claim.id for r in claims.judge_all(gn.CLAIMS, runs) if r.verdict != "skipped"}
     assert judged == {"gradnorm.beats_equal_sgd_T2", "gradnorm.matches_grid_sgd_T2"}
+
+
+def test_packed_runs_give_the_rows_of_the_runs_one_by_one():
+    """pack > 0: each (T, optimiser, seed)'s weightings and learning rates in one vmapped model give the
+    rows, histories and weight traces of run_one to float tolerance (another draw: batched kernels sum in
+    another order); what else shares a pack changes nothing."""
+    over = {"n_seeds": 1, "workers": 1, "epochs": 2, "optimizers": ["adam"], "grid_optimizers": ["adam"]}
+    cfg = load_config("gradnorm", profile="smoke", overrides=dict(over, lrs_adam=[1e-3, 3e-3]))
+    plain = gn.run(cfg.model_copy(update={"pack": 0}))
+    packed = gn.run(cfg.model_copy(update={"pack": 8}))
+    assert len(packed.runs) == len(plain.runs) and (packed.runs["arm"] == plain.runs["arm"]).all()
+    numbers = [c for c in plain.runs.columns if c.startswith(("val_", "test_", "w_final", "rate_"))]
+    np.testing.assert_allclose(packed.runs[numbers], plain.runs[numbers], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(packed.history["train_loss"], plain.history["train_loss"], rtol=1e-4)
+    traces = packed.extras["weight_trace"], plain.extras["weight_trace"]
+    assert len(traces[0]) == len(traces[1]) > 0
+    np.testing.assert_allclose(traces[0]["w_0"], traces[1]["w_0"], rtol=1e-4)
+    one = gn.run_pack(cfg.model_copy(update={"pack": 8}).model_dump(), 2, "adam", 0, [("gradnorm", 3e-3)])
+    crowd = gn.run_pack(
+        cfg.model_copy(update={"pack": 8}).model_dump(),
+        2,
+        "adam",
+        0,
+        [("equal", 1e-3), ("g1", 3e-3), ("gradnorm", 3e-3)],
+    )
+    assert one[0]["row"] == crowd[2]["row"] and one[0]["trace"] == crowd[2]["trace"]
+
+
+def test_a_diverged_member_of_a_pack_is_recorded_as_run_one_records_it():
+    cfg = load_config("gradnorm", profile="smoke", overrides={"n_seeds": 1, "workers": 1, "pack": 4})
+    out = gn.run_pack(cfg.model_dump(), 2, "sgd", 0, [("equal", 1e-3), ("equal", 50.0)])
+    assert out[1]["row"]["diverged"] and out[1]["row"]["val_nloss"] == np.inf and out[1]["history"] == []
+    assert not out[0]["row"]["diverged"] and np.isfinite(out[0]["row"]["val_nloss"])

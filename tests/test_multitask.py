@@ -189,3 +189,65 @@ def test_best_by_validation_uses_the_validation_column_and_skips_diverged_runs()
     assert best.loc["a", "test"] == 0.9  # lowest validation, not lowest test
     assert best.loc["b", "test"] == 0.7  # a NaN validation score never wins
     assert "c" not in best.index  # every run of the group diverged: no winner
+
+
+def _pack_problem():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(160, 4, generator=g)
+    tasks = [mt.Task("c", "classification", 3), mt.Task("r", "regression", 1), mt.Task("s", "regression", 2)]
+    ys = [(x[:, 0] > 0).long() + (x[:, 1] > 0).long(), 10 * x[:, 2:3], 0.1 * x[:, :2] ** 2]
+    return x, tasks, ys
+
+
+def _pack_member(kind, tasks, seed):
+    torch.manual_seed(seed)
+    model = mt.build("mlp", (4,), tasks, width=12, depth=2)
+    if kind == "equal":
+        return model, mt.Equal(len(tasks))
+    if kind == "fixed":
+        return model, mt.Fixed([1.0, 0.1, 10.0])
+    if kind == "uncertainty":
+        return model, mt.Uncertainty(tasks, init_log_var=0.5)
+    return model, mt.GradNorm(len(tasks), model.shared_layer(), alpha=0.5, lr=0.05)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_each_pack_member_trains_like_its_own_multitask_run(optimizer):
+    """fit_pack: every weighting (equal, fixed, uncertainty, GradNorm) and its own learning rate, in one
+    pack, gives each member the weights, history and final task weights of its run alone (:func:`fit`)."""
+    x, tasks, ys = _pack_problem()
+    kinds, seeds = ["equal", "fixed", "uncertainty", "gradnorm", "gradnorm"], [1, 2, 3, 4, 5]
+    lrs = [0.01, 0.003, 0.01, 0.01, 0.02] if optimizer == "adam" else [0.004, 0.002, 0.004, 0.004, 0.008]
+    kw = dict(epochs=3, batch_size=32, seed=7, optimizer=optimizer, weight_decay=1e-4, weighting_lr=0.03)
+    members = [_pack_member(k, tasks, s) for k, s in zip(kinds, seeds)]
+    out = mt.fit_pack([m for m, _ in members], [w for _, w in members], x, ys, width=8, lr=lrs, **kw)
+    for kind, seed, lr, got in zip(kinds, seeds, lrs, out):
+        model, weighting = _pack_member(kind, tasks, seed)
+        history = mt.fit(model, weighting, x, ys, lr=lr, **kw)
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(got["state"][k], v, atol=2e-5, rtol=1e-4, msg=f"{kind} {k}")
+        torch.testing.assert_close(got["weights"], weighting.weights(), atol=1e-5, rtol=1e-4)
+        assert len(got["history"]) == len(history) == 3
+        for mine, theirs in zip(got["history"], history):
+            assert mine.keys() == theirs.keys()
+            for key in theirs:
+                assert mine[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-6), (kind, key)
+        if kind == "gradnorm":
+            assert len(got["trace"]) == len(weighting.trace) == 15
+            torch.testing.assert_close(
+                torch.stack(got["trace"]), torch.stack(weighting.trace), atol=1e-5, rtol=1e-4
+            )
+        else:
+            assert got["trace"] == []
+
+
+def test_a_diverging_pack_member_is_recorded_and_the_pack_trains_on():
+    x, tasks, ys = _pack_problem()
+    members = [_pack_member("equal", tasks, 1), _pack_member("equal", tasks, 1)]
+    kw = dict(width=4, epochs=2, batch_size=32, seed=7, optimizer="sgd")
+    out = mt.fit_pack([m for m, _ in members], [w for _, w in members], x, ys, lr=[0.05, 1e6], **kw)
+    assert not math.isfinite(out[1]["history"][-1]["train_loss"])
+    assert [math.isfinite(r["train_loss"]) for r in out[0]["history"]] == [True, True]
+    with pytest.raises(ValueError, match="same tasks"):
+        other = _pack_member("equal", tasks[:2], 1)
+        mt.fit_pack([members[0][0], other[0]], [members[0][1], other[1]], x, ys, lr=0.05, **kw)

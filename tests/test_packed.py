@@ -1,5 +1,7 @@
 """Packed runs (replikit.packed): each member trains as its own run would, whatever shares its pack."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -118,6 +120,55 @@ def test_divergence_is_reported():
         )
 
 
+def test_each_member_trains_at_its_own_learning_rate():
+    """``lr`` per member: each member's run equals its plain run at its own rate (Adam and SGD with
+    momentum and weight decay: their steps are proportional to the rate), and the history says its rate."""
+    x, y = _data()
+    schedule = lambda p: 1.0 - 0.5 * p  # noqa: E731
+    states, histories = packed.fit(
+        [_model(1), _model(2), _model(3)],
+        [_stream(11), _stream(12), _stream(13)],
+        x,
+        y,
+        epochs=3,
+        steps_per_epoch=6,
+        width=4,
+        lr=[0.01, 0.003, 0.03],
+        lr_schedule=schedule,
+    )
+    for state, seed, stream, lr in zip(states, (1, 2, 3), (11, 12, 13), (0.01, 0.003, 0.03)):
+        ref = _plain(seed, stream, x, y, 3, 6, lr, schedule)
+        for k, v in ref.items():
+            torch.testing.assert_close(state[k], v, atol=1e-5, rtol=1e-4)
+    assert [h[0]["lr"] for h in histories] == pytest.approx(
+        [0.01 * schedule(5 / 18) * r for r in (1, 0.3, 3)]
+    )
+    kw = dict(epochs=2, steps_per_epoch=6, width=4, optimizer="sgd", weight_decay=1e-3)
+    mixed, _ = packed.fit([_model(1), _model(2)], [_stream(11), _stream(12)], x, y, lr=[0.05, 0.2], **kw)
+    own, _ = packed.fit([_model(2)], [_stream(12)], x, y, lr=0.2, **kw)
+    for k in own[0]:
+        torch.testing.assert_close(mixed[1][k], own[0][k], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="2 members but 3 learning rates"):
+        packed.fit([_model(1), _model(2)], [_stream(1), _stream(2)], x, y, lr=[0.1] * 3, **kw)
+
+
+def test_a_diverged_member_is_recorded_and_the_others_train_on():
+    """``divergence='record'``: the member whose loss is not finite stops its history at that epoch; the
+    others' numbers are those they have in a pack without it (members share nothing)."""
+    x, y = _data()
+    kw = dict(epochs=3, steps_per_epoch=6, width=4, optimizer="sgd", momentum=0.0)
+    mixed, h = packed.fit(
+        [_model(1), _model(2)], [_stream(11), _stream(12)], x, y, lr=[0.05, 1e9], divergence="record", **kw
+    )
+    calm, h_calm = packed.fit([_model(1)], [_stream(11)], x, y, lr=0.05, **kw)
+    assert len(h[1]) < 3 and not math.isfinite(h[1][-1]["train_loss"])
+    assert len(h[0]) == 3 and all(math.isfinite(r["train_loss"]) for r in h[0])
+    for k in calm[0]:
+        torch.testing.assert_close(mixed[0][k], calm[0][k], atol=1e-6, rtol=1e-5)
+    with pytest.raises(packed.DivergenceError):
+        packed.fit([_model(1), _model(2)], [_stream(11), _stream(12)], x, y, lr=[0.05, 1e9], **kw)
+
+
 def test_packed_data_diet_benchmark_quick(tmp_path):
     import json
     import sys
@@ -156,3 +207,27 @@ def test_batches_of_the_whole_set_are_the_stream_train_fit_draws():
     train.fit(step, [w], n, epochs=3, batch_size=batch, seed=seed, device=torch.device("cpu"))
     stream = packed.Batches(torch.arange(n), batch, seed)
     assert all(torch.equal(s, stream.next()) for s in seen) and len(seen) == 3 * (n // batch)
+
+
+def test_pack_auto_packs_on_cuda_only_and_only_what_can_be_packed(monkeypatch):
+    """``pack: auto`` (the default): 16 on CUDA, 0 on the CPU (so the CPU's numbers stay those of runs one at
+    a time), 0 for a batch-norm model; a number is kept as given, and a typo is named."""
+    import pydantic
+
+    from replikit.methods import data_diet, elr
+
+    assert packed.resolve_width("auto", "cpu") == 0
+    assert packed.resolve_width("auto", "cuda:1") == packed.AUTO_WIDTH == 16
+    assert packed.resolve_width("auto", "cuda", packable=False) == 0
+    assert packed.resolve_width(4, "cuda") == 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert packed.resolve_width("auto", "auto") == 16
+    assert elr.Config().pack == data_diet.Config().pack == 16
+    assert elr.Config(device="cpu").pack == data_diet.Config(device="cpu").pack == 0
+    assert elr.Config(dataset="cifar10", model="resnet18").pack == 0
+    assert data_diet.Config(dataset="cifar10", model="resnet18", crop_flip=True).pack == 0
+    assert elr.Config(pack=0).pack == 0 and elr.Config().model_dump()["pack"] == 16  # what ran is recorded
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert elr.Config().pack == data_diet.Config().pack == 0
+    with pytest.raises(pydantic.ValidationError, match="neither a width"):
+        elr.Config(pack="atuo")

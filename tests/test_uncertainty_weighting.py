@@ -129,3 +129,24 @@ def test_select_trains_only_the_asked_arms_and_whole_grid_or_single():
     grid = out.extras["grid"]
     assert grid.groupby("seed").size().nunique() == 1  # every grid point for both seeds
     assert set(out.extras["single_runs"]["seed"]) <= {0}
+
+
+def test_packed_runs_give_the_rows_of_the_runs_one_by_one():
+    """pack > 0: each seed's equal, uncertainty, grid and single-task runs in one vmapped model (a
+    single-task network packed as the three-headed one with one-hot weights) give run_one's rows to float
+    tolerance, in the same order; what else shares a pack changes nothing."""
+    cfg = load_config(
+        "uncertainty_weighting", profile="smoke", overrides={"n_seeds": 1, "workers": 1, "epochs": 2}
+    )
+    plain = uw.run(cfg.model_copy(update={"pack": 0}))
+    packed = uw.run(cfg.model_copy(update={"pack": 16}))
+    for a, b in ((packed.runs, plain.runs), (packed.extras["grid"], plain.extras["grid"])):
+        assert list(a["arm"]) == list(b["arm"]) and list(a.columns) == list(b.columns)
+        numbers = [c for c in b.columns if c not in ("arm", "seed")]
+        np.testing.assert_allclose(a[numbers].astype(float), b[numbers].astype(float), rtol=1e-4, atol=1e-5)
+    args = cfg.model_copy(update={"pack": 16}).model_dump(), 0
+    alone = uw.run_pack(*args, [("single_mass", None)])[0]
+    crowd = uw.run_pack(*args, [("equal", None), ("fixed", (1.0, 0.1, 10.0)), ("single_mass", None)])
+    assert alone == crowd[2]
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        uw.run_pack(dict(args[0], max_grad_norm=5.0), 0, [("equal", None)])

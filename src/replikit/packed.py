@@ -24,6 +24,12 @@ Limits: one architecture per pack, models without batch-norm statistics or dropo
 method may bring its own loss over the whole pack's logits (ELR's, with per-member targets). Methods opt
 in with a ``pack`` knob (data_diet, elr); :class:`Batches` gives a member the very batch stream
 :func:`replikit.train.fit` would draw for its seed.
+
+``pack: auto`` (the knob's default, :func:`resolve_width`) packs :data:`AUTO_WIDTH` runs on CUDA and none
+on the CPU. On the CPU packing buys nothing (1.1x on 2 cores, ``benchmarks/packed_data_diet.py``), and the
+CPU's committed numbers stay those of runs one at a time; on CUDA a run is already another draw of its
+seed than on the CPU (other kernels, another summation order), so packing there costs nothing in what
+the numbers mean and removes the launch-bound single run.
 """
 
 from __future__ import annotations
@@ -38,6 +44,23 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from replikit.train import DivergenceError, progress
+
+AUTO_WIDTH = 16
+"""``pack: auto``'s width on CUDA: at 16 and above a member's numbers on an H200 did not depend on the pack's
+size (16 inside 32 bit-identical; 4 inside 8 not), and 16 holds data_diet's 15 arms of a seed."""
+
+
+def resolve_width(pack: int | str, device: str, packable: bool = True, auto: int = AUTO_WIDTH) -> int:
+    """A ``pack`` knob's width: an int as given; ``"auto"``: ``auto`` (a method whose packs hold fewer
+    runs may ask for a narrower pack) where ``device`` resolves to CUDA and the model can be packed
+    (``packable``: no batch norm, no dropout), otherwise 0 (one run at a time). Decided where the config
+    is validated, so the recorded config holds the width that ran."""
+    if isinstance(pack, str) and pack != "auto" and not pack.strip().isdigit():
+        raise ValueError(f"pack: {pack!r} is neither a width (an int, 0 = no packing) nor 'auto'")
+    if pack != "auto":
+        return pack  # type: ignore[return-value]  # an int: pydantic checks its bounds
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return auto if packable and on_cuda else 0
 
 
 class Batches:
@@ -75,31 +98,43 @@ def fit(
     models: Sequence[nn.Module],
     batches: Sequence[Callable[[], torch.Tensor]],
     x: torch.Tensor,
-    y: torch.Tensor,
+    y: torch.Tensor | None,
     *,
     epochs: int,
     steps_per_epoch: int,
     width: int,
-    lr: float,
+    lr: float | Sequence[float],
     optimizer: str = "adam",
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     lr_schedule: Callable[[float], float] | None = None,
     evaluate: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss: Callable[..., torch.Tensor] | None = None,
     on_epoch: Callable[[int, Callable[[torch.Tensor], torch.Tensor]], list[dict[str, float]]] | None = None,
+    extra_params: Sequence[dict] = (),
+    divergence: str = "raise",
     desc: str = "pack",
 ) -> tuple[list[dict[str, torch.Tensor]], list[list[dict[str, float]]]]:
     """Train ``models`` (each with its batch stream ``batches[i]``: indices into ``x``) as one pack.
 
     ``y``: the labels, shared (n,) or one row per member (members, n), e.g. each seed's own label noise.
-    Cross-entropy on ``x[idx]``, ``y[idx]``, unless ``loss(logits, labels, idx)`` is given: the whole
-    pack's (width, B, classes) logits, (width, B) labels and indices in, (width,) losses out, one per
-    slot (a method's own objective, with any per-member state it keeps, indexed by slot). ``epochs`` x
-    ``steps_per_epoch`` steps; ``lr_schedule(p)`` multiplies the learning rate at progress p, as in
-    :func:`replikit.train.fit`. ``evaluate``: named (x, y) sets whose accuracy (``<name>_acc``) joins each
-    epoch's history row; ``on_epoch(epoch, predict)`` adds a method's own per-member entries (a list of
-    dicts, one per member), where ``predict(x)`` gives every slot's logits on ``x``, (width, N, classes).
+    Cross-entropy on ``x[idx]``, ``y[idx]``, unless ``loss(logits, labels, idx, params)`` is given: the
+    whole pack's logits (width, B, classes; any structure the model returns, e.g. a list of task outputs),
+    (width, B) labels (None when ``y`` is None: the loss indexes its own targets with ``idx``), indices
+    and the stacked parameters in, (width,) losses out, one per slot (a method's own objective, with any
+    per-member state it keeps, indexed by slot). ``epochs`` x ``steps_per_epoch`` steps.
+
+    ``lr``: one learning rate, or one per member (each member's update is the optimiser's step rescaled
+    by its rate over the first member's: exact for Adam and SGD, whose step is proportional to the rate).
+    ``lr_schedule(p)`` multiplies every group's learning rate at progress p, as in
+    :func:`replikit.train.fit`. ``extra_params``: more optimiser groups (``{"params": [...], "lr": ...,
+    "weight_decay": ...}``) of stacked per-slot tensors a method's loss learns too (uncertainty's
+    log-variances). ``evaluate``: named (x, y) sets whose accuracy (``<name>_acc``) joins each epoch's
+    history row; ``on_epoch(epoch, predict)`` adds a method's own per-member entries (a list of dicts, one
+    per member), where ``predict(x)`` gives every slot's outputs on ``x``.
+    ``divergence``: ``raise`` a DivergenceError when a member's epoch loss is not finite, or ``record``
+    it: that member's history ends with the non-finite row and the others train on (members share
+    nothing, so a diverged slot cannot reach another's numbers).
     bf16 autocast on CUDA. Returns each member's trained parameters and buffers (a state dict) and its
     per-epoch history.
     """
@@ -108,24 +143,36 @@ def fit(
         raise ValueError(f"{n} members for a pack of width {width}")
     if len(batches) != n:
         raise ValueError(f"{n} models but {len(batches)} batch streams")
+    if divergence not in ("raise", "record"):
+        raise ValueError(f"divergence={divergence!r}: allowed raise | record")
+    if y is None and loss is None:
+        raise ValueError("labels y are needed for the default cross-entropy loss")
     for m in models:
         check_packable(m)
     slots = list(models) + [models[0]] * (width - n)  # padding: copies of the first, results dropped
     device = x.device
-    if y.dim() == 2:
+    if y is not None and y.dim() == 2:
         if len(y) != n:
             raise ValueError(f"{n} members but {len(y)} rows of labels")
         y = torch.cat([y, y[:1].expand(width - n, -1)])  # padded slots: the first member's labels
         slot = torch.arange(width, device=device)[:, None]
+    lrs = [float(lr)] * n if isinstance(lr, int | float) else [float(v) for v in lr]
+    if len(lrs) != n:
+        raise ValueError(f"{n} members but {len(lrs)} learning rates")
+    lrs += [lrs[0]] * (width - n)
+    # per-member rates: the optimiser steps at the first member's rate, each slot's step is then rescaled
+    scale = None if len(set(lrs)) == 1 else torch.tensor(lrs, device=device) / lrs[0]
     params, buffers = stack_module_state([m.to(device) for m in slots])  # new leaves: (width, ...)
     base = copy.deepcopy(models[0]).to("meta")
     plist = list(params.values())
+    groups = [{"params": plist}, *extra_params]
     if optimizer == "adam":
-        opt = torch.optim.Adam(plist, lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.Adam(groups, lr=lrs[0], weight_decay=weight_decay)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(plist, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        opt = torch.optim.SGD(groups, lr=lrs[0], momentum=momentum, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer={optimizer!r}: allowed adam | sgd")
+    base_lrs = [g["lr"] for g in opt.param_groups]
 
     def logits(p, b, xb):
         return functional_call(base, (p, b), (xb,))
@@ -138,29 +185,37 @@ def fit(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     total = epochs * steps_per_epoch
     histories: list[list[dict[str, float]]] = [[] for _ in range(n)]
+    alive = [True] * n
     t = 0
     for epoch in progress(range(epochs), desc=desc, unit="ep", total=epochs):
         sums = torch.zeros(width, device=device)
         for _ in range(steps_per_epoch):
             if lr_schedule is not None:
-                opt.param_groups[0]["lr"] = lr * lr_schedule(t / total)
+                factor = lr_schedule(t / total)
+                for g, b in zip(opt.param_groups, base_lrs):
+                    g["lr"] = b * factor
             idx = _draw(batches, width)
-            yb = y[slot, idx] if y.dim() == 2 else y[idx]
+            yb = None if y is None else y[slot, idx] if y.dim() == 2 else y[idx]
             with autocast:
                 if loss is None:
                     losses = per_member(params, buffers, x[idx], yb)
                 else:
-                    losses = loss(all_logits(params, buffers, x[idx]), yb, idx)
+                    losses = loss(all_logits(params, buffers, x[idx]), yb, idx, params)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
-            opt.step()
+            if scale is None:
+                opt.step()
+            else:
+                _step_at_own_rates(opt, plist, scale)
             sums += losses.detach().float()
             t += 1
         mean = (sums / steps_per_epoch).tolist()  # the one host sync of the epoch
-        if not all(math.isfinite(v) for v in mean[:n]):
+        bad = [i for i in range(n) if alive[i] and not math.isfinite(mean[i])]
+        if bad and divergence == "raise":
             raise DivergenceError(f"{desc}: training loss {mean[:n]} in epoch {epoch + 1}/{epochs}")
         rows = [
-            {"epoch": epoch + 1, "train_loss": mean[i], "lr": opt.param_groups[0]["lr"]} for i in range(n)
+            {"epoch": epoch + 1, "train_loss": mean[i], "lr": opt.param_groups[0]["lr"] * lrs[i] / lrs[0]}
+            for i in range(n)
         ]
         for name, (xe, ye) in (evaluate or {}).items():
             acc = accuracies(logits, params, buffers, xe, ye)
@@ -170,8 +225,13 @@ def fit(
             extra = on_epoch(epoch + 1, lambda xe: predict(logits, params, buffers, xe))
             for row, more in zip(rows, extra):
                 row.update(more)
-        for h, row in zip(histories, rows):
-            h.append(row)
+        for i, (h, row) in enumerate(zip(histories, rows)):
+            if alive[i]:
+                h.append(row)
+        for i in bad:
+            alive[i] = False
+        if not any(alive):
+            break
     states = [
         {
             **{k: v[i].detach().clone() for k, v in params.items()},
@@ -180,6 +240,17 @@ def fit(
         for i in range(n)
     ]
     return states, histories
+
+
+def _step_at_own_rates(opt: torch.optim.Optimizer, plist: list[torch.Tensor], scale: torch.Tensor) -> None:
+    """``opt.step()``, then each slot's change of the stacked ``plist`` times its ``scale`` (its learning
+    rate over the one the optimiser used): Adam's and SGD's steps are proportional to the rate, and their
+    state (moments, momentum) does not depend on it."""
+    before = [p.detach().clone() for p in plist]
+    opt.step()
+    with torch.no_grad():
+        for p, b in zip(plist, before):
+            p.copy_(b.lerp_(p, scale.view(-1, *[1] * (p.dim() - 1))))
 
 
 def _draw(batches: Sequence[Callable[[], torch.Tensor]], width: int) -> torch.Tensor:

@@ -183,8 +183,9 @@ def uncertainty_loss(losses: torch.Tensor, log_vars: torch.Tensor, factors: torc
     c_i = 1/2 for a regression (Gaussian likelihood: 1/(2 sigma^2) L + log sigma),
     c_i = 1 for a classification (scaled softmax: 1/sigma^2 L + log sigma).
     The optimum over s_i is s_i* = log(2 c_i L_i): each task's weight settles at 1/(2 L_i).
+    Sums over the last axis: one total per row of a pack's (members, T) losses.
     """
-    return (factors * torch.exp(-log_vars) * losses + 0.5 * log_vars).sum()
+    return (factors * torch.exp(-log_vars) * losses + 0.5 * log_vars).sum(-1)
 
 
 class Uncertainty(Weighting):
@@ -230,12 +231,13 @@ def gradnorm_targets(
     """Chen et al. (2018), eq. 2's target  G_bar * r_i^alpha  (a constant in the gradient step).
 
     G_i = w_i ||grad_W L_i||; G_bar = mean_i G_i; L~_i = L_i / L_i(0); r_i = L~_i / mean_j L~_j.
-    A task that has trained less (larger r_i) is given a larger target gradient norm.
+    A task that has trained less (larger r_i) is given a larger target gradient norm. Over the last axis:
+    a pack's (members, T) rows are independent.
     """
     g = w * norms
     ratio = losses / initial
-    r = ratio / ratio.mean()
-    return g.mean() * r.pow(alpha)
+    r = ratio / ratio.mean(-1, keepdim=True)
+    return g.mean(-1, keepdim=True) * r.pow(alpha)
 
 
 def gradnorm_weight_grad(
@@ -251,9 +253,10 @@ def gradnorm_weight_grad(
 
 
 def renormalize(w: torch.Tensor, floor: float = 1e-6) -> torch.Tensor:
-    """Clamp to positive and rescale so that sum_i w_i = T (the paper's renormalisation)."""
+    """Clamp to positive and rescale so that sum_i w_i = T (the paper's renormalisation; row by row for a
+    pack's (members, T) weights)."""
     w = w.clamp_min(floor)
-    return w * (len(w) / w.sum())
+    return w * (w.shape[-1] / w.sum(-1, keepdim=True))
 
 
 class GradNorm(Weighting):
@@ -381,6 +384,183 @@ def fit(
         desc=desc,
         max_grad_norm=max_grad_norm,
     )
+
+
+# =================================== packed runs (GPUs) ============================================
+
+
+def pack_task_losses(
+    outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], tasks: Sequence[Task]
+) -> torch.Tensor:
+    """:func:`task_losses` for a pack: outputs (members, B, out_dim) per task, targets (members, B, ...)
+    (shared targets indexed with the pack's (members, B) indices) -> (members, T) per-member losses."""
+    losses = []
+    for out, y, task in zip(outputs, targets, tasks):
+        out = out.float()
+        if task.kind == "classification":
+            ce = F.cross_entropy(out.flatten(0, 1), y.flatten(0, 1), reduction="none")
+            losses.append(ce.view(y.shape[:2]).mean(1))
+        else:
+            losses.append((out.reshape(y.shape) - y).pow(2).flatten(1).mean(1))
+    return torch.stack(losses, dim=1)
+
+
+class PackWeighting:
+    """The weightings of a pack's members as stacked (width, T) tensors, one row per slot.
+
+    Equal and Fixed rows keep their constant weights; Uncertainty rows learn their log-variances (a
+    stacked leaf the pack's optimiser updates, at the weighting's own learning rate); GradNorm rows update
+    their weights with their own Adam from each member's per-task gradient norms on its own slice of the
+    shared layer, in the order of the paper's Algorithm 1, exactly as :meth:`GradNorm.combine` does for
+    one run. Padded slots copy the first member's weighting.
+    """
+
+    def __init__(self, weightings: Sequence[Weighting], width: int, tasks: Sequence[Task], device):
+        n_tasks = len(tasks)
+        rows = list(weightings) + [weightings[0]] * (width - len(weightings))
+        learned = (Uncertainty, GradNorm)
+        self.fixed = torch.stack(
+            [torch.ones(n_tasks) if isinstance(w, learned) else w.weights().cpu() for w in rows]
+        ).to(device)
+        self.unc = torch.tensor([isinstance(w, Uncertainty) for w in rows], device=device)
+        self.gn = torch.tensor([isinstance(w, GradNorm) for w in rows], device=device)
+        self.any_unc, self.any_gn = bool(self.unc.any()), bool(self.gn.any())
+        self.factors = torch.tensor([0.5 if t.kind == "regression" else 1.0 for t in tasks], device=device)
+        self.log_vars = torch.stack(
+            [w.log_vars.detach().cpu() if isinstance(w, Uncertainty) else torch.zeros(n_tasks) for w in rows]
+        ).to(device)
+        self.log_vars.requires_grad_(self.any_unc)
+        gns = [w for w in rows if isinstance(w, GradNorm)]
+        if len({w.opt.param_groups[0]["lr"] for w in gns}) > 1:
+            raise ValueError("the GradNorm members of a pack must share their weights' learning rate")
+        self.alpha = torch.tensor([w.alpha if isinstance(w, GradNorm) else 0.0 for w in rows], device=device)
+        self.w = torch.ones(width, n_tasks, device=device, requires_grad=True)
+        self.opt = torch.optim.Adam([self.w], lr=gns[0].opt.param_groups[0]["lr"]) if gns else None
+        self.initial: torch.Tensor | None = None
+        self.trace: list[torch.Tensor] = []
+        self.loss_sum = torch.zeros(width, n_tasks, device=device)
+        self.w_sum = torch.zeros(width, n_tasks, device=device)
+        self.steps = 0
+
+    def weights(self) -> torch.Tensor:
+        """Every slot's current effective weights (width, T), as each weighting's ``weights()``."""
+        w = torch.where(self.gn[:, None], self.w.detach(), self.fixed)
+        return torch.where(self.unc[:, None], self.factors * torch.exp(-self.log_vars.detach()), w)
+
+    def combine(self, losses: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """(width,) totals to back-propagate from the (width, T) losses; ``shared``: the stacked last shared
+        layer's weights, where GradNorm rows measure their per-task gradient norms."""
+        w_model = self.fixed
+        if self.any_gn:
+            detached = losses.detach().float()
+            if self.initial is None:  # L_i(0): each member's losses on its very first batch
+                self.initial = detached.clamp_min(1e-12)
+            n_tasks = losses.shape[1]
+            eye = torch.eye(n_tasks, device=losses.device, dtype=losses.dtype)
+            outs = eye[:, None, :].expand(n_tasks, *losses.shape)  # task i of every member at once
+            (g,) = torch.autograd.grad(
+                losses, [shared], grad_outputs=outs, retain_graph=True, is_grads_batched=True
+            )
+            norms = torch.sqrt((g.float() ** 2).flatten(2).sum(2)).T.detach()  # (width, T)
+            w_now = self.w.detach().clone()
+            grad = gradnorm_weight_grad(norms, w_now, detached, self.initial, self.alpha[:, None])
+            self.w.grad = torch.where(self.gn[:, None], grad, torch.zeros_like(grad))
+            self.opt.step()
+            with torch.no_grad():
+                self.w.copy_(renormalize(self.w))
+            self.trace.append(self.w.detach().clone())
+            w_model = torch.where(self.gn[:, None], w_now, self.fixed)  # the model steps with w(t)
+        totals = (w_model * losses).sum(-1)
+        if self.any_unc:
+            totals = torch.where(self.unc, uncertainty_loss(losses, self.log_vars, self.factors), totals)
+        self.loss_sum += losses.detach().float()
+        self.w_sum += self.weights()
+        self.steps += 1
+        return totals
+
+    def epoch_logs(self, members: int) -> list[dict[str, float]]:
+        """Each member's mean task losses and weights over the epoch (``loss_<i>``, ``w_<i>``), as
+        :func:`fit`'s history has them; the sums restart."""
+        loss, w = (self.loss_sum / self.steps).tolist(), (self.w_sum / self.steps).tolist()
+        self.loss_sum.zero_(), self.w_sum.zero_()
+        self.steps = 0
+        return [
+            {**{f"loss_{i}": v for i, v in enumerate(loss[m])}, **{f"w_{i}": v for i, v in enumerate(w[m])}}
+            for m in range(members)
+        ]
+
+
+def fit_pack(
+    models: Sequence[MultiTaskNet],
+    weightings: Sequence[Weighting],
+    x: torch.Tensor,
+    targets: Sequence[torch.Tensor],
+    *,
+    width: int,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    lr: float | Sequence[float],
+    optimizer: str,
+    weight_decay: float = 0.0,
+    weighting_lr: float | None = None,
+    desc: str = "multitask pack",
+) -> list[dict]:
+    """:func:`fit` for up to ``width`` members at once (:func:`replikit.packed.fit`, one vmapped model).
+
+    The members share the data and the batch stream (``seed``: each draws the stream :func:`fit` draws);
+    each has its own model (its own initialisation), weighting and learning rate (``lr``: one, or one per
+    member). A member that diverges is recorded, not raised: its history ends with a non-finite
+    ``train_loss``. Returns, per member: ``state`` (load it into the member's model), ``history`` (as
+    :func:`fit`'s), ``weights`` (its weighting's final ``weights()``) and ``trace`` (a GradNorm member's
+    weights after every step; empty for the others).
+    """
+    from replikit import packed
+
+    tasks = models[0].tasks
+    if any(m.tasks != tasks for m in models):
+        raise ValueError("the members of a pack must have the same tasks")
+    device = x.device
+    shared_ref = models[0].shared_layer()[0]
+    shared_name = next(k for k, p in models[0].named_parameters() if p is shared_ref)
+    pack = PackWeighting(weightings, width, tasks, device)
+    extra = []
+    if pack.any_unc:  # as fit's optimiser groups: the model's rate and decay, or a rate of its own and none
+        if weighting_lr is None and not isinstance(lr, int | float) and len(set(lr)) > 1:
+            raise ValueError("learned weightings at per-member model rates need a weighting_lr of their own")
+        own = {} if weighting_lr is None else {"lr": weighting_lr, "weight_decay": 0.0}
+        extra.append({"params": [pack.log_vars], "weight_decay": weight_decay, **own})
+
+    def loss(outputs, _labels, idx, params):
+        return pack.combine(pack_task_losses(outputs, [y[idx] for y in targets], tasks), params[shared_name])
+
+    states, histories = packed.fit(
+        models,
+        [packed.Batches(torch.arange(len(x), device=device), batch_size, seed).next for _ in models],
+        x,
+        None,
+        epochs=epochs,
+        steps_per_epoch=max(1, len(x) // batch_size),
+        width=width,
+        lr=lr,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        loss=loss,
+        on_epoch=lambda epoch, predict: pack.epoch_logs(len(models)),
+        extra_params=extra,
+        divergence="record",
+        desc=desc,
+    )
+    final = pack.weights()
+    return [
+        {
+            "state": state,
+            "history": history,
+            "weights": final[m],
+            "trace": [w[m] for w in pack.trace] if isinstance(weightings[m], GradNorm) else [],
+        }
+        for m, (state, history) in enumerate(zip(states, histories))
+    ]
 
 
 def training_rates(

@@ -69,13 +69,23 @@ class Config(MethodConfig):
     )
     sweep_seeds: int = pydantic.Field(1, ge=0, le=20, description="seeds per sweep point (0 = no sweep)")
     pack: int = pydantic.Field(
-        0,
+        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
+        validate_default=True,
         ge=0,
         le=64,
         description="train the runs as packs of this many in one vmapped model (replikit.packed; for GPUs, "
-        "where 16 or more fill it); 0: one run at a time. A packed run is another draw of the same seed: "
-        "its numbers depend on the width, never on which runs share its pack",
+        "where 16 or more fill it); 0: one run at a time; auto: 16 on "
+        "CUDA, 0 on the CPU. A packed run is another draw of the same seed: its "
+        "numbers depend on the width, never on which runs share its pack",
     )
+
+    @pydantic.field_validator("pack", mode="before")
+    @classmethod
+    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
+        """``auto``: 16 on CUDA for a packable model, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
+        return packed.resolve_width(
+            v, info.data.get("device", "auto"), packable=not info.data.get("model", "").startswith("resnet")
+        )
 
     @pydantic.model_validator(mode="after")
     def _packable(self) -> Config:
@@ -259,7 +269,7 @@ def run_pack(cfg: dict, members: list[tuple[str, int, float]]) -> list[dict]:
     weights = torch.cat([weights, weights[:1].expand(cfg.pack - len(members))])  # padded slots
     targets = torch.zeros(cfg.pack, n, d0["n_classes"], device=device)
 
-    def loss(logits, labels, idx):
+    def loss(logits, labels, idx, _params):
         return elr_loss_packed(logits, labels, targets, idx, cfg.beta, weights)
 
     def on_epoch(e: int, predict) -> list[dict[str, float]]:

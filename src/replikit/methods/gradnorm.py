@@ -89,7 +89,7 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from replikit import data, train
+from replikit import data, packed, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.families import multitask
@@ -154,6 +154,24 @@ class Config(MethodConfig):
     trace_every: int = pydantic.Field(
         10, ge=1, le=10_000, description="record GradNorm's weights every N steps"
     )
+    pack: int = pydantic.Field(
+        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
+        validate_default=True,
+        ge=0,
+        le=64,
+        description="train the arms and learning rates of each (T, optimiser, seed) as packs of this many "
+        "runs in one vmapped model (replikit.packed; for GPUs); 0: one run at a time; auto: 8 on CUDA (a "
+        "group has 2 x 3 runs by default), 0 on the CPU. A packed run is another draw of the same seed: its "
+        "numbers depend on the width, never on which runs share its pack",
+    )
+
+    @pydantic.field_validator("pack", mode="before")
+    @classmethod
+    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
+        """``auto``: 8 on CUDA for the MLP trunk, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
+        return packed.resolve_width(
+            v, info.data.get("device", "auto"), info.data.get("model") == "mlp", auto=8
+        )
 
     @pydantic.field_validator("task_counts")
     @classmethod
@@ -356,6 +374,78 @@ def grid_weights(sig: np.ndarray, gamma: float) -> np.ndarray:
     return len(sig) * w / w.sum()
 
 
+def _setup(cfg: Config, t: int, rep: int, device) -> dict:
+    """The (T, seed)'s data on ``device``, split train / val / test, its tasks and sigmas."""
+    prob = toy_problem(cfg, t, rep) if cfg.dataset == "toy" else image_problem(cfg, t, rep)
+    n_tr, n_va, _ = prob.get("sizes", (cfg.n_train, cfg.n_val, cfg.n_test))
+    x = train.to_device(prob["x"], device)
+    ys = [train.to_device(y, device) for y in prob["ys"]]
+    parts = {"train": slice(0, n_tr), "val": slice(n_tr, n_tr + n_va), "test": slice(n_tr + n_va, None)}
+    return {
+        "split": {k: (x[s], [y[s] for y in ys]) for k, s in parts.items()},
+        "tasks": [multitask.Task(f"task{i}", "regression", ys[i].shape[1]) for i in range(t)],
+        "sigma": prob["sigma"],
+    }
+
+
+def _model(cfg: Config, d: dict, t: int, rep: int, device) -> multitask.MultiTaskNet:
+    """The (T, seed)'s initialisation: every arm and learning rate of a seed starts from it."""
+    train.manual_seed(derive_seed(cfg.seed, NAME, "init", t, rep))
+    x_tr = d["split"]["train"][0]
+    model = multitask.build(cfg.model, tuple(x_tr.shape[1:]), d["tasks"], cfg.width, cfg.depth)
+    return train.prepare_model(model, device)
+
+
+def _weighting(cfg: Config, d: dict, model: multitask.MultiTaskNet, weighting: str) -> multitask.Weighting:
+    t = len(d["tasks"])
+    if weighting == "equal":
+        return multitask.Equal(t)
+    if weighting == "gradnorm":
+        return multitask.GradNorm(t, model.shared_layer(), cfg.alpha, cfg.weight_lr)
+    return multitask.Fixed(grid_weights(d["sigma"], float(weighting[1:])))
+
+
+def _result(
+    cfg: Config, d: dict, model, row: dict, history: list, initial, w_final, trace: list, diverged: bool
+) -> dict:
+    """A run's row (validation and test errors, rate spread, final weights), history and weight trace."""
+    sigma = d["sigma"].tolist()
+    if diverged:
+        row.update(diverged=True, val_nloss=math.inf, test_nloss=math.nan, rate_spread=math.nan)
+        return {"row": row, "history": [], "trace": [], "sigma": sigma}
+    row["diverged"] = False
+    tasks = d["tasks"]
+    for name in ("val", "test"):
+        xs, ts = d["split"][name]
+        per_task = multitask.normalized_errors(
+            multitask.predict(model, xs), ts, tasks, multitask.target_variances(ts, tasks)
+        )
+        row[f"{name}_nloss"] = float(per_task.mean())
+        if name == "test":
+            row.update({f"test_nloss_{i}": float(v) for i, v in enumerate(per_task)})
+    x_tr, y_tr = d["split"]["train"]
+    rates = multitask.training_rates(model, x_tr, y_tr, initial).cpu().numpy()
+    row["rate_spread"] = float(np.log(rates).std())
+    row.update({f"w_final_{i}": float(v) for i, v in enumerate(w_final)})
+    steps = [
+        {"step": k + 1, **{f"w_{i}": float(v) for i, v in enumerate(wk)}}
+        for k, wk in enumerate(trace)
+        if (k + 1) % cfg.trace_every == 0
+    ]
+    return {"row": row, "history": history, "trace": steps, "sigma": sigma}
+
+
+def _row(t: int, opt: str, weighting: str, lr: float, rep: int) -> dict:
+    return {
+        "arm": arm_name(opt, t, weighting),
+        "seed": rep,
+        "T": t,
+        "optimizer": opt,
+        "weighting": weighting,
+        "lr": lr,
+    }
+
+
 def run_one(cfg: dict, t: int, opt: str, weighting: str, lr: float, rep: int) -> dict:
     """Train one (T, optimiser, weighting, learning rate, seed); weighting is equal | gradnorm | g<gamma>.
 
@@ -364,33 +454,11 @@ def run_one(cfg: dict, t: int, opt: str, weighting: str, lr: float, rep: int) ->
     """
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
-    prob = toy_problem(cfg, t, rep) if cfg.dataset == "toy" else image_problem(cfg, t, rep)
-    n_tr, n_va, _ = prob.get("sizes", (cfg.n_train, cfg.n_val, cfg.n_test))
-    x = train.to_device(prob["x"], device)
-    ys = [train.to_device(y, device) for y in prob["ys"]]
-    parts = {"train": slice(0, n_tr), "val": slice(n_tr, n_tr + n_va), "test": slice(n_tr + n_va, None)}
-    split = {k: (x[s], [y[s] for y in ys]) for k, s in parts.items()}
-    tasks = [multitask.Task(f"task{i}", "regression", ys[i].shape[1]) for i in range(t)]
-
-    train.manual_seed(derive_seed(cfg.seed, NAME, "init", t, rep))
-    model = multitask.build(cfg.model, tuple(x.shape[1:]), tasks, cfg.width, cfg.depth)
-    model = train.prepare_model(model, device)
-    if weighting == "equal":
-        w = multitask.Equal(t)
-    elif weighting == "gradnorm":
-        w = multitask.GradNorm(t, model.shared_layer(), cfg.alpha, cfg.weight_lr)
-    else:
-        w = multitask.Fixed(grid_weights(prob["sigma"], float(weighting[1:])))
-    x_tr, y_tr = split["train"]
+    d = _setup(cfg, t, rep, device)
+    model = _model(cfg, d, t, rep, device)
+    w = _weighting(cfg, d, model, weighting)
+    x_tr, y_tr = d["split"]["train"]
     initial = multitask.full_losses(model, x_tr, y_tr)
-    row = {
-        "arm": arm_name(opt, t, weighting),
-        "seed": rep,
-        "T": t,
-        "optimizer": opt,
-        "weighting": weighting,
-        "lr": lr,
-    }
     try:
         history = multitask.fit(
             model,
@@ -405,28 +473,47 @@ def run_one(cfg: dict, t: int, opt: str, weighting: str, lr: float, rep: int) ->
             desc=f"{opt} T{t} {weighting} lr {lr:g} seed {rep}",
         )
     except train.DivergenceError:
-        row.update(diverged=True, val_nloss=math.inf, test_nloss=math.nan, rate_spread=math.nan)
-        return {"row": row, "history": [], "trace": [], "sigma": prob["sigma"].tolist()}
-    row["diverged"] = False
-    for name in ("val", "test"):
-        xs, ts = split[name]
-        per_task = multitask.normalized_errors(
-            multitask.predict(model, xs), ts, tasks, multitask.target_variances(ts, tasks)
+        return _result(cfg, d, model, _row(t, opt, weighting, lr, rep), [], None, None, [], diverged=True)
+    trace = w.trace if isinstance(w, multitask.GradNorm) else []
+    return _result(
+        cfg, d, model, _row(t, opt, weighting, lr, rep), history, initial, w.weights(), trace, False
+    )
+
+
+def run_pack(cfg: dict, t: int, opt: str, rep: int, members: list[tuple[str, float]]) -> list[dict]:
+    """The (weighting, learning rate) runs of one (T, optimiser, seed) as one pack of width ``cfg.pack``
+    (:func:`replikit.families.multitask.fit_pack`): the same data, initialisation and batch stream as
+    :func:`run_one`, each member with its weighting and learning rate; a diverged member is recorded as
+    :func:`run_one` records it. Returns :func:`run_one`'s results, in ``members`` order."""
+    cfg = Config(**cfg)
+    device = train.resolve_device(cfg.device)
+    d = _setup(cfg, t, rep, device)
+    models = [_model(cfg, d, t, rep, device) for _ in members]
+    weightings = [_weighting(cfg, d, m, w) for m, (w, _) in zip(models, members)]
+    x_tr, y_tr = d["split"]["train"]
+    initial = multitask.full_losses(models[0], x_tr, y_tr)  # every member starts from the same weights
+    out = multitask.fit_pack(
+        models,
+        weightings,
+        x_tr,
+        y_tr,
+        width=cfg.pack,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        seed=derive_seed(cfg.seed, NAME, "batches", t, rep),
+        lr=[lr for _, lr in members],
+        optimizer=opt,
+        desc=f"{opt} T{t} pack of {len(members)} seed {rep}",
+    )
+    results = []
+    for model, (weighting, lr), got in zip(models, members, out):
+        model.load_state_dict(got["state"])
+        diverged = not math.isfinite(got["history"][-1]["train_loss"])
+        row = _row(t, opt, weighting, lr, rep)
+        results.append(
+            _result(cfg, d, model, row, got["history"], initial, got["weights"], got["trace"], diverged)
         )
-        row[f"{name}_nloss"] = float(per_task.mean())
-        if name == "test":
-            row.update({f"test_nloss_{i}": float(v) for i, v in enumerate(per_task)})
-    rates = multitask.training_rates(model, x_tr, y_tr, initial).cpu().numpy()
-    row["rate_spread"] = float(np.log(rates).std())
-    row.update({f"w_final_{i}": float(v) for i, v in enumerate(w.weights())})
-    trace = []
-    if isinstance(w, multitask.GradNorm):
-        trace = [
-            {"step": k + 1, **{f"w_{i}": float(v) for i, v in enumerate(wk)}}
-            for k, wk in enumerate(w.trace)
-            if (k + 1) % cfg.trace_every == 0
-        ]
-    return {"row": row, "history": history, "trace": trace, "sigma": prob["sigma"].tolist()}
+    return results
 
 
 def pick_learning_rates(table: pd.DataFrame) -> pd.DataFrame:
@@ -492,7 +579,20 @@ def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcom
                 for lr in lrs
             ]
     with Timer() as timer:
-        results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="gradnorm runs")
+        if cfg.pack:  # per (T, optimiser, seed), its runs in packs of cfg.pack (in task order)
+            groups: dict[tuple, list[tuple[str, float]]] = {}
+            for k in tasks:
+                groups.setdefault((k["t"], k["opt"], k["rep"]), []).append((k["weighting"], k["lr"]))
+            packs = [
+                dict(base, t=t, opt=opt, rep=rep, members=members[i : i + cfg.pack])
+                for (t, opt, rep), members in groups.items()
+                for i in range(0, len(members), cfg.pack)
+            ]
+            done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="gradnorm packs")
+            by_run = {(r["row"]["arm"], r["row"]["seed"], r["row"]["lr"]): r for pack in done for r in pack}
+            results = [by_run[(arm_name(k["opt"], k["t"], k["weighting"]), k["rep"], k["lr"])] for k in tasks]
+        else:
+            results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="gradnorm runs")
     every_lr = pd.DataFrame([r["row"] for r in results])
     table = pick_learning_rates(every_lr)
     chosen = set(zip(table["arm"], table["seed"], table["lr"]))

@@ -55,6 +55,7 @@ beside them (``delta``, ``delta_reason``). Verdicts on confirmation seeds:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -62,7 +63,7 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from replikit import data, train
+from replikit import data, packed, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.families import multitask
@@ -114,6 +115,22 @@ class Config(MethodConfig):
         description="grid values of the row-centroid weight (w_cls = 1)",
     )
     single_task: bool = pydantic.Field(True, description="train the single-task baselines")
+    pack: int = pydantic.Field(
+        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
+        validate_default=True,
+        ge=0,
+        le=64,
+        description="train each seed's runs (equal, uncertainty, the grid, the single-task networks) as "
+        "packs of this many in one vmapped model (replikit.packed; for GPUs); 0: one run at a time; auto: "
+        "16 on CUDA (a seed has 14 runs by default), 0 on the CPU. A packed run is another draw of the same "
+        "seed: its numbers depend on the width, never on which runs share its pack",
+    )
+
+    @pydantic.field_validator("pack", mode="before")
+    @classmethod
+    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
+        """``auto``: 16 on CUDA for the MLP trunk, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
+        return packed.resolve_width(v, info.data.get("device", "auto"), info.data.get("model") == "mlp")
 
     @pydantic.field_validator("grid_mass", "grid_centroid")
     @classmethod
@@ -229,39 +246,76 @@ def splits(cfg: Config, rep: int) -> dict[str, tuple[np.ndarray, list[np.ndarray
 # =================================== one run =======================================================
 
 
+def _on_device(cfg: Config, rep: int, device) -> dict[str, tuple]:
+    """The seed's train / val / test inputs and all three tasks' targets on ``device``."""
+    return {
+        k: (train.to_device(x, device), [train.to_device(y, device) for y in ys])
+        for k, (x, ys) in splits(cfg, rep).items()
+    }
+
+
+def _kept(arm: str) -> list[int]:
+    """The tasks an arm trains: one for single_<task>, all three otherwise."""
+    return [TASK_NAMES.index(arm[len("single_") :])] if arm.startswith("single_") else [0, 1, 2]
+
+
+def _model(
+    cfg: Config, x_tr, arm: str, rep: int, tasks: list[multitask.Task], device
+) -> multitask.MultiTaskNet:
+    """The arm's network for this seed, with ``tasks``' heads. The initialisation depends on the seed and
+    the arm's task set only: the multi-task arms share it exactly, and a single-task network's trunk is
+    the same whether it carries only its own head or all three (heads start at zero, after the trunk)."""
+    kept = [make_tasks(cfg)[i] for i in _kept(arm)]
+    train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep, "-".join(t.name for t in kept)))
+    model = multitask.build(cfg.model, tuple(x_tr.shape[1:]), tasks, cfg.width, cfg.depth)
+    return train.prepare_model(model, device)
+
+
+def _weighting(cfg: Config, arm: str, n_tasks: int, weights) -> multitask.Weighting:
+    if arm == "uncertainty":
+        return multitask.Uncertainty(make_tasks(cfg)[:n_tasks], cfg.init_log_var)  # fit moves it
+    if arm == "fixed":
+        return multitask.Fixed(weights)
+    return multitask.Equal(n_tasks)
+
+
+def _row(
+    cfg: Config, arm: str, rep: int, weights, model, tens: dict, keep: list[int], heads: list[int], w_now
+) -> dict:
+    """The run's row: its weights, and per kept task its validation and test errors (``heads``: where the
+    kept tasks' outputs are among the model's)."""
+    tasks = [make_tasks(cfg)[i] for i in keep]
+    row: dict = {"arm": arm, "seed": rep}
+    if weights is not None:
+        row.update({f"grid_w_{TASK_NAMES[i]}": float(w) for i, w in enumerate(weights)})
+    row.update({f"w_{t.name}": float(w_now[h]) for t, h in zip(tasks, heads)})
+    for split in ("val", "test"):
+        xs, ys = tens[split]
+        outs = multitask.predict(model, xs)
+        out, ts = [outs[h] for h in heads], [ys[i] for i in keep]
+        nerr = multitask.normalized_errors(out, ts, tasks, multitask.target_variances(ts, tasks))
+        for t, e in zip(tasks, nerr):
+            row[f"{split}_nerr_{t.name}"] = float(e)
+        if tasks[0].kind == "classification":
+            row[f"{split}_acc"] = float((out[0].argmax(1) == ts[0]).float().mean())
+    return row
+
+
 def run_one(cfg: dict, arm: str, rep: int, weights: tuple[float, ...] | None = None) -> dict:
     """Train one arm for one seed: equal | uncertainty | fixed (``weights``) | single_<task>."""
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
-    parts = splits(cfg, rep)
-    all_tasks = make_tasks(cfg)
-    keep = (
-        [TASK_NAMES.index(arm[len("single_") :])]
-        if arm.startswith("single_")
-        else list(range(len(all_tasks)))
-    )
-    tasks = [all_tasks[i] for i in keep]
-    tens = {
-        k: (train.to_device(x, device), [train.to_device(ys[i], device) for i in keep])
-        for k, (x, ys) in parts.items()
-    }
-    x_tr, y_tr = tens["train"]
-
-    # the initialisation depends on the seed and the task set only: multi-task arms share it exactly
-    train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep, "-".join(t.name for t in tasks)))
-    model = multitask.build(cfg.model, tuple(x_tr.shape[1:]), tasks, cfg.width, cfg.depth)
-    model = train.prepare_model(model, device)
-    if arm == "uncertainty":
-        weighting = multitask.Uncertainty(tasks, cfg.init_log_var)  # multitask.fit moves it
-    elif arm == "fixed":
-        weighting = multitask.Fixed(weights)
-    else:
-        weighting = multitask.Equal(len(tasks))
+    tens = _on_device(cfg, rep, device)
+    keep = _kept(arm)
+    tasks = [make_tasks(cfg)[i] for i in keep]
+    x_tr, ys = tens["train"]
+    model = _model(cfg, x_tr, arm, rep, tasks, device)
+    weighting = _weighting(cfg, arm, len(tasks), weights)
     multitask.fit(
         model,
         weighting,
         x_tr,
-        y_tr,
+        [ys[i] for i in keep],
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         seed=derive_seed(cfg.seed, NAME, "batches", rep),
@@ -272,20 +326,56 @@ def run_one(cfg: dict, arm: str, rep: int, weights: tuple[float, ...] | None = N
         desc=f"{arm} seed {rep}",
         max_grad_norm=cfg.max_grad_norm,
     )
-    row: dict = {"arm": arm, "seed": rep}
-    if weights is not None:
-        row.update({f"grid_w_{TASK_NAMES[i]}": float(w) for i, w in enumerate(weights)})
-    w_now = weighting.weights()
-    row.update({f"w_{t.name}": float(w) for t, w in zip(tasks, w_now)})
-    for split in ("val", "test"):
-        xs, ts = tens[split]
-        out = multitask.predict(model, xs)
-        nerr = multitask.normalized_errors(out, ts, tasks, multitask.target_variances(ts, tasks))
-        for t, e in zip(tasks, nerr):
-            row[f"{split}_nerr_{t.name}"] = float(e)
-        if tasks[0].kind == "classification":
-            row[f"{split}_acc"] = float((out[0].argmax(1) == ts[0]).float().mean())
-    return row
+    return _row(cfg, arm, rep, weights, model, tens, keep, list(range(len(keep))), weighting.weights())
+
+
+def run_pack(cfg: dict, rep: int, members: list[tuple[str, tuple[float, ...] | None]]) -> list[dict]:
+    """Runs ``(arm, weights)`` of seed ``rep`` as one pack of width ``cfg.pack``
+    (:func:`replikit.families.multitask.fit_pack`): the seed's data and batch stream, each member with its
+    own initialisation (:func:`_model`) and weighting. A single-task network is packed as the three-headed
+    network with weights one-hot on its task: the other heads get exactly zero gradient, so its trunk and
+    head train as the one-headed network does. Returns :func:`run_one`'s rows, in ``members`` order."""
+    cfg = Config(**cfg)
+    if cfg.max_grad_norm is not None:
+        raise ValueError("max_grad_norm clips the whole pack's norm: use pack: 0 with it")
+    device = train.resolve_device(cfg.device)
+    tens = _on_device(cfg, rep, device)
+    tasks = make_tasks(cfg)
+    x_tr, ys = tens["train"]
+    models, weightings = [], []
+    for arm, weights in members:
+        models.append(_model(cfg, x_tr, arm, rep, tasks, device))
+        if arm.startswith("single_"):
+            weightings.append(multitask.Fixed([float(i in _kept(arm)) for i in range(len(tasks))]))
+        else:
+            weightings.append(_weighting(cfg, arm, len(tasks), weights))
+    out = multitask.fit_pack(
+        models,
+        weightings,
+        x_tr,
+        ys,
+        width=cfg.pack,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        seed=derive_seed(cfg.seed, NAME, "batches", rep),
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        weighting_lr=cfg.log_var_lr,
+        desc=f"pack of {len(members)} seed {rep}",
+    )
+    rows = []
+    for model, (arm, weights), got in zip(models, members, out):
+        if not math.isfinite(got["history"][-1]["train_loss"]):
+            raise train.DivergenceError(f"{arm} seed {rep}: training loss {got['history'][-1]['train_loss']}")
+        model.load_state_dict(got["state"])
+        keep = _kept(arm)
+        rows.append(_row(cfg, arm, rep, weights, model, tens, keep, keep, got["weights"]))
+    return rows
+
+
+def _grid_point(row: dict) -> tuple[float, ...] | None:
+    return tuple(row[f"grid_w_{t}"] for t in TASK_NAMES) if "grid_w_class" in row else None
 
 
 def combine_single(table: pd.DataFrame) -> pd.DataFrame:
@@ -342,7 +432,21 @@ def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcom
         for w in grid
     ]
     with Timer() as timer:
-        rows = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="uncertainty runs")
+        if cfg.pack:  # each seed's runs in packs of cfg.pack, in task order
+            per_seed: dict[int, list] = {}
+            for k in tasks:
+                per_seed.setdefault(k["rep"], []).append((k["arm"], k.get("weights")))
+            packs = [
+                dict(base, rep=rep, members=members[i : i + cfg.pack])
+                for rep, members in per_seed.items()
+                for i in range(0, len(members), cfg.pack)
+            ]
+            done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="uncertainty packs")
+            rows = [row for pack in done for row in pack]
+            order = {(k["arm"], k["rep"], k.get("weights")): i for i, k in enumerate(tasks)}
+            rows.sort(key=lambda r: order[(r["arm"], r["seed"], _grid_point(r))])
+        else:
+            rows = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="uncertainty runs")
     table = pd.DataFrame(rows)
     parts = [table[~table["arm"].str.startswith("single_")]]
     if cfg.single_task:
