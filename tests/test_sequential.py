@@ -131,13 +131,13 @@ def test_one_look_without_n_max(tmp_path, monkeypatch):
     assert results[1].stop in ("decided at look 1 of 1", "undecided (one look)")
 
 
-def select_run(cfg: FakeConfig, select=None) -> Outcome:
+def select_run(cfg: FakeConfig, select=sequential.every) -> Outcome:
     """A method whose run takes ``select``: a third arm, ``side``, read only by a claim decided at once."""
     tasks = [
         {"cfg": cfg.model_dump(), "arm": a, "rep": r}
         for r in range(cfg.n_seeds)
         for a in ("new", "old", "side")
-        if select is None or select(a, r)
+        if select(a, r)
     ]
     return Outcome(runs=pd.DataFrame(train.run_many(fake_run_one, tasks, workers=1, device="cpu")))
 

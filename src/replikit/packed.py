@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from replikit.train import DivergenceError, progress
+from replikit.train import DivergenceError, build_optimizer, progress
 
 AUTO_WIDTH = 16
 """``pack: auto``'s width on CUDA: at 16 and above a member's numbers on an H200 did not depend on the pack's
@@ -166,12 +166,9 @@ def fit(
     base = copy.deepcopy(models[0]).to("meta")
     plist = list(params.values())
     groups = [{"params": plist}, *extra_params]
-    if optimizer == "adam":
-        opt = torch.optim.Adam(groups, lr=lrs[0], weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=lrs[0], momentum=momentum, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer={optimizer!r}: allowed adam | sgd")
+    # the suite's one optimiser builder: fused on CUDA (one kernel for the whole pack's update), torch's
+    # default on the CPU
+    opt = build_optimizer(groups, optimizer, lrs[0], device, weight_decay=weight_decay, momentum=momentum)
     base_lrs = [g["lr"] for g in opt.param_groups]
 
     def logits(p, b, xb):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -60,6 +60,15 @@ def look_alphas(ns: list[int], alpha: float = ALPHA) -> list[float]:
 def arms_needed(claims: Sequence[Claim]) -> tuple[str, ...]:
     """Glob patterns of every arm that ``claims`` read (sorted, without repeats)."""
     return tuple(sorted({p for c in claims for p in c.arm_patterns}))
+
+
+Select = Callable[[str, int], bool]
+"""``select(arm, seed)``: whether a method's ``run`` trains that arm of that seed."""
+
+
+def every(arm: str, seed: int) -> bool:
+    """The default ``select`` of a method's ``run``: every arm of every seed (the first look, a plain run)."""
+    return True
 
 
 @dataclass

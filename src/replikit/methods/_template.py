@@ -16,7 +16,6 @@ paired seed by seed. Replace the toy with the paper's method; keep the shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import pandas as pd
@@ -24,7 +23,7 @@ import pydantic
 import torch
 import torch.nn.functional as F
 
-from replikit import data, models, train
+from replikit import data, models, sequential, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.results import Outcome, Timer
@@ -106,7 +105,7 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     return {"arm": arm, "seed": rep, "test_acc": history[-1]["test_acc"], "history": history}
 
 
-def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcome:
+def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
     """Every arm over ``n_seeds`` seeds, one ``run_many`` task per (arm, seed) so finished runs are kept.
 
     ``select(arm, seed)``: ``replikit.sequential`` asks later looks for only the arms undecided claims read.
@@ -115,7 +114,7 @@ def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcom
         {"cfg": cfg.model_dump(), "arm": a, "rep": r}
         for r in range(cfg.n_seeds)
         for a in ARMS
-        if select is None or select(a, r)
+        if select(a, r)
     ]
     with Timer() as t:
         results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc=f"{NAME} runs")

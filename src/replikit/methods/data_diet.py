@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replikit import data, models, packed, train
+from replikit import data, models, packed, sequential, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.data import augment
@@ -560,7 +560,7 @@ def mean_scores(score_runs: list[dict], rep: int) -> dict[str, np.ndarray]:
     return {name: np.mean([s[name] for s in mine], axis=0) for name in mine[0]}
 
 
-def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcome:
+def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
     """Score runs, then every arm at every keep fraction, over ``n_seeds`` seeds (paired by seed).
 
     ``select(arm, seed)``: train only those arms of that seed (``replikit.sequential``'s later looks), and
@@ -571,8 +571,7 @@ def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcom
         r: [("full", 1.0)] + [(rule, f) for rule in cfg.rules for f in cfg.fractions(rule)]
         for r in range(cfg.n_seeds)
     }
-    if select is not None:
-        arms = {r: [(rule, f) for rule, f in a if select(_arm(rule, f), r)] for r, a in arms.items()}
+    arms = {r: [(rule, f) for rule, f in a if select(_arm(rule, f), r)] for r, a in arms.items()}
     scored = [r for r, a in arms.items() if any(rule in SCORE_OF_RULE for rule, _ in a)]
     with Timer() as t:
         score_tasks = [dict(base, k=k, rep=r) for r in scored for k in range(cfg.score_inits)]

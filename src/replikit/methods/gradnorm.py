@@ -82,14 +82,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pydantic
 
-from replikit import data, packed, train
+from replikit import data, packed, sequential, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.families import multitask
@@ -552,7 +551,7 @@ def complete_grid_seeds(every_lr: pd.DataFrame, opt: str, t: int, n_points: int)
     return set(counts.index[counts == n_points])
 
 
-def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcome:
+def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
     """Equal weighting, GradNorm and the weight grid for each T and optimiser, over ``n_seeds`` seeds.
 
     ``select(arm, seed)``: train only those arms of that seed (``replikit.sequential``'s later looks); the
@@ -567,7 +566,7 @@ def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcom
             lrs = cfg.lrs_sgd if opt == "sgd" else cfg.lrs_adam
 
             def wanted(a: str, r: int, opt: str = opt, t: int = t, grid: list[str] = grid) -> bool:
-                if select is None or select(arm_name(opt, t, a), r):
+                if select(arm_name(opt, t, a), r):
                     return True
                 return a in grid and select(arm_name(opt, t, "grid"), r)
 

@@ -49,7 +49,6 @@ seed count was cut to fit the time budget) gave the same verdicts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -59,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replikit import data, models, train
+from replikit import data, models, sequential, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.data import augment
@@ -347,22 +346,21 @@ def run_one(cfg: dict, arm: str, rep: int, setting: str) -> dict:
     }
 
 
-def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcome:
+def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
     """Every full-label arm and the reduced-label pair over ``n_seeds`` seeds (paired by seed).
 
     ``select(arm, seed)``: train only those arms of that seed (``replikit.sequential``'s later looks).
     """
     base = {"cfg": cfg.model_dump()}
-    keep = select or (lambda arm, seed: True)
     tasks = [
-        dict(base, arm=a, rep=r, setting="full") for r in range(cfg.n_seeds) for a in cfg.arms if keep(a, r)
+        dict(base, arm=a, rep=r, setting="full") for r in range(cfg.n_seeds) for a in cfg.arms if select(a, r)
     ]
     if cfg.label_fraction > 0:
         tasks += [
             dict(base, arm=a, rep=r, setting="few")
             for r in range(cfg.n_seeds)
             for a in FEW_ARMS
-            if keep(f"{a}_few", r)
+            if select(f"{a}_few", r)
         ]
     # longest runs first: the two worker processes finish together
     order = sorted(

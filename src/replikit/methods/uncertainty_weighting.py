@@ -56,14 +56,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pydantic
 
-from replikit import data, packed, train
+from replikit import data, packed, sequential, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.families import multitask
@@ -406,7 +405,7 @@ def grid_best(table: pd.DataFrame) -> pd.DataFrame:
     return best
 
 
-def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcome:
+def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
     """Equal, uncertainty, single-task and the weight grid, over ``n_seeds`` seeds.
 
     ``select(arm, seed)``: train only those arms of that seed (``replikit.sequential``'s later looks); the
@@ -414,21 +413,18 @@ def run(cfg: Config, select: Callable[[str, int], bool] | None = None) -> Outcom
     """
     base = {"cfg": cfg.model_dump()}
 
-    def wanted(arm: str, r: int) -> bool:
-        return select is None or select(arm, r)
-
     arms = ["equal", "uncertainty"] + ([f"single_{t}" for t in TASK_NAMES] if cfg.single_task else [])
     tasks = [
         dict(base, arm=a, rep=r)
         for r in range(cfg.n_seeds)
         for a in arms
-        if wanted("single" if a.startswith("single_") else a, r)
+        if select("single" if a.startswith("single_") else a, r)
     ]
     grid = [(1.0, wm, wc) for wm, wc in itertools.product(cfg.grid_mass, cfg.grid_centroid)]
     tasks += [
         dict(base, arm="fixed", rep=r, weights=w)
         for r in range(cfg.n_seeds)
-        if wanted("grid", r)
+        if select("grid", r)
         for w in grid
     ]
     with Timer() as timer:
