@@ -111,3 +111,35 @@ def test_config_profiles_validate_and_reject_bad_values():
         load_config("model_soups", profile="smoke", overrides={"ft_lrs": [0.001, -1.0]})
     with pytest.raises(config.ConfigError, match="shift_scale"):
         load_config("model_soups", profile="smoke", overrides={"shift_scale": 1.5})
+
+
+def test_packed_ingredients_train_like_their_runs_one_by_one():
+    """pack > 0: a seed's ingredients fine-tuned in one vmapped model, each with its own learning rate,
+    batch order and augmentation draws, end where they end one by one (float tolerance: another draw), and
+    an ingredient's weights do not depend on what shares its pack."""
+    over = {"n_seeds": 1, "workers": 1, "ft_epochs": 2, "ft_augment": [False, True], "ft_seeds": 1}
+    cfg = load_config("model_soups", profile="smoke", overrides=over)
+    ds = model_soups.data.load(cfg.dataset)
+    x, y = torch.as_tensor(ds.x_train[:300]), torch.as_tensor(ds.y_train[:300])
+    torch.manual_seed(0)
+    model = model_soups.models.build(cfg.model, ds.input_shape, ds.n_classes, width=cfg.width)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    sweep = [(1e-3, False, 0), (3e-3, True, 0), (1e-3, True, 1)]
+    packed_cfg = cfg.model_copy(update={"pack": 4})
+    together = model_soups._fine_tune_pack(packed_cfg, model, start, x, y, sweep, 0)
+    for (lr, aug, s), got in zip(sweep, together):
+        alone = model_soups._fine_tune(cfg, model, start, x, y, lr, aug, s, 0)
+        for k, v in alone.items():
+            torch.testing.assert_close(got[k], v, atol=1e-5, rtol=1e-4)
+            assert not torch.equal(v, start[k])  # it trained
+    last = model_soups._fine_tune_pack(packed_cfg, model, start, x, y, sweep[2:], 0)[0]
+    assert all(torch.equal(last[k], together[2][k]) for k in last)
+
+
+def test_a_packed_seed_gives_the_arms_of_the_plain_one():
+    cfg = load_config("model_soups", profile="smoke", overrides={"n_seeds": 1, "workers": 1})
+    plain = model_soups.run(cfg.model_copy(update={"pack": 0}))
+    packed = model_soups.run(cfg.model_copy(update={"pack": 8}))
+    assert list(packed.runs["arm"]) == list(plain.runs["arm"])
+    for col in ("val_acc", "test_acc", "shift_acc"):
+        assert packed.history[col].to_numpy() == pytest.approx(plain.history[col].to_numpy(), abs=0.01)

@@ -191,12 +191,14 @@ def test_subset_batches_cover_the_subset_once_per_pass():
     first_pass = torch.cat([batches.next(), batches.next()])  # 6 of 7; the ragged tail is dropped
     assert len(set(first_pass.tolist())) == 6 and set(first_pass.tolist()) <= set(subset.tolist())
     assert set(batches.next().tolist()) <= set(subset.tolist())  # a fresh pass
-    with pytest.raises(ValueError):
-        packed.Batches(subset, batch_size=8, seed=0)
+    small = packed.Batches(subset, batch_size=8, seed=0)  # smaller than a batch: all of it each pass
+    assert sorted(small.next().tolist()) == sorted(small.next().tolist()) == subset.tolist()
+    with pytest.raises(ValueError, match="no examples"):
+        packed.Batches(subset[:0], batch_size=8, seed=0)
 
 
 def test_batches_of_the_whole_set_are_the_stream_train_fit_draws():
-    n, batch, seed = 50, 8, 7
+    n, seed = 50, 7
     seen = []
     w = torch.zeros(1, requires_grad=True)
 
@@ -204,9 +206,11 @@ def test_batches_of_the_whole_set_are_the_stream_train_fit_draws():
         seen.append(idx.clone())
         return (w * 0).sum()
 
-    train.fit(step, [w], n, epochs=3, batch_size=batch, seed=seed, device=torch.device("cpu"))
-    stream = packed.Batches(torch.arange(n), batch, seed)
-    assert all(torch.equal(s, stream.next()) for s in seen) and len(seen) == 3 * (n // batch)
+    for batch in (8, 64):  # a set smaller than one batch: one batch of all of it per epoch, as train.fit
+        seen.clear()
+        train.fit(step, [w], n, epochs=3, batch_size=batch, seed=seed, device=torch.device("cpu"))
+        stream = packed.Batches(torch.arange(n), batch, seed)
+        assert all(torch.equal(s, stream.next()) for s in seen) and len(seen) == 3 * max(1, n // batch)
 
 
 def test_pack_auto_packs_on_cuda_only_and_only_what_can_be_packed(monkeypatch):

@@ -70,9 +70,10 @@ class Batches:
     packed member sees its unpacked run's batches."""
 
     def __init__(self, subset: torch.Tensor, batch_size: int, seed: int):
-        if len(subset) < batch_size:
-            raise ValueError(f"a subset of {len(subset)} examples is smaller than one batch ({batch_size})")
-        self.subset, self.batch_size = subset, batch_size
+        if len(subset) == 0:
+            raise ValueError("no examples to draw batches from")
+        # a subset smaller than a batch is one batch, reshuffled each pass: what train.fit's slice gives
+        self.subset, self.batch_size = subset, min(batch_size, len(subset))
         self.gen = torch.Generator(device=subset.device).manual_seed(seed)
         self.perm, self.pos = self._shuffle(), 0
 
@@ -112,6 +113,7 @@ def fit(
     loss: Callable[..., torch.Tensor] | None = None,
     on_epoch: Callable[[int, Callable[[torch.Tensor], torch.Tensor]], list[dict[str, float]]] | None = None,
     extra_params: Sequence[dict] = (),
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
     divergence: str = "raise",
     desc: str = "pack",
 ) -> tuple[list[dict[str, torch.Tensor]], list[list[dict[str, float]]]]:
@@ -131,7 +133,9 @@ def fit(
     "weight_decay": ...}``) of stacked per-slot tensors a method's loss learns too (uncertainty's
     log-variances). ``evaluate``: named (x, y) sets whose accuracy (``<name>_acc``) joins each epoch's
     history row; ``on_epoch(epoch, predict)`` adds a method's own per-member entries (a list of dicts, one
-    per member), where ``predict(x)`` gives every slot's outputs on ``x``.
+    per member), where ``predict(x)`` gives every slot's outputs on ``x``. ``inputs(idx)``: the pack's
+    (width, B, ...) inputs for its (width, B) indices, when a member's batch is more than ``x[idx]`` (its
+    own augmentation, drawn from its own generator); padded slots may take anything.
     ``divergence``: ``raise`` a DivergenceError when a member's epoch loss is not finite, or ``record``
     it: that member's history ends with the non-finite row and the others train on (members share
     nothing, so a diverged slot cannot reach another's numbers).
@@ -193,11 +197,12 @@ def fit(
                     g["lr"] = b * factor
             idx = _draw(batches, width)
             yb = None if y is None else y[slot, idx] if y.dim() == 2 else y[idx]
+            xb = x[idx] if inputs is None else inputs(idx)
             with autocast:
                 if loss is None:
-                    losses = per_member(params, buffers, x[idx], yb)
+                    losses = per_member(params, buffers, xb, yb)
                 else:
-                    losses = loss(all_logits(params, buffers, x[idx]), yb, idx, params)
+                    losses = loss(all_logits(params, buffers, xb), yb, idx, params)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             if scale is None:

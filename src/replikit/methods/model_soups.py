@@ -58,7 +58,7 @@ import pydantic
 import torch
 import torch.nn.functional as F
 
-from replikit import data, models, train
+from replikit import data, models, packed, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.results import Outcome, Timer
@@ -126,6 +126,24 @@ class Config(MethodConfig):
     average_weights: bool = pydantic.Field(
         True, description="False turns soups off (each soup = the best single model)"
     )
+    pack: int = pydantic.Field(
+        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
+        validate_default=True,
+        ge=0,
+        le=64,
+        description="fine-tune each seed's ingredients as packs of this many in one vmapped model "
+        "(replikit.packed; for GPUs); 0: one at a time; auto: 8 on CUDA (8 ingredients by default), 0 on "
+        "the CPU. A packed ingredient is another draw of the same seed: its numbers depend on the width, "
+        "never on which ingredients share its pack",
+    )
+
+    @pydantic.field_validator("pack", mode="before")
+    @classmethod
+    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
+        """``auto``: 8 on CUDA for the MLP, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
+        return packed.resolve_width(
+            v, info.data.get("device", "auto"), info.data.get("model") == "mlp", auto=8
+        )
 
     @pydantic.model_validator(mode="after")
     def _enough_ingredients(self) -> Config:
@@ -350,6 +368,85 @@ def linear_probe(model: models.Split, x: torch.Tensor, y: torch.Tensor, steps: i
         opt.step()
 
 
+# =================================== fine-tuning an ingredient =====================================
+
+
+def _ft_gen(cfg: Config, lr: float, aug: bool, s: int, rep: int, device) -> torch.Generator:
+    """The ingredient's augmentation draws."""
+    return torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "ft-aug", lr, aug, s, rep))
+
+
+def _ft_batches_seed(cfg: Config, lr: float, aug: bool, s: int, rep: int) -> int:
+    return derive_seed(cfg.seed, NAME, "batches", "ft", lr, aug, s, rep)
+
+
+def _augment(cfg: Config, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The pretraining augmentation, as an augmented ingredient's fine-tuning uses it."""
+    return perturb(x, cfg.aug_translate, cfg.aug_scale, cfg.aug_noise, gen)
+
+
+def _fine_tune(
+    cfg: Config, model, pretrained: dict, x_ft, y_ft, lr: float, aug: bool, s: int, rep: int
+) -> dict:
+    """One ingredient: ``model`` from the ``pretrained`` weights at learning rate ``lr``, with or without
+    augmentation, in the batch order of its seed ``s``; returns its weights."""
+    model.load_state_dict(pretrained)
+    gen = _ft_gen(cfg, lr, aug, s, rep, x_ft.device)
+
+    def ft_step(b: torch.Tensor, p: float) -> torch.Tensor:
+        xb = _augment(cfg, x_ft[b], gen) if aug else x_ft[b]
+        return F.cross_entropy(model(xb), y_ft[b])
+
+    train.fit(
+        ft_step,
+        model.parameters(),
+        len(y_ft),
+        epochs=cfg.ft_epochs,
+        batch_size=cfg.batch_size,
+        seed=_ft_batches_seed(cfg, lr, aug, s, rep),
+        device=x_ft.device,
+        lr=lr,
+        lr_schedule=cosine if cfg.ft_cosine else None,
+        models=[model],
+        desc=f"fine-tune lr {lr:g} aug {aug} seed {s}",
+    )
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _fine_tune_pack(cfg: Config, model, pretrained: dict, x_ft, y_ft, sweep: list, rep: int) -> list[dict]:
+    """The ``(lr, aug, s)`` ingredients of ``sweep`` as one pack of width ``cfg.pack``
+    (:func:`replikit.packed.fit`): each from the pretrained weights, with its own learning rate, batch
+    stream and augmentation draws, as :func:`_fine_tune` trains it alone; returns their weights."""
+    device = x_ft.device
+    model.load_state_dict(pretrained)
+    gens = [_ft_gen(cfg, lr, aug, s, rep, device) if aug else None for lr, aug, s in sweep]
+
+    def inputs(idx: torch.Tensor) -> torch.Tensor:
+        rows = [x_ft[i] if g is None else _augment(cfg, x_ft[i], g) for i, g in zip(idx, gens)]
+        return torch.stack(rows + [x_ft[i] for i in idx[len(rows) :]])
+
+    n = len(y_ft)
+    states, _ = packed.fit(
+        [model] * len(sweep),  # stacked into the pack's own tensors: every member starts from `pretrained`
+        [
+            packed.Batches(
+                torch.arange(n, device=device), cfg.batch_size, _ft_batches_seed(cfg, lr, aug, s, rep)
+            ).next
+            for lr, aug, s in sweep
+        ],
+        x_ft,
+        y_ft,
+        epochs=cfg.ft_epochs,
+        steps_per_epoch=max(1, n // cfg.batch_size),
+        width=cfg.pack,
+        lr=[lr for lr, _, _ in sweep],
+        lr_schedule=cosine if cfg.ft_cosine else None,
+        inputs=inputs,
+        desc=f"fine-tune pack of {len(sweep)} seed {rep}",
+    )
+    return states
+
+
 # =================================== one seed: sweep and soups =====================================
 
 
@@ -414,39 +511,19 @@ def run_one(cfg: dict, rep: int) -> dict:
         }
 
     # 3. the hyperparameter sweep: every ingredient starts from the same pretrained weights
-    ingredients, rows = [], []
-    for lr in cfg.ft_lrs:
-        for aug in cfg.ft_augment:
-            for s in range(cfg.ft_seeds):
-                model.load_state_dict(pretrained)
-                gen = torch.Generator(device=device).manual_seed(
-                    derive_seed(cfg.seed, NAME, "ft-aug", lr, aug, s, rep)
-                )
-
-                def ft_step(b: torch.Tensor, p: float, aug=aug, gen=gen) -> torch.Tensor:
-                    xb = (
-                        perturb(x_ft[b], cfg.aug_translate, cfg.aug_scale, cfg.aug_noise, gen)
-                        if aug
-                        else x_ft[b]
-                    )
-                    return F.cross_entropy(model(xb), y_ft[b])
-
-                train.fit(
-                    ft_step,
-                    model.parameters(),
-                    len(y_ft),
-                    epochs=cfg.ft_epochs,
-                    batch_size=cfg.batch_size,
-                    seed=derive_seed(cfg.seed, NAME, "batches", "ft", lr, aug, s, rep),
-                    device=device,
-                    lr=lr,
-                    lr_schedule=cosine if cfg.ft_cosine else None,
-                    models=[model],
-                    desc=f"fine-tune lr {lr:g} aug {aug} seed {s}",
-                )
-                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                ingredients.append(state)
-                rows.append({"seed": rep, "lr": lr, "augment": aug, "ft_seed": s, **scores(state)})
+    sweep = [(lr, aug, s) for lr in cfg.ft_lrs for aug in cfg.ft_augment for s in range(cfg.ft_seeds)]
+    if cfg.pack:
+        ingredients = []
+        for i in range(0, len(sweep), cfg.pack):
+            ingredients += _fine_tune_pack(cfg, model, pretrained, x_ft, y_ft, sweep[i : i + cfg.pack], rep)
+    else:
+        ingredients = [
+            _fine_tune(cfg, model, pretrained, x_ft, y_ft, lr, aug, s, rep) for lr, aug, s in sweep
+        ]
+    rows = [
+        {"seed": rep, "lr": lr, "augment": aug, "ft_seed": s, **scores(state)}
+        for (lr, aug, s), state in zip(sweep, ingredients)
+    ]
 
     # 4. soups, selected on validation accuracy only
     val_of = [r["val_acc"] for r in rows]
