@@ -176,3 +176,29 @@ def test_config_rejects_bad_values():
         M.MergingConfig(lr=0.0)
     with pytest.raises(pydantic.ValidationError):
         M.MergingConfig(unknown_knob=1)
+
+
+def test_packed_fine_tunes_match_the_fine_tunes_one_by_one():
+    """pack > 0: a seed's task encoders fine-tuned in one vmapped model, each on its own task's inputs,
+    labels and batch stream under its own frozen head, end where they end one by one (float tolerance:
+    another draw); the pretrained encoder, heads and history rows are those of the plain suite."""
+    from replikit.methods import load_config
+    from replikit.methods import task_arithmetic as ta
+
+    cfg = load_config("task_arithmetic", profile="smoke", overrides={"finetune_epochs": 2, "workers": 1})
+    tasks = M.addition_tasks(M.addition_names(cfg.dataset, 3), M.source_names(cfg))
+    plain = M.build_suite(cfg.model_copy(update={"pack": 0}), tasks, 0, ta.NAME)
+    packed = M.build_suite(cfg.model_copy(update={"pack": 4}), tasks, 0, ta.NAME)
+    close(packed.pretrained.state, plain.pretrained.state)
+    assert list(packed.finetuned) == list(plain.finetuned) == [t.name for t in tasks]
+    for name in plain.finetuned:
+        mine, theirs = packed.finetuned[name].state, plain.finetuned[name].state
+        assert mine.keys() == theirs.keys()
+        for k in theirs:
+            torch.testing.assert_close(mine[k], theirs[k], atol=1e-5, rtol=1e-4)
+            assert not torch.equal(theirs[k], plain.pretrained.state[k])  # it trained
+    assert [(r["stage"], r["task"], r["epoch"]) for r in packed.history] == [
+        (r["stage"], r["task"], r["epoch"]) for r in plain.history
+    ]
+    losses = [(a["train_loss"], b["train_loss"]) for a, b in zip(packed.history, plain.history)]
+    assert all(a == pytest.approx(b, rel=1e-4) for a, b in losses)

@@ -231,6 +231,24 @@ class MergingConfig(MethodConfig):
     finetune_optimizer: Literal["adam", "sgd"] = pydantic.Field("adam", description="fine-tuning optimiser")
     finetune_lr: float = pydantic.Field(0.0, ge=0.0, le=1.0, description="fine-tuning learning rate (0 = lr)")
     weight_decay: float = pydantic.Field(0.0, ge=0.0, le=0.1)
+    pack: int = pydantic.Field(
+        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
+        validate_default=True,
+        ge=0,
+        le=64,
+        description="fine-tune a seed's task encoders as packs of this many in one vmapped model "
+        "(replikit.packed; for GPUs); 0: one at a time; auto: 16 on CUDA, 0 on the CPU. A packed "
+        "fine-tune is another draw of the same seed: its numbers depend on the width, never on which "
+        "tasks share its pack",
+    )
+
+    @pydantic.field_validator("pack", mode="before")
+    @classmethod
+    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
+        """``auto``: 16 on CUDA for the MLP encoder, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
+        from replikit import packed
+
+        return packed.resolve_width(v, info.data.get("device", "auto"), info.data.get("model") == "mlp")
 
 
 # Input transforms. 1-D signals (MNIST-1D): transforms of the time axis. Images (digits, the
@@ -531,6 +549,14 @@ def build_suite(
 
     # 3. fine-tune the encoder (only) on each task, its head frozen
     finetuned = {}
+    if cfg.pack:
+        for i in range(0, len(names), cfg.pack):
+            done, rows = _finetune_pack(
+                cfg, names[i : i + cfg.pack], td, heads, pre_state, enc_cfg, rep, method
+            )
+            finetuned.update(done)
+            history += rows
+        return Suite(Checkpoint(pre_state, enc_cfg), finetuned, heads, td, encoder, n_classes, history)
     for n in names:
         enc = train.prepare_model(build_encoder(**enc_cfg), device)
         enc.load_state_dict(pre_state)
@@ -554,6 +580,64 @@ def build_suite(
         history += [dict(h, stage="finetune", task=n) for h in rows]
         finetuned[n] = Checkpoint({k: v.detach().clone() for k, v in enc.state_dict().items()}, enc_cfg)
     return Suite(Checkpoint(pre_state, enc_cfg), finetuned, heads, td, encoder, n_classes, history)
+
+
+def _finetune_pack(
+    cfg: MergingConfig,
+    names: Sequence[str],
+    td: dict[str, TaskData],
+    heads: dict[str, nn.Linear],
+    pre_state: StateDict,
+    enc_cfg: dict,
+    rep: int,
+    method: str,
+) -> tuple[dict[str, Checkpoint], list[dict]]:
+    """The tasks ``names`` fine-tuned as one pack of width ``cfg.pack`` (:func:`replikit.packed.fit`):
+    each member is the pretrained encoder under its task's frozen head, on its task's own inputs and
+    labels and its own batch stream, as :func:`build_suite` fine-tunes it alone."""
+    from replikit import packed
+
+    device = pre_state[next(iter(pre_state))].device
+    members = []
+    for n in names:
+        enc = build_encoder(**enc_cfg)
+        enc.load_state_dict(pre_state)
+        members.append(nn.Sequential(enc, heads[n]).to(device))  # the head's parameters stay frozen
+    data_ = [td[n] for n in names]
+    n_train = len(data_[0].y_train)
+    if any(len(d.y_train) != n_train for d in data_):
+        raise ValueError("a pack's tasks must have fine-tuning splits of one size")
+    batch = min(cfg.batch_size, n_train)
+
+    def inputs(idx: torch.Tensor) -> torch.Tensor:
+        rows = [d.x_train[i] for d, i in zip(data_, idx)]
+        return torch.stack(rows + [data_[0].x_train[i] for i in idx[len(rows) :]])
+
+    states, histories = packed.fit(
+        members,
+        [
+            packed.Batches(
+                torch.arange(n_train, device=device), batch, derive_seed(cfg.seed, method, "batches", n, rep)
+            ).next
+            for n in names
+        ],
+        data_[0].x_train,
+        torch.stack([d.y_train for d in data_]),
+        epochs=cfg.finetune_epochs,
+        steps_per_epoch=max(1, n_train // batch),
+        width=cfg.pack,
+        lr=cfg.finetune_lr or cfg.lr,
+        optimizer=cfg.finetune_optimizer,
+        weight_decay=cfg.weight_decay,
+        inputs=inputs,
+        desc=f"finetune pack of {len(names)} {rep}",
+    )
+    done = {
+        n: Checkpoint({k[2:]: v for k, v in state.items() if k.startswith("0.")}, enc_cfg)
+        for n, state in zip(names, states)
+    }
+    rows = [dict(h, stage="finetune", task=n) for n, hist in zip(names, histories) for h in hist]
+    return done, rows
 
 
 def best_coef(scores: dict[float, float]) -> float:
