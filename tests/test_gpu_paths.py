@@ -60,6 +60,33 @@ def test_smoke_run_places_every_tensor(method):
     assert len(outcome.runs)
 
 
+PACKING = [m for m in available() if "pack" in get_method(m).Config.model_fields]
+
+
+def test_the_methods_that_pack_are_the_seven_the_readme_names():
+    assert sorted(PACKING) == sorted(
+        [
+            "data_diet",
+            "elr",
+            "gradnorm",
+            "model_soups",
+            "task_arithmetic",
+            "ties_merging",
+            "uncertainty_weighting",
+        ]
+    )
+
+
+@pytest.mark.parametrize("method", PACKING)
+def test_packed_smoke_run_places_every_tensor(method):
+    """The packed path (what ``pack: auto`` runs on CUDA) under the same guard, forced on the CPU."""
+    cfg = load_config(method, profile="smoke", overrides={**COMMON, "pack": 16})
+    assert cfg.pack == 16
+    with PlacementGuard():
+        outcome = get_method(method).run(cfg)
+    assert len(outcome.runs)
+
+
 def _narrow_resnet(depth: int, channels: int) -> tuple[torch.nn.Module, int]:
     """A ResNet-shaped stand-in 4 channels wide (3x3 stem, two strided stages, pooled): ResNet-18/34 at width
     64 cost seconds per CPU step at 32x32, and the GPU check runs the real ones."""
