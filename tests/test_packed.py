@@ -145,9 +145,8 @@ def test_each_member_trains_at_its_own_learning_rate():
     )
     kw = dict(epochs=2, steps_per_epoch=6, width=4, optimizer="sgd", weight_decay=1e-3)
     mixed, _ = packed.fit([_model(1), _model(2)], [_stream(11), _stream(12)], x, y, lr=[0.05, 0.2], **kw)
-    own, _ = packed.fit([_model(2)], [_stream(12)], x, y, lr=0.2, **kw)
-    for k in own[0]:
-        torch.testing.assert_close(mixed[1][k], own[0][k], atol=1e-6, rtol=1e-5)
+    own, _ = packed.fit([_model(2)], [_stream(12)], x, y, lr=[0.2], **kw)
+    assert all(torch.equal(mixed[1][k], own[0][k]) for k in own[0])  # whatever the pack-mates' rates
     with pytest.raises(ValueError, match="2 members but 3 learning rates"):
         packed.fit([_model(1), _model(2)], [_stream(1), _stream(2)], x, y, lr=[0.1] * 3, **kw)
 

@@ -22,8 +22,11 @@ the run store's key (the methods pass it in the task).
 Limits: one architecture per pack, models without batch-norm statistics or dropout (the suite's MLPs and
 1-D CNN), shared in-memory inputs. Labels may differ per member (each seed's own label noise), and a
 method may bring its own loss over the whole pack's logits (ELR's, with per-member targets). Methods opt
-in with a ``pack`` knob (data_diet, elr); :class:`Batches` gives a member the very batch stream
-:func:`replikit.train.fit` would draw for its seed.
+in with a ``pack`` knob (data_diet, elr, gradnorm and uncertainty_weighting through
+:func:`replikit.families.multitask.fit_pack`, model_soups, and the merging methods' fine-tunes);
+:class:`Batches` gives a member the very batch stream :func:`replikit.train.fit` would draw for its seed.
+Members may also differ in learning rate, inputs (a task's own data, an augmentation's own draws) and
+learned state beyond the model (``extra_params``).
 
 ``pack: auto`` (the knob's default, :func:`resolve_width`) packs :data:`AUTO_WIDTH` runs on CUDA and none
 on the CPU. On the CPU packing buys nothing (1.1x on 2 cores, ``benchmarks/packed_data_diet.py``), and the
@@ -126,8 +129,9 @@ def fit(
     and the stacked parameters in, (width,) losses out, one per slot (a method's own objective, with any
     per-member state it keeps, indexed by slot). ``epochs`` x ``steps_per_epoch`` steps.
 
-    ``lr``: one learning rate, or one per member (each member's update is the optimiser's step rescaled
-    by its rate over the first member's: exact for Adam and SGD, whose step is proportional to the rate).
+    ``lr``: one learning rate, or one per member (the optimiser steps at rate 1 and each member's update is
+    rescaled by its own rate: exact in arithmetic for Adam and SGD, whose step is proportional to the
+    rate, and a member's numbers then depend on its own rate only, not on its pack-mates').
     ``lr_schedule(p)`` multiplies every group's learning rate at progress p, as in
     :func:`replikit.train.fit`. ``extra_params``: more optimiser groups (``{"params": [...], "lr": ...,
     "weight_decay": ...}``) of stacked per-slot tensors a method's loss learns too (uncertainty's
@@ -160,19 +164,22 @@ def fit(
             raise ValueError(f"{n} members but {len(y)} rows of labels")
         y = torch.cat([y, y[:1].expand(width - n, -1)])  # padded slots: the first member's labels
         slot = torch.arange(width, device=device)[:, None]
-    lrs = [float(lr)] * n if isinstance(lr, int | float) else [float(v) for v in lr]
+    own_rates = not isinstance(lr, int | float)
+    lrs = [float(v) for v in lr] if own_rates else [float(lr)] * n  # type: ignore[union-attr]
     if len(lrs) != n:
         raise ValueError(f"{n} members but {len(lrs)} learning rates")
     lrs += [lrs[0]] * (width - n)
-    # per-member rates: the optimiser steps at the first member's rate, each slot's step is then rescaled
-    scale = None if len(set(lrs)) == 1 else torch.tensor(lrs, device=device) / lrs[0]
+    # per-member rates: the optimiser steps at rate 1 and each slot's step is rescaled by its own rate, so
+    # a member's arithmetic depends on its rate alone, never on its pack-mates' rates
+    scale = torch.tensor(lrs, device=device) if own_rates else None
+    base_lr = 1.0 if own_rates else lrs[0]
     params, buffers = stack_module_state([m.to(device) for m in slots])  # new leaves: (width, ...)
     base = copy.deepcopy(models[0]).to("meta")
     plist = list(params.values())
     groups = [{"params": plist}, *extra_params]
     # the suite's one optimiser builder: fused on CUDA (one kernel for the whole pack's update), torch's
     # default on the CPU
-    opt = build_optimizer(groups, optimizer, lrs[0], device, weight_decay=weight_decay, momentum=momentum)
+    opt = build_optimizer(groups, optimizer, base_lr, device, weight_decay=weight_decay, momentum=momentum)
     base_lrs = [g["lr"] for g in opt.param_groups]
 
     def logits(p, b, xb):
@@ -216,7 +223,7 @@ def fit(
         if bad and divergence == "raise":
             raise DivergenceError(f"{desc}: training loss {mean[:n]} in epoch {epoch + 1}/{epochs}")
         rows = [
-            {"epoch": epoch + 1, "train_loss": mean[i], "lr": opt.param_groups[0]["lr"] * lrs[i] / lrs[0]}
+            {"epoch": epoch + 1, "train_loss": mean[i], "lr": opt.param_groups[0]["lr"] * lrs[i] / base_lr}
             for i in range(n)
         ]
         for name, (xe, ye) in (evaluate or {}).items():
@@ -245,9 +252,9 @@ def fit(
 
 
 def _step_at_own_rates(opt: torch.optim.Optimizer, plist: list[torch.Tensor], scale: torch.Tensor) -> None:
-    """``opt.step()``, then each slot's change of the stacked ``plist`` times its ``scale`` (its learning
-    rate over the one the optimiser used): Adam's and SGD's steps are proportional to the rate, and their
-    state (moments, momentum) does not depend on it."""
+    """``opt.step()`` (at rate 1, times any schedule), then each slot's change of the stacked ``plist``
+    times its ``scale`` (its own learning rate): Adam's and SGD's steps are proportional to the rate, and
+    their state (moments, momentum) does not depend on it."""
     before = [p.detach().clone() for p in plist]
     opt.step()
     with torch.no_grad():
