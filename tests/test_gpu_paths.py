@@ -87,6 +87,32 @@ def test_packed_smoke_run_places_every_tensor(method):
     assert len(outcome.runs)
 
 
+def _cuda_run_config(method: str) -> dict:
+    """What a CUDA run would train, on the CPU: the packing methods packed (``pack: auto`` on CUDA)."""
+    return {**COMMON, **({"pack": 16} if method in PACKING else {})}
+
+
+@pytest.mark.parametrize("method", available())
+def test_smoke_run_trains_under_bf16_autocast(method, monkeypatch):
+    """The CUDA path's mixed precision on the CPU: ``train.autocast`` (bf16 on CUDA only) switched on for
+    the CPU, each method's smoke run as CUDA would run it (packed where it packs) must train and give
+    finite metrics: a loss fed bf16 logits where it needs float32, a dtype clash between a bf16 activation
+    and a float32 buffer, or an index with the wrong dtype fails here before it fails on a GPU."""
+    entered = []
+
+    def bf16_on_cpu(device):
+        entered.append(device)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    monkeypatch.setattr(train, "autocast", bf16_on_cpu)
+    cfg = load_config(method, profile="smoke", overrides=_cuda_run_config(method))
+    outcome = get_method(method).run(cfg)
+    numbers = outcome.runs.select_dtypes("number")
+    assert len(outcome.runs) and numbers.notna().any().all()
+    # grokking and critical_periods descend by hand in float32 (no train.fit, nothing to autocast)
+    assert entered or method in ("grokking", "critical_periods")
+
+
 def _narrow_resnet(depth: int, channels: int) -> tuple[torch.nn.Module, int]:
     """A ResNet-shaped stand-in 4 channels wide (3x3 stem, two strided stages, pooled): ResNet-18/34 at width
     64 cost seconds per CPU step at 32x32, and the GPU check runs the real ones."""

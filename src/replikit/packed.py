@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from replikit import train
 from replikit.train import DivergenceError, build_optimizer, progress
 
 AUTO_WIDTH = 16
@@ -190,7 +191,7 @@ def fit(
 
     per_member = vmap(ce_loss)
     all_logits = vmap(logits)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    mixed = train.autocast(device)
     total = epochs * steps_per_epoch
     histories: list[list[dict[str, float]]] = [[] for _ in range(n)]
     alive = [True] * n
@@ -205,7 +206,7 @@ def fit(
             idx = _draw(batches, width)
             yb = None if y is None else y[slot, idx] if y.dim() == 2 else y[idx]
             xb = x[idx] if inputs is None else inputs(idx)
-            with autocast:
+            with mixed:
                 if loss is None:
                     losses = per_member(params, buffers, xb, yb)
                 else:
@@ -272,10 +273,10 @@ def _draw(batches: Sequence[Callable[[], torch.Tensor]], width: int) -> torch.Te
 @torch.no_grad()
 def predict(logits_fn, params, buffers, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """Every slot's logits on ``x``, (width, N, classes) in float32: vmapped forwards, chunk by chunk."""
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda")
+    mixed = train.autocast(x.device)
     outs = []
     for i in range(0, len(x), chunk):
-        with autocast:
+        with mixed:
             outs.append(vmap(logits_fn, in_dims=(0, 0, None))(params, buffers, x[i : i + chunk]).float())
     return torch.cat(outs, dim=1)
 

@@ -101,6 +101,12 @@ def prepare_model(model: torch.nn.Module, device: torch.device, *, compile: bool
     return model
 
 
+def autocast(device: torch.device) -> torch.autocast:
+    """The suite's mixed precision: bf16 autocast on CUDA, off elsewhere (the CPU's numbers stay float32).
+    One place, so that a test can turn it on for the CPU and run the CUDA path's dtypes there."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def build_optimizer(
     params,
     optimizer: str,
@@ -167,7 +173,7 @@ def fit(
     steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch: fixed shapes, fixed p grid
     total = epochs * steps_per_epoch
     gen = torch.Generator(device=device).manual_seed(seed)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    mixed = autocast(device)
     history: list[dict[str, float]] = []
     start = 0
     ckpt = resume.checkpointer()  # numbered per fit call of the run, so call it whether used or not
@@ -193,7 +199,7 @@ def fit(
                 for g, base in zip(opt.param_groups, base_lrs):
                     g["lr"] = base * factor
             idx = perm[b * batch_size : (b + 1) * batch_size]
-            with autocast:
+            with mixed:
                 out = step(idx, p)
             loss, logs = out if isinstance(out, tuple) else (out, {})
             opt.zero_grad(set_to_none=True)
@@ -216,7 +222,7 @@ def fit(
         if evaluate is not None:
             for m in models:
                 m.eval()
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), mixed:
                 row.update(evaluate(epoch + 1) if eval_takes_epoch else evaluate())
         history.append(row)
         bar.set_postfix(loss=f"{mean_loss:.3f}")
