@@ -263,3 +263,27 @@ def test_full_profile_wiring_runs_on_fake_svhn_and_mnist(monkeypatch):
     for arm in dann.ARMS:
         r = dann.run_one(cfg.model_dump(), arm, 0)
         assert 0.0 <= r["target_acc"] <= 1.0 and len(r["history"]) == 1
+
+
+def test_packed_runs_give_the_rows_of_the_runs_one_by_one():
+    """pack > 0: both arms of every seed in one vmapped model (per-slot gradient reversal, each member's
+    own init, batches and target draws) give run_one's rows and histories to float tolerance; what else
+    shares a pack changes nothing."""
+    from replikit.methods import load_config
+
+    cfg = load_config("dann", profile="smoke", overrides={"moons": False, "epochs": 8, "workers": 1})
+    plain = dann.run(cfg.model_copy(update={"pack": 0}))
+    packed = dann.run(cfg.model_copy(update={"pack": 16}))
+    assert list(packed.runs["arm"]) == list(plain.runs["arm"]) and list(packed.runs.columns) == list(
+        plain.runs.columns
+    )
+    numbers = ["target_acc", "source_acc", "domain_acc", "source_val_acc", "target_train_acc"]
+    np.testing.assert_allclose(packed.runs[numbers], plain.runs[numbers], atol=0.005)
+    assert plain.runs["source_acc"].min() > 0.2  # trained past chance (0.1): a comparison that can fail
+    assert list(packed.history.columns) == list(plain.history.columns)
+    for col in ("train_loss", "domain_loss", "lr"):
+        np.testing.assert_allclose(packed.history[col], plain.history[col], rtol=1e-3)
+    args = cfg.model_copy(update={"pack": 16}).model_dump()
+    alone = dann.run_pack(args, [("dann", 1)])[0]
+    crowd = dann.run_pack(args, [("source_only", 0), ("dann", 0), ("dann", 1)])[2]
+    assert alone["history"] == crowd["history"]

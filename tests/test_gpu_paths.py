@@ -63,9 +63,10 @@ def test_smoke_run_places_every_tensor(method):
 PACKING = [m for m in available() if "pack" in get_method(m).Config.model_fields]
 
 
-def test_the_methods_that_pack_are_the_seven_the_readme_names():
+def test_the_methods_that_pack_are_the_eight_the_readme_names():
     assert sorted(PACKING) == sorted(
         [
+            "dann",
             "data_diet",
             "elr",
             "gradnorm",

@@ -22,7 +22,7 @@ the run store's key (the methods pass it in the task).
 Limits: one architecture per pack, models without batch-norm statistics or dropout (the suite's MLPs and
 1-D CNN), shared in-memory inputs. Labels may differ per member (each seed's own label noise), and a
 method may bring its own loss over the whole pack's logits (ELR's, with per-member targets). Methods opt
-in with a ``pack`` knob (data_diet, elr, gradnorm and uncertainty_weighting through
+in with a ``pack`` knob (dann, data_diet, elr, gradnorm and uncertainty_weighting through
 :func:`replikit.families.multitask.fit_pack`, model_soups, and the merging methods' fine-tunes);
 :class:`Batches` gives a member the very batch stream :func:`replikit.train.fit` would draw for its seed.
 Members may also differ in learning rate, inputs (a task's own data, an augmentation's own draws) and
@@ -271,14 +271,18 @@ def _draw(batches: Sequence[Callable[[], torch.Tensor]], width: int) -> torch.Te
 
 
 @torch.no_grad()
-def predict(logits_fn, params, buffers, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """Every slot's logits on ``x``, (width, N, classes) in float32: vmapped forwards, chunk by chunk."""
+def predict(logits_fn, params, buffers, x: torch.Tensor, chunk: int = 4096):
+    """Every slot's outputs on ``x`` in float32, (width, N, ...): vmapped forwards, chunk by chunk. A model
+    that returns several tensors (a tuple or list: task heads, logits and features) gets a tuple back."""
     mixed = train.autocast(x.device)
     outs = []
     for i in range(0, len(x), chunk):
         with mixed:
-            outs.append(vmap(logits_fn, in_dims=(0, 0, None))(params, buffers, x[i : i + chunk]).float())
-    return torch.cat(outs, dim=1)
+            out = vmap(logits_fn, in_dims=(0, 0, None))(params, buffers, x[i : i + chunk])
+        outs.append(out.float() if isinstance(out, torch.Tensor) else tuple(o.float() for o in out))
+    if isinstance(outs[0], torch.Tensor):
+        return torch.cat(outs, dim=1)
+    return tuple(torch.cat(parts, dim=1) for parts in zip(*outs))
 
 
 @torch.no_grad()

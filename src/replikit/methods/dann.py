@@ -59,6 +59,7 @@ Two moons (then judged on the variant's domain classifier, now a labelled varian
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal
 
@@ -68,8 +69,9 @@ import pydantic
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import vmap
 
-from replikit import data, models, train
+from replikit import data, models, packed, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.data.shifts import clutter_shift, rotate_2d
@@ -168,6 +170,22 @@ class Config(MethodConfig):
     moons_adv_weight: float = pydantic.Field(
         1.0, ge=0.0, le=100.0, description="adv_weight of the toy's dann arm"
     )
+    pack: int = pydantic.Field(
+        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
+        validate_default=True,
+        ge=0,
+        le=64,
+        description="train the main task's runs (both arms, every seed of a look) as packs of this many in "
+        "one vmapped model (replikit.packed; for GPUs); 0: one at a time; auto: 16 on CUDA, 0 on the CPU "
+        "(the toy stays on the CPU, one run at a time). A packed run is another draw of the same seed: its "
+        "numbers depend on the width, never on which runs share its pack",
+    )
+
+    @pydantic.field_validator("pack", mode="before")
+    @classmethod
+    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
+        """``auto``: 16 on CUDA without batch norm (mlp, cnn1d), 0 otherwise (:func:`packed.resolve_width`)."""
+        return packed.resolve_width(v, info.data.get("device", "auto"), info.data.get("model") != "cnn2d")
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -493,6 +511,165 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     }
 
 
+class _Joint(nn.Module):
+    """A packed member: the classifier and its domain classifier in one module. ``forward`` gives the class
+    logits and the features; the domain classifier is called on (gradient-reversed) features by the loss."""
+
+    def __init__(self, model: models.Split, domain: nn.Module):
+        super().__init__()
+        self.model, self.domain = model, domain
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.model.features(x)
+        return self.model.head(f), f
+
+
+def reverse_per_slot(f: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """:func:`grad_reverse` for a pack, one factor per slot: the value is ``f`` exactly (``f - f.detach()``
+    is zero), the gradient -coef; a custom autograd Function has no vmap rule, this needs none."""
+    still = f.detach()
+    return still - coef.view(-1, *[1] * (f.dim() - 1)) * (f - still)
+
+
+def run_pack(cfg: dict, members: list[tuple[str, int]]) -> list[dict]:
+    """Main-task runs ``(arm, rep)`` as one pack of width ``cfg.pack`` (:func:`replikit.packed.fit`): each
+    with its own init, batch stream and target draws, source-only members training their domain classifier
+    as a probe on detached features, DANN members through the gradient reversal, as :func:`run_one` trains
+    them one by one. Returns :func:`run_one`'s rows, in ``members`` order."""
+    cfg = Config(**cfg)
+    device = train.resolve_device(cfg.device)
+    t = {k: train.to_device(v, device) for k, v in make_task(cfg).items()}
+    joints = []
+    for _, rep in members:
+        train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
+        model = train.prepare_model(
+            models.build(cfg.model, tuple(t["xs"].shape[1:]), 10, width=cfg.width), device
+        )
+        domain = train.prepare_model(domain_classifier(model.feature_dim, cfg.domain_hidden), device)
+        joints.append(_Joint(model, domain))
+    width, n = cfg.pack, len(t["ys"])
+    batch = min(cfg.batch_size, n)
+    steps = max(1, n // batch)
+    total = cfg.epochs * steps
+    adapt = torch.tensor(
+        [arm == "dann" for arm, _ in members] + [False] * (width - len(members)), device=device
+    )
+    gens = [
+        torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "target_draws", rep))
+        for _, rep in members
+    ]
+    state = {"t": 0, "params": None}
+    sums = {
+        "domain_loss": torch.zeros(width, device=device),
+        "domain_acc_train": torch.zeros(width, device=device),
+    }
+    domain_meta = copy.deepcopy(joints[0].domain).to("meta")
+
+    def domain_logits(params, f: torch.Tensor) -> torch.Tensor:
+        own = {k[len("domain.") :]: v for k, v in params.items() if k.startswith("domain.")}
+        return vmap(lambda p, z: torch.func.functional_call(domain_meta, p, (z,)))(own, f).squeeze(-1)
+
+    def inputs(idx: torch.Tensor) -> torch.Tensor:
+        rows = [
+            torch.cat(
+                [t["xs"][i], t["xt"][torch.randint(len(t["xt"]), (len(i),), device=device, generator=g)]]
+            )
+            for i, g in zip(idx, gens)
+        ]
+        return torch.stack(rows + [rows[0]] * (width - len(rows)))
+
+    def loss(outputs, labels, idx, params):
+        logits, f = outputs
+        state["params"] = params
+        b = idx.shape[1]
+        coef = cfg.adv_weight * adaptation_factor(state["t"] / total, cfg.gamma)
+        state["t"] += 1
+        z = torch.where(
+            adapt[:, None, None], reverse_per_slot(f, torch.full((width,), coef, device=device)), f.detach()
+        )
+        d = domain_logits(params, z).float()
+        ld = F.binary_cross_entropy_with_logits(d[:, :b], torch.zeros_like(d[:, :b]), reduction="none").mean(
+            1
+        ) + F.binary_cross_entropy_with_logits(d[:, b:], torch.ones_like(d[:, b:]), reduction="none").mean(1)
+        ce = F.cross_entropy(logits[:, :b].float().flatten(0, 1), labels.flatten(), reduction="none").view(
+            width, b
+        )
+        with torch.no_grad():
+            sums["domain_loss"] += ld.detach()
+            sums["domain_acc_train"] += torch.cat([d[:, :b] < 0, d[:, b:] > 0], 1).float().mean(1)
+        return ce.mean(1) + ld
+
+    def accuracy_and_domain(predict, x, y):
+        logits, f = predict(x)
+        return (logits.argmax(-1) == y).float().mean(1), domain_logits(state["params"], f)
+
+    def on_epoch(epoch: int, predict) -> list[dict[str, float]]:
+        src, d_src = accuracy_and_domain(predict, t["xs_test"], t["ys_test"])
+        tgt, d_tgt = accuracy_and_domain(predict, t["xt_test"], t["yt_test"])
+        dom = torch.cat([d_src < 0, d_tgt > 0], 1).float().mean(1)
+        logs = {k: (v / steps).tolist() for k, v in sums.items()}
+        for v in sums.values():
+            v.zero_()
+        rows = [
+            {
+                "domain_loss": logs["domain_loss"][m],
+                "domain_acc_train": logs["domain_acc_train"][m],
+                "source_acc": float(src[m]),
+                "target_acc": float(tgt[m]),
+                "domain_acc": float(dom[m]),
+            }
+            for m in range(len(members))
+        ]
+        if len(t["ys_val"]):
+            val = (predict(t["xs_val"])[0].argmax(-1) == t["ys_val"]).float().mean(1)
+            for m, row in enumerate(rows):
+                row["source_val_acc"] = float(val[m])
+        if epoch == cfg.epochs:  # pilot only (shift calibration)
+            tt = (predict(t["xt"])[0].argmax(-1) == t["yt"]).float().mean(1)
+            for m, row in enumerate(rows):
+                row["target_train_acc"] = float(tt[m])
+        return rows
+
+    _, histories = packed.fit(
+        joints,
+        [
+            packed.Batches(
+                torch.arange(n, device=device), batch, derive_seed(cfg.seed, NAME, "batches", rep)
+            ).next
+            for _, rep in members
+        ],
+        t["xs"],
+        t["ys"],
+        epochs=cfg.epochs,
+        steps_per_epoch=steps,
+        width=width,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        lr_schedule=lambda p: annealed_lr(p, cfg.lr_alpha, cfg.lr_beta),
+        loss=loss,
+        inputs=inputs,
+        on_epoch=on_epoch,
+        desc=f"dann pack of {len(members)}",
+    )
+    out = []
+    for (arm, rep), history in zip(members, histories):
+        last = history[-1]
+        tt = last.pop("target_train_acc")
+        out.append(
+            {
+                "arm": arm,
+                "seed": rep,
+                "target_acc": last["target_acc"],
+                "source_acc": last["source_acc"],
+                "domain_acc": last["domain_acc"],
+                "source_val_acc": last.get("source_val_acc", math.nan),
+                "target_train_acc": tt,
+                "history": history,
+            }
+        )
+    return out
+
+
 def run_moons(cfg: dict, arm: str, rep: int, grid: int = 0) -> dict:
     """Train the shallow network on one two-moons draw; with grid > 0 also return its decision map."""
     cfg = Config(**cfg)
@@ -542,9 +719,9 @@ def run_moons(cfg: dict, arm: str, rep: int, grid: int = 0) -> dict:
     return out
 
 
-def run_task(kind: str, **task) -> dict:
-    """Dispatch for train.run_many: the main task or the toy."""
-    return run_one(**task) if kind == "main" else run_moons(**task)
+def run_task(kind: str, **task) -> dict | list[dict]:
+    """Dispatch for train.run_many: the main task (one run or a pack of them) or the toy."""
+    return {"main": run_one, "pack": run_pack, "moons": run_moons}[kind](**task)
 
 
 def run(cfg: Config) -> Outcome:
@@ -558,9 +735,16 @@ def run(cfg: Config) -> Outcome:
         for a in toy_arms
     ]
     main = [dict(base, kind="main", arm=a, rep=r) for r in range(cfg.n_seeds) for a in ARMS]
+    if cfg.pack:  # the main runs in packs of cfg.pack, in task order
+        todo = [(k["arm"], k["rep"]) for k in main]
+        main = [
+            dict(base, kind="pack", members=todo[i : i + cfg.pack]) for i in range(0, len(todo), cfg.pack)
+        ]
     with Timer() as t:
         results = train.run_many(run_task, main + moons, cfg.workers, cfg.device, desc="dann runs")
     main_res, moons_res = results[: len(main)], results[len(main) :]
+    if cfg.pack:
+        main_res = [r for pack in main_res for r in pack]
     history = pd.DataFrame([dict(h, arm=r["arm"], seed=r["seed"]) for r in main_res for h in r["history"]])
     runs = pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in main_res])
     moons_runs = pd.DataFrame([{k: v for k, v in r.items() if k != "map"} for r in moons_res])
