@@ -6,7 +6,7 @@
 #   1. train.fit against the best bare loop at batch 512 (train.fit now builds fused SGD on CUDA: does it
 #      reach the bare fused loop's 54.1k images/s?), about 40 s;
 #   2. the default suite on the GPU (packed by default: pack auto is 16 or 8 runs a pack on CUDA for the
-#      eight methods that pack) against the committed CPU results (the quarter-time goal; verdicts
+#      nine methods that pack) against the committed CPU results (the quarter-time goal; verdicts
 #      compared claim by claim), as many methods as start within 100 s;
 #   3. the same first methods on the machine's CPU cores (one worker per core), as many as start within
 #      40 s: is a small run faster on the GPU or on a core of the GPU machine?

@@ -102,10 +102,10 @@ def test_a_packed_run_is_bit_identical_whatever_shares_its_pack(smoke_cfg):
     np.testing.assert_array_equal(_history(alone["history"]), _history(third["history"]))  # NaN == NaN here
 
 
-def test_pack_refuses_batch_norm_models():
+def test_pack_refuses_resnets():
     from replikit.methods import load_config
 
-    with pytest.raises(ValueError, match="batch norm"):
+    with pytest.raises(ValueError, match="fills a GPU on its own"):
         load_config("elr", profile="full", overrides={"pack": 8})
 
 

@@ -63,7 +63,7 @@ def test_smoke_run_places_every_tensor(method):
 PACKING = [m for m in available() if "pack" in get_method(m).Config.model_fields]
 
 
-def test_the_methods_that_pack_are_the_eight_the_readme_names():
+def test_the_methods_that_pack_are_the_nine_the_readme_names():
     assert sorted(PACKING) == sorted(
         [
             "dann",
@@ -71,6 +71,7 @@ def test_the_methods_that_pack_are_the_eight_the_readme_names():
             "elr",
             "gradnorm",
             "model_soups",
+            "sla",
             "task_arithmetic",
             "ties_merging",
             "uncertainty_weighting",

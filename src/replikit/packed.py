@@ -19,14 +19,15 @@ pack size there). A packed member is *not* bit-identical to the same run unpacke
 in another order, so packing is another, equally valid draw of the same seeds, and ``width`` belongs in
 the run store's key (the methods pass it in the task).
 
-Limits: one architecture per pack, models without batch-norm statistics or dropout (the suite's MLPs and
-1-D CNN), shared in-memory inputs. Labels may differ per member (each seed's own label noise), and a
-method may bring its own loss over the whole pack's logits (ELR's, with per-member targets). Methods opt
-in with a ``pack`` knob (dann, data_diet, elr, gradnorm and uncertainty_weighting through
-:func:`replikit.families.multitask.fit_pack`, model_soups, and the merging methods' fine-tunes);
+Limits: one architecture per pack, no dropout. Batch norm packs: each member normalises by its own batch
+and keeps its own running statistics, and the pack switches between training and evaluation modes as
+:func:`replikit.train.fit` does. Inputs are in memory, shared or gathered per member by ``inputs``.
+Labels may differ per member (each seed's own label noise), and a method may bring its own loss over the
+whole pack's outputs (ELR's, with per-member targets). Members may also differ in learning rate, inputs
+(a task's own data, an augmentation's own draws) and learned state beyond the model (``extra_params``).
+Methods opt in with a ``pack`` knob (dann, data_diet, elr, gradnorm and uncertainty_weighting through
+:func:`replikit.families.multitask.fit_pack`, model_soups, sla, and the merging methods' fine-tunes);
 :class:`Batches` gives a member the very batch stream :func:`replikit.train.fit` would draw for its seed.
-Members may also differ in learning rate, inputs (a task's own data, an augmentation's own draws) and
-learned state beyond the model (``extra_params``).
 
 ``pack: auto`` (the knob's default, :func:`resolve_width`) packs :data:`AUTO_WIDTH` runs on CUDA and none
 on the CPU. On the CPU packing buys nothing (1.1x on 2 cores, ``benchmarks/packed_data_diet.py``), and the
@@ -93,10 +94,12 @@ class Batches:
 
 
 def check_packable(model: nn.Module) -> None:
-    """Raise when ``model`` holds state a pack would get wrong (batch-norm statistics, dropout)."""
+    """Raise when ``model`` holds what a pack would get wrong: dropout (vmap would draw one mask for every
+    member, or none). Batch norm packs: each member normalises by its own batch, and its running
+    statistics are its own slice of the stacked buffers, updated in place."""
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._NormBase | nn.Dropout):
-            raise ValueError(f"{type(m).__name__} cannot be packed (running statistics or random masks)")
+        if isinstance(m, nn.Dropout) and m.p > 0:
+            raise ValueError(f"{type(m).__name__} cannot be packed (one random mask per member is needed)")
 
 
 def fit(
@@ -175,7 +178,7 @@ def fit(
     scale = torch.tensor(lrs, device=device) if own_rates else None
     base_lr = 1.0 if own_rates else lrs[0]
     params, buffers = stack_module_state([m.to(device) for m in slots])  # new leaves: (width, ...)
-    base = copy.deepcopy(models[0]).to("meta")
+    base = copy.deepcopy(models[0]).to("meta").train()  # evaluation below switches it to eval mode
     plist = list(params.values())
     groups = [{"params": plist}, *extra_params]
     # the suite's one optimiser builder: fused on CUDA (one kernel for the whole pack's update), torch's
@@ -227,6 +230,7 @@ def fit(
             {"epoch": epoch + 1, "train_loss": mean[i], "lr": opt.param_groups[0]["lr"] * lrs[i] / base_lr}
             for i in range(n)
         ]
+        base.eval()  # batch norm by its running statistics, as train.fit evaluates
         for name, (xe, ye) in (evaluate or {}).items():
             acc = accuracies(logits, params, buffers, xe, ye)
             for i in range(n):
@@ -235,6 +239,7 @@ def fit(
             extra = on_epoch(epoch + 1, lambda xe: predict(logits, params, buffers, xe))
             for row, more in zip(rows, extra):
                 row.update(more)
+        base.train()
         for i, (h, row) in enumerate(zip(histories, rows)):
             if alive[i]:
                 h.append(row)

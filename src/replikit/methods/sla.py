@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replikit import data, models, sequential, train
+from replikit import data, models, packed, sequential, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.data import augment
@@ -117,6 +117,24 @@ class Config(MethodConfig):
     val_fraction: float = pydantic.Field(
         0.2, gt=0.0, lt=0.9, description="held-out share of train when eval_on=val"
     )
+    pack: int = pydantic.Field(
+        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
+        validate_default=True,
+        ge=0,
+        le=64,
+        description="train the seeds of each (objective, label setting) as packs of this many in one vmapped "
+        "model (replikit.packed; for GPUs); 0: one at a time; auto: 8 on CUDA for cnn2d on the test set, 0 "
+        "otherwise. A packed run is another draw of the same seed: its numbers depend on the width, never "
+        "on which seeds share its pack",
+    )
+
+    @pydantic.field_validator("pack", mode="before")
+    @classmethod
+    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
+        """``auto``: 8 on CUDA for the small CNN evaluated on the test set (every seed's data the same),
+        0 otherwise (:func:`replikit.packed.resolve_width`)."""
+        small = info.data.get("model") == "cnn2d" and info.data.get("eval_on", "test") == "test"
+        return packed.resolve_width(v, info.data.get("device", "auto"), small, auto=8)
 
     @pydantic.model_validator(mode="after")
     def _claims_need_arms(self) -> Config:
@@ -124,6 +142,8 @@ class Config(MethodConfig):
             raise ValueError("digits (8x8) needs model cnn2d; resnets are for cifar10")
         if self.crop_flip and self.dataset == "digits":
             raise ValueError("crop_flip is CIFAR's augmentation: a flipped digit is another symbol")
+        if self.pack and self.eval_on == "val":
+            raise ValueError("pack: each seed's validation split differs; pilots on eval_on: val use pack: 0")
         return self
 
 
@@ -346,6 +366,144 @@ def run_one(cfg: dict, arm: str, rep: int, setting: str) -> dict:
     }
 
 
+class _WithRotHead(nn.Module):
+    """MT as one module for a pack: class logits and rotation logits from the shared features."""
+
+    def __init__(self, model: models.Split, rot_head: RotHead):
+        super().__init__()
+        self.model, self.rot_head = model, rot_head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.model.features(x)
+        return self.model.head(f), self.rot_head(f)
+
+
+def _per_member_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each slot's (B, C) logits against its (B,) labels: (width,)."""
+    width = logits.shape[0]
+    ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+    return ce.view(width, -1).mean(1)
+
+
+def run_pack(cfg: dict, arm: str, setting: str, reps: list[int]) -> list[dict]:
+    """Seeds ``reps`` of one objective and label setting as one pack of width ``cfg.pack``
+    (:func:`replikit.packed.fit`): each seed's init, labelled subset, batches (and augmentation draws), the
+    objective's rotated batch and loss, and per-epoch evaluation in eval mode (batch norm by each member's
+    own running statistics), as :func:`run_one` trains it alone. Returns :func:`run_one`'s results."""
+    cfg = Config(**cfg)
+    device = train.resolve_device(cfg.device)
+    x_np, y_np, xe_np, ye_np = _splits(cfg, reps[0])  # the test set: every seed's data the same
+    few = setting == "few"
+    subsets = [
+        rotation.stratified_subset(
+            y_np, fraction=cfg.label_fraction, seed=derive_seed(cfg.seed, NAME, "subset", rep)
+        )
+        if few
+        else np.arange(len(y_np))
+        for rep in reps
+    ]
+    epochs, batch_size = (cfg.few_epochs, cfg.few_batch_size) if few else (cfg.epochs, cfg.batch_size)
+    n = len(subsets[0])
+    batch_size = min(batch_size, n)
+    x, y = train.to_device(x_np, device), train.to_device(y_np, device)
+    xe, ye = train.to_device(xe_np, device), train.to_device(ye_np, device)
+    n_classes = int(data.load(cfg.dataset).n_classes)
+    members = []
+    for rep in reps:
+        train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
+        model = models.build(cfg.model, tuple(x.shape[1:]), n_outputs(arm, n_classes), width=cfg.width)
+        model = train.prepare_model(model, device)
+        if arm == "mt":
+            model = _WithRotHead(model, train.prepare_model(RotHead(model.feature_dim), device))
+        members.append(model)
+    gens = [
+        torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "augment", rep))
+        for rep in reps
+    ]
+    n_rot = rotation.N_ROT
+
+    def inputs(idx: torch.Tensor) -> torch.Tensor:
+        xb = x[idx]
+        if cfg.crop_flip:
+            rows = [augment.random_crop_flip(xb[m], 4, g) for m, g in enumerate(gens)]
+            xb = torch.stack(rows + [rows[0]] * (len(xb) - len(rows)))
+        if arm == "baseline":
+            return xb
+        return torch.cat([rotation.rotate(xb, k) for k in range(n_rot)], dim=1)  # rotation-major per slot
+
+    def loss(outputs, labels, idx, params):
+        k = torch.arange(n_rot, device=device).repeat_interleave(labels.shape[1])
+        if arm == "baseline":
+            return _per_member_ce(outputs, labels)
+        repeated = labels.repeat(1, n_rot)
+        if arm == "sla":
+            return _per_member_ce(outputs, rotation.joint_labels(repeated, k, n_rot))
+        if arm == "da":
+            return _per_member_ce(outputs, repeated)
+        logits, rot = outputs
+        return _per_member_ce(logits, repeated) + cfg.mt_rot_weight * _per_member_ce(
+            rot, k.expand_as(repeated)
+        )
+
+    def on_epoch(epoch: int, predict) -> list[dict[str, float]]:
+        def class_logits(xs):
+            out = predict(xs)
+            return out[0] if isinstance(out, tuple) else out
+
+        if arm == "baseline":
+            found = {"acc": class_logits(xe)}
+        else:
+            per_rot = torch.stack(
+                [class_logits(rotation.rotate(xe, k)) for k in range(n_rot)], 1
+            )  # (W, M, N, C)
+            if arm == "sla":
+                found = {
+                    "acc": per_rot[:, 0, :, 0::n_rot],
+                    "acc_ag": torch.stack([per_rot[:, k, :, k::n_rot] for k in range(n_rot)]).mean(0),
+                }
+            else:
+                found = {"acc": per_rot[:, 0], "acc_ag": per_rot.mean(1)}
+        scores = {name: (v.argmax(-1) == ye).float().mean(1).tolist() for name, v in found.items()}
+        return [{name: v[m] for name, v in scores.items()} for m in range(len(reps))]
+
+    _, histories = packed.fit(
+        members,
+        [
+            packed.Batches(
+                train.to_device(sub, device), batch_size, derive_seed(cfg.seed, NAME, "batches", setting, rep)
+            ).next
+            for sub, rep in zip(subsets, reps)
+        ],
+        x,
+        y,
+        epochs=epochs,
+        steps_per_epoch=max(1, n // batch_size),
+        width=cfg.pack,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        lr_schedule=(lambda p: 0.5 * (1 + np.cos(np.pi * p))) if cfg.cosine else None,
+        loss=loss,
+        inputs=inputs,
+        on_epoch=on_epoch,
+        desc=f"{arm}/{setting} pack of {len(reps)}",
+    )
+    name = arm if setting == "full" else f"{arm}_few"
+    return [
+        {
+            "arm": name,
+            "seed": rep,
+            "setting": setting,
+            "objective": arm,
+            "n_labels": n,
+            "acc": history[-1]["acc"],
+            "acc_ag": history[-1].get("acc_ag", float("nan")),
+            "history": [dict(h, arm=name, seed=rep, setting=setting) for h in history],
+        }
+        for rep, history in zip(reps, histories)
+    ]
+
+
 def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
     """Every full-label arm and the reduced-label pair over ``n_seeds`` seeds (paired by seed).
 
@@ -367,10 +525,27 @@ def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
         range(len(tasks)), key=lambda i: (tasks[i]["arm"] == "baseline", tasks[i]["setting"] == "few")
     )
     with Timer() as t:
-        done = train.run_many(run_one, [tasks[i] for i in order], cfg.workers, cfg.device, desc="sla runs")
-    results = [None] * len(tasks)
-    for i, r in zip(order, done):
-        results[i] = r
+        if cfg.pack:  # the seeds of each (objective, setting) in packs of cfg.pack
+            groups: dict[tuple[str, str], list[int]] = {}
+            for k in tasks:
+                groups.setdefault((k["arm"], k["setting"]), []).append(k["rep"])
+            packs = [
+                dict(base, arm=arm, setting=setting, reps=reps[i : i + cfg.pack])
+                for (arm, setting), reps in groups.items()
+                for i in range(0, len(reps), cfg.pack)
+            ]
+            done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="sla packs")
+            by_run = {(r["arm"], r["seed"]): r for pack in done for r in pack}
+            results = [
+                by_run[(k["arm"] if k["setting"] == "full" else f"{k['arm']}_few", k["rep"])] for k in tasks
+            ]
+        else:
+            done = train.run_many(
+                run_one, [tasks[i] for i in order], cfg.workers, cfg.device, desc="sla runs"
+            )
+            results = [None] * len(tasks)
+            for i, r in zip(order, done):
+                results[i] = r
     history = pd.DataFrame([h for r in results for h in r["history"]])
     runs = pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in results])
     return Outcome(
