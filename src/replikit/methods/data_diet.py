@@ -170,7 +170,9 @@ class Config(MethodConfig):
         if self.crop_flip and self.dataset != "cifar10":
             raise ValueError("crop_flip is CIFAR's augmentation")
         if self.pack and self.model == "resnet18":
-            raise ValueError("pack: a ResNet-18 run fills a GPU on its own; packs are for small models (pack: 0)")
+            raise ValueError(
+                "pack: a ResNet-18 run fills a GPU on its own; packs are for small models (pack: 0)"
+            )
         if (self.model, self.dataset) in (("cnn1d", "cifar10"), ("resnet18", "mnist1d")):
             raise ValueError(f"model {self.model!r} does not fit dataset {self.dataset!r}")
         return self

@@ -90,7 +90,9 @@ class Config(MethodConfig):
     @pydantic.model_validator(mode="after")
     def _packable(self) -> Config:
         if self.pack and self.model.startswith("resnet"):
-            raise ValueError(f"pack: a {self.model} run fills a GPU on its own; packs are for small models (pack: 0)")
+            raise ValueError(
+                f"pack: a {self.model} run fills a GPU on its own; packs are for small models (pack: 0)"
+            )
         return self
 
 
