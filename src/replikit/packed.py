@@ -42,6 +42,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 
+import pydantic
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,6 +67,30 @@ def resolve_width(pack: int | str, device: str, packable: bool = True, auto: int
         return pack  # type: ignore[return-value]  # an int: pydantic checks its bounds
     on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     return auto if packable and on_cuda else 0
+
+
+def knob(holds: str, auto: int = AUTO_WIDTH, most: int = 64):
+    """A method config's ``pack`` field: ``holds`` says what one pack trains together; the default
+    ``"auto"`` becomes a width through the config's :func:`auto_width` validator."""
+    return pydantic.Field(
+        "auto",
+        validate_default=True,
+        ge=0,
+        le=most,
+        description=f"train {holds} as packs of this many runs in one vmapped model (replikit.packed; for "
+        f"GPUs); 0: one run at a time; auto: {auto} on CUDA, 0 on the CPU. A packed run is another draw of "
+        "the same seed: its numbers depend on the width, never on which runs share its pack",
+    )
+
+
+def auto_width(packable: Callable[[dict], bool], auto: int = AUTO_WIDTH):
+    """The validator that resolves a config's ``pack`` (:func:`resolve_width`): ``packable(values)`` sees
+    the fields declared before ``pack`` (the model, the device) and says whether ``auto`` packs here."""
+
+    def _resolve_pack(cls, v, info: pydantic.ValidationInfo) -> int:
+        return resolve_width(v, info.data.get("device", "auto"), packable(info.data), auto)
+
+    return pydantic.field_validator("pack", mode="before")(_resolve_pack)
 
 
 class Batches:

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replikit import data, models, train
+from replikit import data, models, packed, train
 from replikit.config import MethodConfig, derive_seed
 
 StateDict = dict[str, torch.Tensor]
@@ -231,24 +231,8 @@ class MergingConfig(MethodConfig):
     finetune_optimizer: Literal["adam", "sgd"] = pydantic.Field("adam", description="fine-tuning optimiser")
     finetune_lr: float = pydantic.Field(0.0, ge=0.0, le=1.0, description="fine-tuning learning rate (0 = lr)")
     weight_decay: float = pydantic.Field(0.0, ge=0.0, le=0.1)
-    pack: int = pydantic.Field(
-        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
-        validate_default=True,
-        ge=0,
-        le=64,
-        description="fine-tune a seed's task encoders as packs of this many in one vmapped model "
-        "(replikit.packed; for GPUs); 0: one at a time; auto: 16 on CUDA, 0 on the CPU. A packed "
-        "fine-tune is another draw of the same seed: its numbers depend on the width, never on which "
-        "tasks share its pack",
-    )
-
-    @pydantic.field_validator("pack", mode="before")
-    @classmethod
-    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
-        """``auto``: 16 on CUDA for the MLP encoder, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
-        from replikit import packed
-
-        return packed.resolve_width(v, info.data.get("device", "auto"), info.data.get("model") == "mlp")
+    pack: int = packed.knob("a seed's task fine-tunes")  # type: ignore[assignment]
+    _resolve_pack = packed.auto_width(lambda c: c.get("model") == "mlp")
 
 
 # Input transforms. 1-D signals (MNIST-1D): transforms of the time axis. Images (digits, the
@@ -595,8 +579,6 @@ def _finetune_pack(
     """The tasks ``names`` fine-tuned as one pack of width ``cfg.pack`` (:func:`replikit.packed.fit`):
     each member is the pretrained encoder under its task's frozen head, on its task's own inputs and
     labels and its own batch stream, as :func:`build_suite` fine-tunes it alone."""
-    from replikit import packed
-
     device = pre_state[next(iter(pre_state))].device
     members = []
     for n in names:

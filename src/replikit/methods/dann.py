@@ -170,22 +170,10 @@ class Config(MethodConfig):
     moons_adv_weight: float = pydantic.Field(
         1.0, ge=0.0, le=100.0, description="adv_weight of the toy's dann arm"
     )
-    pack: int = pydantic.Field(
-        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
-        validate_default=True,
-        ge=0,
-        le=64,
-        description="train the main task's runs (both arms, every seed of a look) as packs of this many in "
-        "one vmapped model (replikit.packed; for GPUs); 0: one at a time; auto: 16 on CUDA, 0 on the CPU "
-        "(the toy stays on the CPU, one run at a time). A packed run is another draw of the same seed: its "
-        "numbers depend on the width, never on which runs share its pack",
-    )
-
-    @pydantic.field_validator("pack", mode="before")
-    @classmethod
-    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
-        """``auto``: 16 on CUDA without batch norm (mlp, cnn1d), 0 otherwise (:func:`packed.resolve_width`)."""
-        return packed.resolve_width(v, info.data.get("device", "auto"), info.data.get("model") != "cnn2d")
+    pack: int = packed.knob(
+        "the main task's runs of a look (both arms, every seed; the toy stays on the CPU)"
+    )  # type: ignore[assignment]
+    _resolve_pack = packed.auto_width(lambda c: c.get("model") != "cnn2d")
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> Config:

@@ -126,16 +126,8 @@ class Config(MethodConfig):
         default_factory=lambda: {"offset": [0.5], "easy": [0.5]},
         description="keep fractions of the rules named here (instead of keep_fractions): fewer runs",
     )
-    pack: int = pydantic.Field(
-        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
-        validate_default=True,
-        ge=0,
-        le=256,
-        description="train each seed's arms as packs of this many runs in one vmapped model (replikit.packed; "
-        "for GPUs, where 16 or more fill it); 0: one run at a time; auto: 16 on CUDA, 0 "
-        "on the CPU. A packed run is another draw of the same seed: its numbers depend on the width, never "
-        "on which arms share its pack",
-    )
+    pack: int = packed.knob("each seed's arms", most=256)  # type: ignore[assignment]
+    _resolve_pack = packed.auto_width(lambda c: c.get("model") != "resnet18")
     per_class: bool = pydantic.Field(
         True, description="prune each class by the same fraction (False: one ranking over all, as the paper)"
     )
@@ -145,14 +137,6 @@ class Config(MethodConfig):
         lt=0.5,
         description="fraction of the training split, hardest by EL2N, the offset arm skips",
     )
-
-    @pydantic.field_validator("pack", mode="before")
-    @classmethod
-    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
-        """``auto``: 16 on CUDA for a packable model, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
-        return packed.resolve_width(
-            v, info.data.get("device", "auto"), packable=info.data.get("model") != "resnet18"
-        )
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> Config:

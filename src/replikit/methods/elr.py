@@ -68,24 +68,8 @@ class Config(MethodConfig):
         default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8], description="noise rates of the sweep figure"
     )
     sweep_seeds: int = pydantic.Field(1, ge=0, le=20, description="seeds per sweep point (0 = no sweep)")
-    pack: int = pydantic.Field(
-        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
-        validate_default=True,
-        ge=0,
-        le=64,
-        description="train the runs as packs of this many in one vmapped model (replikit.packed; for GPUs, "
-        "where 16 or more fill it); 0: one run at a time; auto: 16 on "
-        "CUDA, 0 on the CPU. A packed run is another draw of the same seed: its "
-        "numbers depend on the width, never on which runs share its pack",
-    )
-
-    @pydantic.field_validator("pack", mode="before")
-    @classmethod
-    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
-        """``auto``: 16 on CUDA for a packable model, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
-        return packed.resolve_width(
-            v, info.data.get("device", "auto"), packable=not info.data.get("model", "").startswith("resnet")
-        )
+    pack: int = packed.knob("every run of a look (CE and ELR arms, the noise sweep)")  # type: ignore[assignment]
+    _resolve_pack = packed.auto_width(lambda c: not c.get("model", "").startswith("resnet"))
 
     @pydantic.model_validator(mode="after")
     def _packable(self) -> Config:

@@ -153,24 +153,8 @@ class Config(MethodConfig):
     trace_every: int = pydantic.Field(
         10, ge=1, le=10_000, description="record GradNorm's weights every N steps"
     )
-    pack: int = pydantic.Field(
-        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
-        validate_default=True,
-        ge=0,
-        le=64,
-        description="train the arms and learning rates of each (T, optimiser, seed) as packs of this many "
-        "runs in one vmapped model (replikit.packed; for GPUs); 0: one run at a time; auto: 8 on CUDA (a "
-        "group has 2 x 3 runs by default), 0 on the CPU. A packed run is another draw of the same seed: its "
-        "numbers depend on the width, never on which runs share its pack",
-    )
-
-    @pydantic.field_validator("pack", mode="before")
-    @classmethod
-    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
-        """``auto``: 8 on CUDA for the MLP trunk, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
-        return packed.resolve_width(
-            v, info.data.get("device", "auto"), info.data.get("model") == "mlp", auto=8
-        )
+    pack: int = packed.knob("the arms and learning rates of each (T, optimiser, seed), 6 by default,", auto=8)  # type: ignore[assignment]
+    _resolve_pack = packed.auto_width(lambda c: c.get("model") == "mlp", auto=8)
 
     @pydantic.field_validator("task_counts")
     @classmethod

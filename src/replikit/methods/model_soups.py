@@ -126,24 +126,8 @@ class Config(MethodConfig):
     average_weights: bool = pydantic.Field(
         True, description="False turns soups off (each soup = the best single model)"
     )
-    pack: int = pydantic.Field(
-        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
-        validate_default=True,
-        ge=0,
-        le=64,
-        description="fine-tune each seed's ingredients as packs of this many in one vmapped model "
-        "(replikit.packed; for GPUs); 0: one at a time; auto: 8 on CUDA (8 ingredients by default), 0 on "
-        "the CPU. A packed ingredient is another draw of the same seed: its numbers depend on the width, "
-        "never on which ingredients share its pack",
-    )
-
-    @pydantic.field_validator("pack", mode="before")
-    @classmethod
-    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
-        """``auto``: 8 on CUDA for the MLP, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
-        return packed.resolve_width(
-            v, info.data.get("device", "auto"), info.data.get("model") == "mlp", auto=8
-        )
+    pack: int = packed.knob("each seed's fine-tuned ingredients (8 by default)", auto=8)  # type: ignore[assignment]
+    _resolve_pack = packed.auto_width(lambda c: c.get("model") == "mlp", auto=8)
 
     @pydantic.model_validator(mode="after")
     def _enough_ingredients(self) -> Config:

@@ -117,24 +117,12 @@ class Config(MethodConfig):
     val_fraction: float = pydantic.Field(
         0.2, gt=0.0, lt=0.9, description="held-out share of train when eval_on=val"
     )
-    pack: int = pydantic.Field(
-        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
-        validate_default=True,
-        ge=0,
-        le=64,
-        description="train the seeds of each (objective, label setting) as packs of this many in one vmapped "
-        "model (replikit.packed; for GPUs); 0: one at a time; auto: 8 on CUDA for cnn2d on the test set, 0 "
-        "otherwise. A packed run is another draw of the same seed: its numbers depend on the width, never "
-        "on which seeds share its pack",
+    pack: int = packed.knob(
+        "the seeds of each objective and label setting (test-set evaluation only)", auto=8
+    )  # type: ignore[assignment]
+    _resolve_pack = packed.auto_width(
+        lambda c: c.get("model") == "cnn2d" and c.get("eval_on", "test") == "test", auto=8
     )
-
-    @pydantic.field_validator("pack", mode="before")
-    @classmethod
-    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
-        """``auto``: 8 on CUDA for the small CNN evaluated on the test set (every seed's data the same),
-        0 otherwise (:func:`replikit.packed.resolve_width`)."""
-        small = info.data.get("model") == "cnn2d" and info.data.get("eval_on", "test") == "test"
-        return packed.resolve_width(v, info.data.get("device", "auto"), small, auto=8)
 
     @pydantic.model_validator(mode="after")
     def _claims_need_arms(self) -> Config:

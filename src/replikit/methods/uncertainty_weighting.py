@@ -114,22 +114,10 @@ class Config(MethodConfig):
         description="grid values of the row-centroid weight (w_cls = 1)",
     )
     single_task: bool = pydantic.Field(True, description="train the single-task baselines")
-    pack: int = pydantic.Field(
-        "auto",  # type: ignore[arg-type]  # resolved to an int by _resolve_pack
-        validate_default=True,
-        ge=0,
-        le=64,
-        description="train each seed's runs (equal, uncertainty, the grid, the single-task networks) as "
-        "packs of this many in one vmapped model (replikit.packed; for GPUs); 0: one run at a time; auto: "
-        "16 on CUDA (a seed has 14 runs by default), 0 on the CPU. A packed run is another draw of the same "
-        "seed: its numbers depend on the width, never on which runs share its pack",
-    )
-
-    @pydantic.field_validator("pack", mode="before")
-    @classmethod
-    def _resolve_pack(cls, v, info: pydantic.ValidationInfo):
-        """``auto``: 16 on CUDA for the MLP trunk, 0 otherwise (:func:`replikit.packed.resolve_width`)."""
-        return packed.resolve_width(v, info.data.get("device", "auto"), info.data.get("model") == "mlp")
+    pack: int = packed.knob(
+        "each seed's runs (equal, uncertainty, the grid, the single-task networks: 14 by default)"
+    )  # type: ignore[assignment]
+    _resolve_pack = packed.auto_width(lambda c: c.get("model") == "mlp")
 
     @pydantic.field_validator("grid_mass", "grid_centroid")
     @classmethod
