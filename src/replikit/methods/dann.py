@@ -486,6 +486,12 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
         evaluate=evaluate,
         desc=f"{arm} seed {rep}",
     )
+    # the target's training accuracy: pilot only (shift calibration)
+    return _result(arm, rep, history, train.accuracy(model, t["xt"], t["yt"]))
+
+
+def _result(arm: str, rep: int, history: list[dict], target_train_acc: float) -> dict:
+    """A main-task run's row: the last epoch's accuracies, and its history."""
     last = history[-1]
     return {
         "arm": arm,
@@ -494,7 +500,7 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
         "source_acc": last["source_acc"],
         "domain_acc": last["domain_acc"],
         "source_val_acc": last.get("source_val_acc", math.nan),
-        "target_train_acc": train.accuracy(model, t["xt"], t["yt"]),  # pilot only (shift calibration)
+        "target_train_acc": target_train_acc,
         "history": history,
     }
 
@@ -639,23 +645,8 @@ def run_pack(cfg: dict, members: list[tuple[str, int]]) -> list[dict]:
         on_epoch=on_epoch,
         desc=f"dann pack of {len(members)}",
     )
-    out = []
-    for (arm, rep), history in zip(members, histories):
-        last = history[-1]
-        tt = last.pop("target_train_acc")
-        out.append(
-            {
-                "arm": arm,
-                "seed": rep,
-                "target_acc": last["target_acc"],
-                "source_acc": last["source_acc"],
-                "domain_acc": last["domain_acc"],
-                "source_val_acc": last.get("source_val_acc", math.nan),
-                "target_train_acc": tt,
-                "history": history,
-            }
-        )
-    return out
+    # the last epoch's row carries the target's training accuracy; as run_one, keep it out of the history
+    return [_result(arm, rep, h, h[-1].pop("target_train_acc")) for (arm, rep), h in zip(members, histories)]
 
 
 def run_moons(cfg: dict, arm: str, rep: int, grid: int = 0) -> dict:

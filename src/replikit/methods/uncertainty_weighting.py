@@ -288,6 +288,19 @@ def _row(
     return row
 
 
+def _training(cfg: Config, rep: int) -> dict:
+    """What every run of a seed trains with, one by one or packed: the seed's batch stream, the schedule."""
+    return {
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "seed": derive_seed(cfg.seed, NAME, "batches", rep),
+        "lr": cfg.lr,
+        "optimizer": cfg.optimizer,
+        "weight_decay": cfg.weight_decay,
+        "weighting_lr": cfg.log_var_lr,
+    }
+
+
 def run_one(cfg: dict, arm: str, rep: int, weights: tuple[float, ...] | None = None) -> dict:
     """Train one arm for one seed: equal | uncertainty | fixed (``weights``) | single_<task>."""
     cfg = Config(**cfg)
@@ -303,13 +316,7 @@ def run_one(cfg: dict, arm: str, rep: int, weights: tuple[float, ...] | None = N
         weighting,
         x_tr,
         [ys[i] for i in keep],
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        seed=derive_seed(cfg.seed, NAME, "batches", rep),
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay,
-        weighting_lr=cfg.log_var_lr,
+        **_training(cfg, rep),
         desc=f"{arm} seed {rep}",
         max_grad_norm=cfg.max_grad_norm,
     )
@@ -342,13 +349,7 @@ def run_pack(cfg: dict, rep: int, members: list[tuple[str, tuple[float, ...] | N
         x_tr,
         ys,
         width=cfg.pack,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        seed=derive_seed(cfg.seed, NAME, "batches", rep),
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay,
-        weighting_lr=cfg.log_var_lr,
+        **_training(cfg, rep),
         desc=f"pack of {len(members)} seed {rep}",
     )
     rows = []
