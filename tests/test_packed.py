@@ -279,3 +279,19 @@ def test_pack_auto_packs_on_cuda_only_and_only_what_can_be_packed(monkeypatch):
     assert elr.Config().pack == data_diet.Config().pack == 0
     with pytest.raises(pydantic.ValidationError, match="neither a width"):
         elr.Config(pack="atuo")
+
+
+def test_chunks_group_in_order_and_cut_each_group_to_the_width():
+    items = [("a", 1), ("b", 2), ("a", 3), ("a", 4), ("b", 5)]
+    assert packed.chunks(items, 2, key=lambda t: t[0]) == [
+        ("a", [("a", 1), ("a", 3)]),
+        ("a", [("a", 4)]),
+        ("b", [("b", 2), ("b", 5)]),
+    ]
+    assert packed.chunks([1, 2, 3], 2) == [(None, [1, 2]), (None, [3])]
+
+
+def test_cross_entropy_is_each_slots_own_mean():
+    logits, labels = torch.randn(3, 5, 4), torch.randint(4, (3, 5))
+    want = torch.stack([F.cross_entropy(logits[i], labels[i]) for i in range(3)])
+    torch.testing.assert_close(packed.cross_entropy(logits, labels), want)

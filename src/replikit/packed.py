@@ -69,6 +69,22 @@ def resolve_width(pack: int | str, device: str, packable: bool = True, auto: int
     return auto if packable and on_cuda else 0
 
 
+def chunks(items: Sequence, width: int, key: Callable | None = None) -> list[tuple]:
+    """``items`` grouped by ``key(item)`` (groups in order of first appearance, items in their order; one
+    group without a key), each group cut into runs of at most ``width``: a method's packs, as (key, items)
+    pairs."""
+    groups: dict = {}
+    for item in items:
+        groups.setdefault(None if key is None else key(item), []).append(item)
+    return [(k, g[i : i + width]) for k, g in groups.items() for i in range(0, len(g), width)]
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each slot's mean cross-entropy: (width, B, C) logits against (width, B) labels -> (width,)."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+    return ce.view(labels.shape).mean(1)
+
+
 def knob(holds: str, auto: int = AUTO_WIDTH, most: int = 64):
     """A method config's ``pack`` field: ``holds`` says what one pack trains together; the default
     ``"auto"`` becomes a width through the config's :func:`auto_width` validator."""

@@ -534,10 +534,8 @@ def build_suite(
     # 3. fine-tune the encoder (only) on each task, its head frozen
     finetuned = {}
     if cfg.pack:
-        for i in range(0, len(names), cfg.pack):
-            done, rows = _finetune_pack(
-                cfg, names[i : i + cfg.pack], td, heads, pre_state, enc_cfg, rep, method
-            )
+        for _, chunk in packed.chunks(names, cfg.pack):
+            done, rows = _finetune_pack(cfg, chunk, td, heads, pre_state, enc_cfg, rep, method)
             finetuned.update(done)
             history += rows
         return Suite(Checkpoint(pre_state, enc_cfg), finetuned, heads, td, encoder, n_classes, history)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replikit import train
+from replikit import packed, train
 
 TaskKind = Literal["regression", "classification"]
 
@@ -396,12 +396,10 @@ def pack_task_losses(
     (shared targets indexed with the pack's (members, B) indices) -> (members, T) per-member losses."""
     losses = []
     for out, y, task in zip(outputs, targets, tasks):
-        out = out.float()
         if task.kind == "classification":
-            ce = F.cross_entropy(out.flatten(0, 1), y.flatten(0, 1), reduction="none")
-            losses.append(ce.view(y.shape[:2]).mean(1))
+            losses.append(packed.cross_entropy(out, y))
         else:
-            losses.append((out.reshape(y.shape) - y).pow(2).flatten(1).mean(1))
+            losses.append((out.float().reshape(y.shape) - y).pow(2).flatten(1).mean(1))
     return torch.stack(losses, dim=1)
 
 
@@ -515,8 +513,6 @@ def fit_pack(
     :func:`fit`'s), ``weights`` (its weighting's final ``weights()``) and ``trace`` (a GradNorm member's
     weights after every step; empty for the others).
     """
-    from replikit import packed
-
     tasks = models[0].tasks
     if any(m.tasks != tasks for m in models):
         raise ValueError("the members of a pack must have the same tasks")

@@ -518,11 +518,18 @@ class _Joint(nn.Module):
         return self.model.head(f), f
 
 
-def reverse_per_slot(f: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """:func:`grad_reverse` for a pack, one factor per slot: the value is ``f`` exactly (``f - f.detach()``
-    is zero), the gradient -coef; a custom autograd Function has no vmap rule, this needs none."""
+def reverse_gradient(f: torch.Tensor, coef: float) -> torch.Tensor:
+    """:func:`grad_reverse` for a pack: the value is ``f`` exactly (``f - f.detach()`` is zero), the gradient
+    -coef; a custom autograd Function has no vmap rule, this needs none."""
     still = f.detach()
-    return still - coef.view(-1, *[1] * (f.dim() - 1)) * (f - still)
+    return still - coef * (f - still)
+
+
+def _slot_bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Each slot's mean binary cross-entropy of its domain logits against one domain label: (width,)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), reduction="none").mean(
+        1
+    )
 
 
 def run_pack(cfg: dict, members: list[tuple[str, int]]) -> list[dict]:
@@ -578,20 +585,13 @@ def run_pack(cfg: dict, members: list[tuple[str, int]]) -> list[dict]:
         b = idx.shape[1]
         coef = cfg.adv_weight * adaptation_factor(state["t"] / total, cfg.gamma)
         state["t"] += 1
-        z = torch.where(
-            adapt[:, None, None], reverse_per_slot(f, torch.full((width,), coef, device=device)), f.detach()
-        )
+        z = torch.where(adapt[:, None, None], reverse_gradient(f, coef), f.detach())
         d = domain_logits(params, z).float()
-        ld = F.binary_cross_entropy_with_logits(d[:, :b], torch.zeros_like(d[:, :b]), reduction="none").mean(
-            1
-        ) + F.binary_cross_entropy_with_logits(d[:, b:], torch.ones_like(d[:, b:]), reduction="none").mean(1)
-        ce = F.cross_entropy(logits[:, :b].float().flatten(0, 1), labels.flatten(), reduction="none").view(
-            width, b
-        )
+        ld = _slot_bce(d[:, :b], 0.0) + _slot_bce(d[:, b:], 1.0)  # domain_loss, one per slot
         with torch.no_grad():
             sums["domain_loss"] += ld.detach()
             sums["domain_acc_train"] += torch.cat([d[:, :b] < 0, d[:, b:] > 0], 1).float().mean(1)
-        return ce.mean(1) + ld
+        return packed.cross_entropy(logits[:, :b], labels) + ld
 
     def accuracy_and_domain(predict, x, y):
         logits, f = predict(x)
@@ -715,9 +715,9 @@ def run(cfg: Config) -> Outcome:
     ]
     main = [dict(base, kind="main", arm=a, rep=r) for r in range(cfg.n_seeds) for a in ARMS]
     if cfg.pack:  # the main runs in packs of cfg.pack, in task order
-        todo = [(k["arm"], k["rep"]) for k in main]
         main = [
-            dict(base, kind="pack", members=todo[i : i + cfg.pack]) for i in range(0, len(todo), cfg.pack)
+            dict(base, kind="pack", members=[(k["arm"], k["rep"]) for k in chunk])
+            for _, chunk in packed.chunks(main, cfg.pack)
         ]
     with Timer() as t:
         results = train.run_many(run_task, main + moons, cfg.workers, cfg.device, desc="dann runs")

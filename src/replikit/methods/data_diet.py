@@ -576,15 +576,9 @@ def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
                 s = scores[r][SCORE_OF_RULE[rule]].tolist() if rule in SCORE_OF_RULE else None
                 tasks.append(dict(base, rule=rule, fraction=f, rep=r, scores=s))
         if cfg.pack:  # the arms of each seed as packs of cfg.pack runs
-            members: dict[int, list] = {}
-            for task in tasks:
-                members.setdefault(task["rep"], []).append(
-                    (task["rule"], task["fraction"], task.get("scores"))
-                )
             packs = [
-                dict(base, rep=r, members=m[i : i + cfg.pack])
-                for r, m in members.items()
-                for i in range(0, len(m), cfg.pack)
+                dict(base, rep=r, members=[(k["rule"], k["fraction"], k.get("scores")) for k in chunk])
+                for r, chunk in packed.chunks(tasks, cfg.pack, key=lambda k: k["rep"])
             ]
             done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="data diet packs")
             results = [row for rows in done for row in rows]

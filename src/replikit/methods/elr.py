@@ -144,8 +144,8 @@ def elr_loss_packed(logits, labels, targets, idx, beta: float, weights: torch.Te
     """:func:`elr_loss` for a pack (:mod:`replikit.packed`): (slots, B, classes) logits, (slots, B) labels
     and indices, (slots, n, classes) targets (updated in place), a weight per slot (0: plain CE);
     returns one loss per slot."""
-    w, b, c = logits.shape
-    ce = F.cross_entropy(logits.reshape(w * b, c), labels.reshape(w * b), reduction="none").view(w, b).mean(1)
+    w = logits.shape[0]
+    ce = packed.cross_entropy(logits, labels)
     probs = F.softmax(logits.float(), dim=-1).clamp(1e-4, 1.0 - 1e-4)
     slot = torch.arange(w, device=logits.device)[:, None]
     p = probs.detach()
@@ -307,8 +307,10 @@ def run(cfg: Config) -> Outcome:
     ]
     with Timer() as t:
         if cfg.pack:  # in task order, cfg.pack runs a pack (a run's numbers never depend on its pack-mates)
-            todo = [(k["arm"], k["rep"], k["noise_rate"]) for k in tasks + sweep]
-            packs = [dict(base, members=todo[i : i + cfg.pack]) for i in range(0, len(todo), cfg.pack)]
+            packs = [
+                dict(base, members=[(k["arm"], k["rep"], k["noise_rate"]) for k in chunk])
+                for _, chunk in packed.chunks(tasks + sweep, cfg.pack)
+            ]
             done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="elr packs")
             results = [r for pack in done for r in pack]
         else:

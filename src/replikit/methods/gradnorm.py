@@ -563,13 +563,11 @@ def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
             ]
     with Timer() as timer:
         if cfg.pack:  # per (T, optimiser, seed), its runs in packs of cfg.pack (in task order)
-            groups: dict[tuple, list[tuple[str, float]]] = {}
-            for k in tasks:
-                groups.setdefault((k["t"], k["opt"], k["rep"]), []).append((k["weighting"], k["lr"]))
             packs = [
-                dict(base, t=t, opt=opt, rep=rep, members=members[i : i + cfg.pack])
-                for (t, opt, rep), members in groups.items()
-                for i in range(0, len(members), cfg.pack)
+                dict(base, t=t, opt=opt, rep=rep, members=[(k["weighting"], k["lr"]) for k in chunk])
+                for (t, opt, rep), chunk in packed.chunks(
+                    tasks, cfg.pack, key=lambda k: (k["t"], k["opt"], k["rep"])
+                )
             ]
             done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="gradnorm packs")
             by_run = {(r["row"]["arm"], r["row"]["seed"], r["row"]["lr"]): r for pack in done for r in pack}

@@ -498,8 +498,8 @@ def run_one(cfg: dict, rep: int) -> dict:
     sweep = [(lr, aug, s) for lr in cfg.ft_lrs for aug in cfg.ft_augment for s in range(cfg.ft_seeds)]
     if cfg.pack:
         ingredients = []
-        for i in range(0, len(sweep), cfg.pack):
-            ingredients += _fine_tune_pack(cfg, model, pretrained, x_ft, y_ft, sweep[i : i + cfg.pack], rep)
+        for _, chunk in packed.chunks(sweep, cfg.pack):
+            ingredients += _fine_tune_pack(cfg, model, pretrained, x_ft, y_ft, chunk, rep)
     else:
         ingredients = [
             _fine_tune(cfg, model, pretrained, x_ft, y_ft, lr, aug, s, rep) for lr, aug, s in sweep

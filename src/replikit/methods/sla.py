@@ -366,13 +366,6 @@ class _WithRotHead(nn.Module):
         return self.model.head(f), self.rot_head(f)
 
 
-def _per_member_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each slot's (B, C) logits against its (B,) labels: (width,)."""
-    width = logits.shape[0]
-    ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
-    return ce.view(width, -1).mean(1)
-
-
 def run_pack(cfg: dict, arm: str, setting: str, reps: list[int]) -> list[dict]:
     """Seeds ``reps`` of one objective and label setting as one pack of width ``cfg.pack``
     (:func:`replikit.packed.fit`): each seed's init, labelled subset, batches (and augmentation draws), the
@@ -422,14 +415,14 @@ def run_pack(cfg: dict, arm: str, setting: str, reps: list[int]) -> list[dict]:
     def loss(outputs, labels, idx, params):
         k = torch.arange(n_rot, device=device).repeat_interleave(labels.shape[1])
         if arm == "baseline":
-            return _per_member_ce(outputs, labels)
+            return packed.cross_entropy(outputs, labels)
         repeated = labels.repeat(1, n_rot)
         if arm == "sla":
-            return _per_member_ce(outputs, rotation.joint_labels(repeated, k, n_rot))
+            return packed.cross_entropy(outputs, rotation.joint_labels(repeated, k, n_rot))
         if arm == "da":
-            return _per_member_ce(outputs, repeated)
+            return packed.cross_entropy(outputs, repeated)
         logits, rot = outputs
-        return _per_member_ce(logits, repeated) + cfg.mt_rot_weight * _per_member_ce(
+        return packed.cross_entropy(logits, repeated) + cfg.mt_rot_weight * packed.cross_entropy(
             rot, k.expand_as(repeated)
         )
 
@@ -514,13 +507,11 @@ def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
     )
     with Timer() as t:
         if cfg.pack:  # the seeds of each (objective, setting) in packs of cfg.pack
-            groups: dict[tuple[str, str], list[int]] = {}
-            for k in tasks:
-                groups.setdefault((k["arm"], k["setting"]), []).append(k["rep"])
             packs = [
-                dict(base, arm=arm, setting=setting, reps=reps[i : i + cfg.pack])
-                for (arm, setting), reps in groups.items()
-                for i in range(0, len(reps), cfg.pack)
+                dict(base, arm=arm, setting=setting, reps=[k["rep"] for k in chunk])
+                for (arm, setting), chunk in packed.chunks(
+                    tasks, cfg.pack, key=lambda k: (k["arm"], k["setting"])
+                )
             ]
             done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="sla packs")
             by_run = {(r["arm"], r["seed"]): r for pack in done for r in pack}

@@ -418,13 +418,9 @@ def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
     ]
     with Timer() as timer:
         if cfg.pack:  # each seed's runs in packs of cfg.pack, in task order
-            per_seed: dict[int, list] = {}
-            for k in tasks:
-                per_seed.setdefault(k["rep"], []).append((k["arm"], k.get("weights")))
             packs = [
-                dict(base, rep=rep, members=members[i : i + cfg.pack])
-                for rep, members in per_seed.items()
-                for i in range(0, len(members), cfg.pack)
+                dict(base, rep=rep, members=[(k["arm"], k.get("weights")) for k in chunk])
+                for rep, chunk in packed.chunks(tasks, cfg.pack, key=lambda k: k["rep"])
             ]
             done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="uncertainty packs")
             rows = [row for pack in done for row in pack]
