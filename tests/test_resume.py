@@ -75,3 +75,77 @@ def test_store_keys_ignore_how_many_seeds_run_but_not_what_a_run_computes():
     assert resume.task_key(fn, base) == resume.task_key(fn, same)
     assert resume.task_key(fn, base) != resume.task_key(fn, other)
     assert resume.task_key(fn, base) != resume.task_key(fn, {**base, "rep": 1})
+
+
+# ------------------------------------------------------------------ what a checkpoint can hold
+
+
+def test_capture_and_restore_cover_tensors_generators_and_stateful_objects():
+    from replikit import packed
+
+    t = torch.zeros(3)
+    gen = torch.Generator().manual_seed(1)
+    stream = packed.Batches(torch.arange(10), 4, seed=2)
+    stream.next()
+    state = {"t": t, "gen": gen, "stream": stream}
+    resume.check_state(state)
+    saved = resume.capture(state)
+    expected = (torch.rand(2, generator=gen), stream.next(), stream.next())
+    t.add_(1.0)  # the live objects move on; the copy must not
+    resume.restore(state, saved)
+    assert torch.equal(t, torch.zeros(3))
+    assert torch.equal(torch.rand(2, generator=gen), expected[0])
+    assert torch.equal(stream.next(), expected[1]) and torch.equal(stream.next(), expected[2])
+
+
+def test_resume_state_refuses_what_it_cannot_checkpoint():
+    with pytest.raises(TypeError, match=r"resume_state\['step'\] is a list"):
+        resume.check_state({"step": [0]})
+
+
+def test_fit_refuses_to_checkpoint_a_run_whose_optimiser_moves_an_unnamed_tensor(tmp_path):
+    from replikit import train
+
+    model, head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    x = torch.randn(8, 2)
+
+    def fit(state):
+        return train.fit(
+            lambda idx, p: head(model(x[idx])).pow(2).mean(),
+            list(model.parameters()) + list(head.parameters()),
+            8,
+            epochs=1,
+            batch_size=4,
+            seed=0,
+            device=torch.device("cpu"),
+            models=[model],
+            resume_state=state,
+        )
+
+    with resume.using(tmp_path):
+        resume._current.update(folder=tmp_path, key="k", fits=0)
+        try:
+            with pytest.raises(ValueError, match="2 optimised tensor"):
+                fit({})
+            assert len(fit({"head": head})) == 1  # named: it checkpoints
+        finally:
+            resume._current.clear()
+    assert (tmp_path / "k.ckpt" / "fit1.pt").is_file()
+
+
+def test_a_pack_that_checkpoints_needs_batches_streams(tmp_path):
+    from replikit import packed
+
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    model = torch.nn.Linear(3, 2)
+    idx = torch.arange(4)
+    kwargs = dict(epochs=1, steps_per_epoch=2, width=2, lr=0.1, resume_state={})
+    with resume.using(tmp_path):
+        resume._current.update(folder=tmp_path, key="k", fits=0)
+        try:
+            with pytest.raises(ValueError, match="packed.Batches"):
+                packed.fit([model], [lambda: idx], x, y, **kwargs)
+            packed.fit([model], [packed.Batches(torch.arange(16), 4, 0).next], x, y, **kwargs)
+        finally:
+            resume._current.clear()
+    assert (tmp_path / "k.ckpt" / "fit1.pt").is_file()

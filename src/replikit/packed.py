@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from replikit import train
+from replikit import resume, train
 from replikit.train import DivergenceError, build_optimizer, progress
 
 AUTO_WIDTH = 16
@@ -126,6 +126,15 @@ class Batches:
     def _shuffle(self) -> torch.Tensor:
         return self.subset[torch.randperm(len(self.subset), device=self.subset.device, generator=self.gen)]
 
+    def state_dict(self) -> dict:
+        """Where the stream stands (its generator, this pass's order, the position): what a checkpoint
+        keeps so that a resumed run draws the batches an uninterrupted one would."""
+        return {"gen": self.gen.get_state(), "perm": self.perm.clone(), "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self.perm, self.pos = state["perm"].to(self.subset.device), state["pos"]
+
     def next(self) -> torch.Tensor:
         if self.pos + self.batch_size > len(self.perm):
             self.perm, self.pos = self._shuffle(), 0
@@ -164,6 +173,7 @@ def fit(
     inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
     divergence: str = "raise",
     desc: str = "pack",
+    resume_state: dict | None = None,
 ) -> tuple[list[dict[str, torch.Tensor]], list[list[dict[str, float]]]]:
     """Train ``models`` (each with its batch stream ``batches[i]``: indices into ``x``) as one pack.
 
@@ -188,6 +198,11 @@ def fit(
     ``divergence``: ``raise`` a DivergenceError when a member's epoch loss is not finite, or ``record``
     it: that member's history ends with the non-finite row and the others train on (members share
     nothing, so a diverged slot cannot reach another's numbers).
+    ``resume_state``: as :func:`replikit.train.fit`'s, the pack's state beyond its stacked parameters,
+    buffers, optimiser and batch streams (ELR's targets, the augmentation generators an ``inputs`` hook
+    draws from, a weighting's state; ``{}`` when there is none). Given it, inside a run store, the pack
+    checkpoints and a killed one resumes to the same numbers; every batch stream must then be a
+    :class:`Batches`' ``next``, whose position the checkpoint keeps.
     bf16 autocast on CUDA. Returns each member's trained parameters and buffers (a state dict) and its
     per-epoch history.
     """
@@ -239,8 +254,33 @@ def fit(
     total = epochs * steps_per_epoch
     histories: list[list[dict[str, float]]] = [[] for _ in range(n)]
     alive = [True] * n
-    t = 0
-    for epoch in progress(range(epochs), desc=desc, unit="ep", total=epochs):
+    start = 0
+    ckpt = resume.checkpointer()  # numbered per fit call of the run, so call it whether used or not
+    tensors = [p for g in opt.param_groups for p in g["params"]]  # the pack's and extra_params' tensors
+    streams = [getattr(b, "__self__", None) for b in batches]
+    if ckpt is not None and resume_state is not None:
+        if not all(isinstance(b, Batches) for b in streams):
+            raise ValueError(
+                f"{desc}: a pack that checkpoints needs each batch stream as a packed.Batches' next"
+            )
+        resume.check_state(resume_state)
+        saved = ckpt.load()
+        if saved is not None:
+            with torch.no_grad():
+                for v, s in zip(tensors, saved["tensors"], strict=True):
+                    v.copy_(s)
+                for k, v in buffers.items():
+                    v.copy_(saved["buffers"][k])
+            opt.load_state_dict(saved["opt"])
+            for b, st in zip(streams, saved["streams"], strict=True):
+                b.load_state_dict(st)
+            resume.set_rng_state(saved)
+            resume.restore(resume_state, saved["state"])
+            start, histories, alive = saved["epoch"], saved["histories"], saved["alive"]
+    else:
+        ckpt = None
+    t = start * steps_per_epoch
+    for epoch in progress(range(start, epochs), desc=desc, unit="ep", initial=start, total=epochs):
         sums = torch.zeros(width, device=device)
         for _ in range(steps_per_epoch):
             if lr_schedule is not None:
@@ -288,6 +328,21 @@ def fit(
             alive[i] = False
         if not any(alive):
             break
+        if ckpt is not None and ckpt.due(final=epoch + 1 == epochs):
+            ckpt.save(
+                {
+                    "epoch": epoch + 1,
+                    "epochs": epochs,
+                    "histories": histories,
+                    "alive": alive,
+                    "tensors": [v.detach() for v in tensors],
+                    "buffers": dict(buffers),
+                    "opt": opt.state_dict(),
+                    "streams": [b.state_dict() for b in streams],
+                    **resume.rng_state(),
+                    "state": resume.capture(resume_state),
+                }
+            )
     states = [
         {
             **{k: v[i].detach().clone() for k, v in params.items()},

@@ -7,11 +7,12 @@ A **run store** is a folder (``.replikit/runs/<method>-<key>/``, outside DVC's o
   by the process that ran it; a rerun returns the record instead of training again. This is what lets
   :mod:`replikit.sequential` add seeds without redoing the ones it has, and a killed ``dvc repro``
   restart where it stopped;
-- an unfinished run checkpoints inside :func:`replikit.train.fit` (models, optimiser, batch-order
-  generator, torch's global RNG, history, and the method's own state such as ELR's targets) every
-  ``REPLIKIT_CHECKPOINT_S`` seconds (default 60) and at the end of each ``fit`` call; on restart each
-  ``fit`` of the run picks up from its checkpoint, so a resumed run ends with the same numbers as one
-  never interrupted (same machine, same thread count).
+- an unfinished run checkpoints inside :func:`replikit.train.fit` and :func:`replikit.packed.fit`
+  (models, optimiser, batch-order generators, torch's global RNG, history, and the method's own state,
+  its ``resume_state``: ELR's targets, an augmentation's or a target draw's generator, a weighting with
+  its own optimiser) every ``REPLIKIT_CHECKPOINT_S`` seconds (default 60) and at the end of each ``fit``
+  call; on restart each ``fit`` of the run picks up from its checkpoint, so a resumed run ends with the
+  same numbers as one never interrupted (same machine, same thread count; tested for every method).
 
 The task key hashes the run function's name and its arguments, leaving out what only changes how many
 seeds run or how they are spread (``n_seeds``, ``n_max``, ``seed_batch``, ``workers``); the store's
@@ -21,6 +22,7 @@ never reuse stale records. The store is removed once the method's results are sa
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -130,6 +132,71 @@ def load_record(folder: Path, key: str) -> Any:
         return MISSING
 
 
+# ------------------------------------------------------------------ a run's own state
+
+
+def check_state(state: dict[str, Any]) -> None:
+    """Raise unless every value of a ``resume_state`` can be checkpointed: a tensor (its values), a
+    ``torch.Generator`` (its state) or an object with ``state_dict()`` and ``load_state_dict()`` (a
+    module, a weighting, a batch stream)."""
+    for k, v in state.items():
+        stateful = callable(getattr(v, "state_dict", None)) and callable(getattr(v, "load_state_dict", None))
+        if not isinstance(v, torch.Tensor | torch.Generator) and not stateful:
+            raise TypeError(
+                f"resume_state[{k!r}] is a {type(v).__name__}: a checkpoint keeps tensors, generators and "
+                "objects with state_dict() / load_state_dict()"
+            )
+
+
+def capture(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a run's named state for a checkpoint (see :func:`check_state`)."""
+    out: dict[str, Any] = {}
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.detach().clone()
+        elif isinstance(v, torch.Generator):
+            out[k] = v.get_state()
+        else:
+            out[k] = copy.deepcopy(v.state_dict())  # later in-place updates must not reach the copy
+    return out
+
+
+def restore(state: dict[str, Any], saved: dict[str, Any]) -> None:
+    """Put :func:`capture`'s copy back into the live objects of ``state``, in place."""
+    with torch.no_grad():
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor):
+                v.copy_(saved[k])
+            elif isinstance(v, torch.Generator):
+                v.set_state(saved[k])
+            else:
+                v.load_state_dict(saved[k])
+
+
+def held_parameters(state: dict[str, Any]) -> set[int]:
+    """ids of the tensors a checkpoint of ``state`` restores: its tensors and its objects' parameters."""
+    held = set()
+    for v in state.values():
+        if isinstance(v, torch.Tensor):
+            held.add(id(v))
+        elif callable(getattr(v, "parameters", None)):
+            held.update(id(p) for p in v.parameters())
+    return held
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(saved: dict[str, Any]) -> None:
+    torch.set_rng_state(saved["rng"])
+    if saved["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+
+
 # ------------------------------------------------------------------ one run, recorded
 
 _current: dict[str, Any] = {}  # the run executing in this process: its store, key and fit counter
@@ -191,3 +258,39 @@ def checkpointer() -> Checkpointer | None:
     n = _current["fits"]
     _current["fits"] = n + 1
     return Checkpointer(_current["folder"] / f"{_current['key']}.ckpt" / f"fit{n}.pt")
+
+
+class Loop:
+    """Checkpoints for a method's own training loop (grokking's and critical_periods' batched programs,
+    which do not go through ``fit``): the loop's live tensors (``state``, restored in place) and the
+    lists it has logged so far.
+
+        loop = resume.Loop({"W": W, "a": a}, total=steps)
+        start, logs = loop.resume()              # 0 and {} on a fresh run
+        for t in range(start, steps):
+            ...                                  # update the state, append to the logs
+            loop.save_if_due(t + 1, curve=curve) # after step t: resume at t + 1
+
+    Outside a run store it does nothing.
+    """
+
+    def __init__(self, state: dict[str, Any], total: int):
+        check_state(state)
+        self.state, self.total = state, total
+        self.ckpt = checkpointer()
+
+    def resume(self) -> tuple[int, dict[str, Any]]:
+        """The step to start from and the logs saved with it (tensors come back on the CPU)."""
+        saved = self.ckpt.load() if self.ckpt is not None else None
+        if saved is None:
+            return 0, {}
+        restore(self.state, saved["state"])
+        set_rng_state(saved)
+        return saved["epoch"], saved["logs"]
+
+    def save_if_due(self, step: int, **logs: Any) -> None:
+        """Checkpoint the state reached after ``step`` steps with ``logs``, when the interval is up."""
+        if self.ckpt is not None and self.ckpt.due(final=False):
+            # "epoch" and "epochs" as fit's checkpoints have them: here, the loop's own steps
+            state = {"epoch": step, "epochs": self.total, "state": capture(self.state), "logs": logs}
+            self.ckpt.save({**state, **rng_state()})

@@ -157,10 +157,13 @@ def fit(
     evaluate: called after each epoch in eval mode under no_grad (with the 1-based epoch if it takes an
         argument); its floats join the history row.
     models: modules switched between train() and eval() around ``evaluate``.
-    resume_state: None, or the run's whole trainable state beyond ``models`` and the optimiser (a dict
-        of tensors, restored in place; ``{}`` when there is none). Given it, and inside a run store,
-        ``fit`` checkpoints and resumes (:mod:`replikit.resume`); a method with hidden state it cannot
-        name (another optimiser, say) leaves it None and its killed runs restart from scratch.
+    resume_state: None, or the run's whole state beyond ``models``, the optimiser and the batch order
+        (``{}`` when there is none): tensors (restored in place), generators (an augmentation's draws)
+        and objects with ``state_dict()``/``load_state_dict()`` (a module outside ``models``, a
+        weighting with its own optimiser, a :class:`replikit.packed.Batches` stream). Given it, and
+        inside a run store, ``fit`` checkpoints and resumes (:mod:`replikit.resume`); every optimised
+        parameter must then belong to ``models`` or ``resume_state`` (checked), and a method with state
+        it cannot name leaves it None, so that its killed runs restart from scratch.
     max_grad_norm: clip the global gradient norm of the optimised parameters to this (None: no clipping;
         on the device, no host sync).
     """
@@ -178,6 +181,7 @@ def fit(
     start = 0
     ckpt = resume.checkpointer()  # numbered per fit call of the run, so call it whether used or not
     if ckpt is not None and resume_state is not None and models:
+        _check_resumable(opt, models, resume_state, desc)
         saved = ckpt.load()
         if saved is not None:
             start, history = _restore(saved, models, opt, gen, resume_state)
@@ -227,22 +231,35 @@ def fit(
         history.append(row)
         bar.set_postfix(loss=f"{mean_loss:.3f}")
         if ckpt is not None and ckpt.due(final=epoch + 1 == epochs):
-            ckpt.save(_snapshot(epoch + 1, history, models, opt, gen, resume_state))
+            ckpt.save(_snapshot(epoch + 1, epochs, history, models, opt, gen, resume_state))
     for m in models:
         m.eval()
     return history
 
 
-def _snapshot(epoch, history, models, opt, gen, state) -> dict[str, Any]:
+def _check_resumable(opt: torch.optim.Optimizer, models, state: dict[str, Any], desc: str) -> None:
+    """A checkpoint restores ``models`` and ``state``: refuse to checkpoint a run whose optimiser also
+    moves a tensor held by neither (it would restart from its initial value on resume)."""
+    resume.check_state(state)
+    held = {id(p) for m in models for p in m.parameters()} | resume.held_parameters(state)
+    lost = sum(1 for g in opt.param_groups for p in g["params"] if id(p) not in held)
+    if lost:
+        raise ValueError(
+            f"{desc}: {lost} optimised tensor(s) belong neither to `models` nor to `resume_state`; "
+            "a resumed run would restart them from scratch (add their module to either)"
+        )
+
+
+def _snapshot(epoch, epochs, history, models, opt, gen, state) -> dict[str, Any]:
     return {
         "epoch": epoch,
+        "epochs": epochs,
         "history": list(history),
         "models": [m.state_dict() for m in models],
         "opt": opt.state_dict(),
         "gen": gen.get_state(),
-        "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "state": {k: v.detach().clone() for k, v in state.items()},
+        **resume.rng_state(),
+        "state": resume.capture(state),
     }
 
 
@@ -251,12 +268,8 @@ def _restore(saved, models, opt, gen, state) -> tuple[int, list[dict[str, float]
         m.load_state_dict(sd)
     opt.load_state_dict(saved["opt"])
     gen.set_state(saved["gen"])
-    torch.set_rng_state(saved["rng"])
-    if saved["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    with torch.no_grad():
-        for k, v in state.items():
-            v.copy_(saved["state"][k])
+    resume.set_rng_state(saved)
+    resume.restore(state, saved["state"])
     return saved["epoch"], list(saved["history"])
 
 

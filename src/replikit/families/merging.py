@@ -516,6 +516,7 @@ def build_suite(
             weight_decay=cfg.weight_decay,
             models=[encoder],
             desc=f"pretrain {rep}",
+            resume_state={"head": mix_head},
         )
     ]
     encoder.eval()
@@ -558,6 +559,7 @@ def build_suite(
             weight_decay=cfg.weight_decay,
             models=[enc],
             desc=f"finetune {n} {rep}",
+            resume_state={},
         )
         history += [dict(h, stage="finetune", task=n) for h in rows]
         finetuned[n] = Checkpoint({k: v.detach().clone() for k, v in enc.state_dict().items()}, enc_cfg)
@@ -611,6 +613,7 @@ def _finetune_pack(
         weight_decay=cfg.weight_decay,
         inputs=inputs,
         desc=f"finetune pack of {len(names)} {rep}",
+        resume_state={},
     )
     done = {
         n: Checkpoint({k[2:]: v for k, v in state.items() if k.startswith("0.")}, enc_cfg)

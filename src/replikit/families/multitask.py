@@ -145,6 +145,13 @@ class Weighting:
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
         return (self.weights() * losses).sum()
 
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the weighting (:mod:`replikit.resume`): nothing for constant weights."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     @property
     def device(self) -> torch.device:
         return getattr(self, "_device", torch.device("cpu"))
@@ -204,6 +211,13 @@ class Uncertainty(Weighting):
     def weights(self) -> torch.Tensor:
         """Effective weights c_i / sigma_i^2 multiplying the raw task losses."""
         return (self.factors * torch.exp(-self.log_vars)).detach()
+
+    def state_dict(self) -> dict:
+        return {"log_vars": self.log_vars.detach()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.log_vars.copy_(state["log_vars"])
 
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
         if self.log_vars.device != losses.device:
@@ -278,6 +292,12 @@ class GradNorm(Weighting):
     def weights(self) -> torch.Tensor:
         return self.w.detach().clone()
 
+    def state_dict(self) -> dict:
+        return _gradnorm_state(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        _load_gradnorm_state(self, state, self.device)
+
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
         detached = losses.detach().float()
         if self.initial is None:  # L_i(0): the losses of the very first batch
@@ -290,6 +310,26 @@ class GradNorm(Weighting):
             self.w.copy_(renormalize(self.w))
         self.trace.append(self.w.detach().clone())
         return (w_now * losses).sum()  # the model steps with w(t)
+
+
+def _gradnorm_state(w) -> dict:
+    """A GradNorm weighting's (one run's or a pack's) state: its weights, their optimiser, the first
+    batch's losses and the trace of weights."""
+    return {
+        "w": w.w.detach(),
+        "opt": None if w.opt is None else w.opt.state_dict(),
+        "initial": w.initial,
+        "trace": torch.stack(w.trace) if w.trace else None,  # one tensor: one entry per step is slow to save
+    }
+
+
+def _load_gradnorm_state(w, state: dict, device) -> None:
+    with torch.no_grad():
+        w.w.copy_(state["w"])
+    if w.opt is not None:
+        w.opt.load_state_dict(state["opt"])
+    w.initial = None if state["initial"] is None else state["initial"].to(device)
+    w.trace = [] if state["trace"] is None else list(state["trace"].to(device).unbind())
 
 
 # =================================== training ======================================================
@@ -383,6 +423,7 @@ def fit(
         models=[model],
         desc=desc,
         max_grad_norm=max_grad_norm,
+        resume_state={"weighting": weighting},
     )
 
 
@@ -476,6 +517,14 @@ class PackWeighting:
         self.steps += 1
         return totals
 
+    def state_dict(self) -> dict:
+        """The GradNorm rows' state (the log-variances are the pack's own: its checkpoint holds them); the
+        per-epoch sums are empty whenever a pack checkpoints, after its epoch's logs."""
+        return _gradnorm_state(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        _load_gradnorm_state(self, state, self.w.device)
+
     def epoch_logs(self, members: int) -> list[dict[str, float]]:
         """Each member's mean task losses and weights over the epoch (``loss_<i>``, ``w_<i>``), as
         :func:`fit`'s history has them; the sums restart."""
@@ -546,6 +595,7 @@ def fit_pack(
         extra_params=extra,
         divergence="record",
         desc=desc,
+        resume_state={"weighting": pack},
     )
     final = pack.weights()
     return [

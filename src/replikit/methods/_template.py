@@ -79,10 +79,13 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
     device = train.resolve_device(cfg.device)
     ds = data.load(cfg.dataset)
     n = cfg.train_subset or len(ds.y_train)
-    x, y = (torch.as_tensor(a[:n], device=device) for a in (ds.x_train, ds.y_train))
-    x_test, y_test = (torch.as_tensor(a, device=device) for a in (ds.x_test, ds.y_test))
+    # data and models reach a run only through these two helpers (the right device, channels_last on CUDA)
+    x, y = (train.to_device(a[:n], device) for a in (ds.x_train, ds.y_train))
+    x_test, y_test = (train.to_device(a, device) for a in (ds.x_test, ds.y_test))
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
-    model = models.build(cfg.model, ds.input_shape, ds.n_classes, width=cfg.width).to(device)
+    model = train.prepare_model(
+        models.build(cfg.model, ds.input_shape, ds.n_classes, width=cfg.width), device
+    )
     smoothing = cfg.smoothing if arm == "treatment" else 0.0
 
     def step(idx: torch.Tensor, p: float) -> torch.Tensor:
@@ -100,6 +103,7 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
         evaluate=lambda: {"test_acc": train.accuracy(model, x_test, y_test)},
         models=[model],
         desc=f"{arm} seed {rep}",
+        # everything the step draws from or learns beyond `models` (generators, other modules): none here
         resume_state={},
     )
     return {"arm": arm, "seed": rep, "test_acc": history[-1]["test_acc"], "history": history}

@@ -64,7 +64,7 @@ import pandas as pd
 import pydantic
 import torch
 
-from replikit import train
+from replikit import resume, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.results import Outcome, Timer
@@ -241,8 +241,11 @@ def run_one(cfg: dict, depth: int, rep: int) -> dict:
 
     record = [s for s in range(cfg.steps) if s % cfg.record_every == 0] + [cfg.steps]
     recorded = set(record)
-    shares, losses = [], []
-    for step in range(cfg.steps + 1):
+    loop = resume.Loop({f"layer{i}": w for i, w in enumerate(layers)}, total=cfg.steps)
+    start, logs = loop.resume()  # a killed run resumes (a run store's)
+    shares = [v.to(device) for v in logs.get("shares", [])]
+    losses = [v.to(device) for v in logs.get("losses", [])]
+    for step in range(start, cfg.steps + 1):
         w = end_to_end(layers)
         if step in recorded:  # measured before the update: step s = after s updates
             with torch.no_grad():
@@ -259,6 +262,8 @@ def run_one(cfg: dict, depth: int, rep: int) -> dict:
         with torch.no_grad():
             for layer in layers:
                 layer -= cfg.lr * layer.grad
+        if step in recorded:
+            loop.save_if_due(step + 1, shares=shares, losses=losses)
     with torch.no_grad():
         w = end_to_end(layers)
         final_loss = mse_from_moments(w * output[:, :, -1, None, None], cxx, cyx, cyy)

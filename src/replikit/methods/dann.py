@@ -352,6 +352,7 @@ def train_dann(
         evaluate=evaluate,
         models=[model, domain],
         desc=desc,
+        resume_state={"target_draws": tgen},
     )
 
 
@@ -559,7 +560,8 @@ def run_pack(cfg: dict, members: list[tuple[str, int]]) -> list[dict]:
         torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "target_draws", rep))
         for _, rep in members
     ]
-    state = {"t": 0, "params": None}
+    state = {"params": None}
+    steps_done = torch.zeros((), dtype=torch.int64)  # on the host: the reversal's coefficient is a float
     sums = {
         "domain_loss": torch.zeros(width, device=device),
         "domain_acc_train": torch.zeros(width, device=device),
@@ -583,8 +585,8 @@ def run_pack(cfg: dict, members: list[tuple[str, int]]) -> list[dict]:
         logits, f = outputs
         state["params"] = params
         b = idx.shape[1]
-        coef = cfg.adv_weight * adaptation_factor(state["t"] / total, cfg.gamma)
-        state["t"] += 1
+        coef = cfg.adv_weight * adaptation_factor(int(steps_done) / total, cfg.gamma)
+        steps_done.add_(1)
         z = torch.where(adapt[:, None, None], reverse_gradient(f, coef), f.detach())
         d = domain_logits(params, z).float()
         ld = _slot_bce(d[:, :b], 0.0) + _slot_bce(d[:, b:], 1.0)  # domain_loss, one per slot
@@ -644,6 +646,7 @@ def run_pack(cfg: dict, members: list[tuple[str, int]]) -> list[dict]:
         inputs=inputs,
         on_epoch=on_epoch,
         desc=f"dann pack of {len(members)}",
+        resume_state={"steps": steps_done, **{f"target_draws{m}": g for m, g in enumerate(gens)}},
     )
     # the last epoch's row carries the target's training accuracy; as run_one, keep it out of the history
     return [_result(arm, rep, h, h[-1].pop("target_train_acc")) for (arm, rep), h in zip(members, histories)]

@@ -416,6 +416,7 @@ def _train(
         evaluate=lambda: {"val_acc": train.accuracy(model, d["x_val"], d["y_val"])},
         models=[model],
         desc=desc,
+        resume_state={"augment": gen, "batches": batches},
     )
 
 
@@ -531,6 +532,7 @@ def run_pack(cfg: dict, rep: int, members: list[tuple[str, float, list[float] | 
         lr_schedule=_lr_schedule(cfg, 1.0),
         evaluate={"val": (d["x_val"], d["y_val"])},
         desc=f"pack of {len(arms)} seed {rep}",
+        resume_state={},
     )
     out = []
     for (rule, f, _), (arm, keep, model, _, _), state, history in zip(members, arms, states, histories):

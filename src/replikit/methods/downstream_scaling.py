@@ -568,6 +568,36 @@ class Task:
             self.bayes_acc = math.nan  # unknown for real text
 
 
+class BestEpoch:
+    """Early stopping's memory, as ``train.fit``'s ``evaluate``: after every epoch, the held-out loss
+    ``val_loss()``; kept, the epoch of the lowest one (0: the model before training) and its weights. A
+    checkpoint keeps it too (``state_dict``), so a resumed fine-tune picks the epoch an uninterrupted one
+    would."""
+
+    def __init__(self, model: nn.Module, val_loss):
+        self.model, self.val_loss = model, val_loss
+        self.epochs_seen = 0
+        self.ce, self.epoch, self.state = val_loss(), 0, self._weights()
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.model.state_dict().items()}
+
+    def __call__(self) -> dict[str, float]:
+        self.epochs_seen += 1
+        ce = self.val_loss()
+        if ce < self.ce:
+            self.ce, self.epoch, self.state = ce, self.epochs_seen, self._weights()
+        return {"val_ce": ce}
+
+    def state_dict(self) -> dict:
+        return {"ce": self.ce, "epoch": self.epoch, "epochs_seen": self.epochs_seen, "state": self.state}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.ce, self.epoch, self.epochs_seen = saved["ce"], saved["epoch"], saved["epochs_seen"]
+        device = next(iter(self.state.values())).device
+        self.state = {k: v.to(device) for k, v in saved["state"].items()}
+
+
 def run_one(cfg: dict, arm: str, rep: int) -> dict:
     """Pretrain on each size, fine-tune on the fixed downstream set, score: one (arm, seed)."""
     cfg = Config(**cfg)
@@ -587,6 +617,8 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
         return expected_scores(F.log_softmax(train.predict(model, ev_x), 1), ev_t, ev_w)
 
     def fit(model, x, y, epochs, lr, role, schedule=None, evaluate=None):
+        """``evaluate``: None, or a :class:`BestEpoch`, which a checkpoint keeps with the model."""
+
         def step(b: torch.Tensor, p: float) -> torch.Tensor:
             return F.cross_entropy(model(x[b]), y[b])
 
@@ -603,6 +635,7 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
             evaluate=evaluate,
             models=[model],
             desc=f"{arm} {role} seed {rep}",
+            resume_state={} if evaluate is None else {"best": evaluate},
         )
 
     def finetune(model, role) -> int:
@@ -611,24 +644,10 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
             fit(model, ft_x, ft_y, cfg.ft_epochs, cfg.ft_lr, role)
             return cfg.ft_epochs
 
-        def val_ce() -> float:
-            return F.cross_entropy(train.predict(model, val_x), val_y).item()
-
-        best = {"ce": val_ce(), "epoch": 0, "state": {k: v.clone() for k, v in model.state_dict().items()}}
-        epoch = [0]
-
-        def evaluate() -> dict[str, float]:
-            epoch[0] += 1
-            ce = val_ce()
-            if ce < best["ce"]:
-                best.update(
-                    ce=ce, epoch=epoch[0], state={k: v.clone() for k, v in model.state_dict().items()}
-                )
-            return {"val_ce": ce}
-
-        fit(model, ft_x, ft_y, cfg.ft_epochs, cfg.ft_lr, role, evaluate=evaluate)
-        model.load_state_dict(best["state"])
-        return best["epoch"]
+        best = BestEpoch(model, lambda: F.cross_entropy(train.predict(model, val_x), val_y).item())
+        fit(model, ft_x, ft_y, cfg.ft_epochs, cfg.ft_lr, role, evaluate=best)
+        model.load_state_dict(best.state)
+        return best.epoch
 
     rows = []
     for size in [0, *cfg.pretrain_tokens]:  # 0: fine-tuning from scratch, for reference

@@ -288,6 +288,7 @@ def run_pack(cfg: dict, members: list[tuple[str, int, float]]) -> list[dict]:
         loss=loss,
         on_epoch=on_epoch,
         desc=f"pack of {len(members)}",
+        resume_state={"targets": targets},
     )
     return [_result(arm, rep, rate, h) for (arm, rep, rate), h in zip(members, histories)]
 

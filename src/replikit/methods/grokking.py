@@ -64,7 +64,7 @@ import pandas as pd
 import pydantic
 import torch
 
-from replikit import train
+from replikit import resume, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.results import Outcome, Timer
@@ -450,14 +450,17 @@ def run_one(cfg: dict, group: str, rep: int) -> dict:
 
     steps = checkpoint_steps(cfg.steps, cfg.checkpoints)
     record = set(steps.tolist())
-    train_curve, test_curve = [], []
+    loop = resume.Loop({"W": W, "a": a}, total=cfg.steps + 1)  # a killed run resumes (a run store's)
+    start, logs = loop.resume()
+    train_curve = [v.to(device) for v in logs.get("train", [])]
+    test_curve = [v.to(device) for v in logs.get("test", [])]
 
     def test_loss() -> torch.Tensor:
         f = centred_output(W, a, d["x_test"], h0_test, al, cfg.quad)
         return 0.5 * ((f - d["y_test"]) ** 2).mean(dim=(1, 2))
 
     with torch.no_grad():
-        for t in range(cfg.steps + 1):  # after t updates: record, then take update t + 1
+        for t in range(start, cfg.steps + 1):  # after t updates: record, then take update t + 1
             test = test_loss() if t in record else None
             if t < cfg.steps:
                 loss = gd_step(
@@ -475,6 +478,7 @@ def run_one(cfg: dict, group: str, rep: int) -> dict:
                     raise train.DivergenceError(
                         f"{group} seed {rep}: loss diverged by step {t} for alpha {bad}; lower eta0 ({cfg.eta0})"
                     )
+                loop.save_if_due(t + 1, train=train_curve, test=test_curve)
     tr = torch.stack(train_curve).cpu().numpy().astype(float)
     te = torch.stack(test_curve).cpu().numpy().astype(float)
     rows, history = [], []

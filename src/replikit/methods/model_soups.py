@@ -393,6 +393,7 @@ def _fine_tune(
         lr_schedule=cosine if cfg.ft_cosine else None,
         models=[model],
         desc=f"fine-tune lr {lr:g} aug {aug} seed {s}",
+        resume_state={"augment": gen},
     )
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -427,6 +428,7 @@ def _fine_tune_pack(cfg: Config, model, pretrained: dict, x_ft, y_ft, sweep: lis
         lr_schedule=cosine if cfg.ft_cosine else None,
         inputs=inputs,
         desc=f"fine-tune pack of {len(sweep)} seed {rep}",
+        resume_state={f"augment{i}": g for i, g in enumerate(gens) if g is not None},
     )
     return states
 
@@ -476,6 +478,7 @@ def run_one(cfg: dict, rep: int) -> dict:
         lr=cfg.pretrain_lr,
         models=[model],
         desc=f"pretrain seed {rep}",
+        resume_state={"augment": aug_gen},
     )
     # 2. a new 10-class head, initialised by a linear probe on the frozen pretrained features (LP init)
     x_ft, y_ft = part["ft"]

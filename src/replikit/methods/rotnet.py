@@ -490,6 +490,7 @@ def run_one(cfg: dict, rep: int) -> dict:
         evaluate=lambda: pretext_accuracy(rotnet, xe),
         models=[rotnet],
         desc=f"pretext seed {rep}",
+        resume_state={"augment": gen},
     )
     random_net = fresh(rotation.N_ROT)
     recalibrate_bn(random_net, x)  # random weights, but batch-norm statistics of the data (as after training)
@@ -615,6 +616,7 @@ def finetune(
         lr_schedule=lambda p: 0.5 * (1 + np.cos(np.pi * p)),
         models=[net],
         desc="fine-tune",
+        resume_state={},
     )
     return train.accuracy(net, xe, ye)
 

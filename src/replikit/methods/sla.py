@@ -339,6 +339,7 @@ def run_one(cfg: dict, arm: str, rep: int, setting: str) -> dict:
         evaluate=evaluate,
         models=[m for m in (model, rot_head) if m is not None],
         desc=f"{arm}/{setting} seed {rep}",
+        resume_state={"augment": gen},
     )
     final = history[-1]
     name = arm if setting == "full" else f"{arm}_few"
@@ -468,6 +469,7 @@ def run_pack(cfg: dict, arm: str, setting: str, reps: list[int]) -> list[dict]:
         inputs=inputs,
         on_epoch=on_epoch,
         desc=f"{arm}/{setting} pack of {len(reps)}",
+        resume_state={f"augment{m}": g for m, g in enumerate(gens)},
     )
     name = arm if setting == "full" else f"{arm}_few"
     return [
