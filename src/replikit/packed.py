@@ -30,7 +30,8 @@ Methods opt in with a ``pack`` knob (dann, data_diet, elr, gradnorm and uncertai
 :class:`Batches` gives a member the very batch stream :func:`replikit.train.fit` would draw for its seed.
 
 ``pack: auto`` (the knob's default, :func:`resolve_width`) packs :data:`AUTO_WIDTH` runs on CUDA and none
-on the CPU. On the CPU packing buys nothing (1.1x on 2 cores, ``benchmarks/packed_data_diet.py``), and the
+on the CPU. On the CPU packing does not pay (the nine methods at these widths took 2.4x as long on 2 cores
+as runs one at a time: see the README's "On a GPU"), and the
 CPU's committed numbers stay those of runs one at a time; on CUDA a run is already another draw of its
 seed than on the CPU (other kernels, another summation order), so packing there costs nothing in what
 the numbers mean and removes the launch-bound single run.
