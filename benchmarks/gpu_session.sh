@@ -12,8 +12,10 @@
 #      benchmarks/packed_data_diet.py remains for a focused packed-vs-unpacked comparison);
 #   3. the two methods that do not pack (rotnet, downstream_scaling) on the machine's CPU cores, one worker
 #      per core, as many as start within 30 s: is a small unpacked run faster on the GPU or on a core?
+#      Then one seed of each on the GPU, timed by where it spends its time (benchmarks/method_profile.py:
+#      its fits, rotnet's probes), at most 40 s: would packing their fits pay, or do the probes dominate?
 #   4. the full-profile rows not yet projected or fixed since they failed, each cut off after its own
-#      time-out, rows written as they finish, at most 100 s.
+#      time-out, rows written as they finish, at most 60 s.
 # An offline machine first installs the wheels in .whl (see the README's "On a GPU").
 set -u
 out=${OUT:-reports/gpu-latest}
@@ -30,9 +32,13 @@ reap
 timeout 60 "$py" benchmarks/gpu_suite.py --device cpu --methods rotnet,downstream_scaling --budget 30 \
   --out "$out/cpu_suite" 2>&1 | tee -a "$out/session.log"
 reap
-timeout 100 "$py" benchmarks/gpu_check.py --parts full \
+timeout 22 "$py" benchmarks/method_profile.py rotnet --device cuda --time fit_probe,fit_nonlinear_probe \
+  --out "$out/rotnet_profile" 2>&1 | tee -a "$out/session.log"
+timeout 18 "$py" benchmarks/method_profile.py downstream_scaling --device cuda \
+  --out "$out/downstream_profile" 2>&1 | tee -a "$out/session.log"
+timeout 60 "$py" benchmarks/gpu_check.py --parts full \
   --methods uncertainty_weighting,gradnorm,grokking,downstream_scaling,model_soups,data_diet,ties_merging \
-  --budget 50 --method-timeout 40 --timeouts gradnorm=90,data_diet=90,ties_merging=90 \
+  --budget 25 --method-timeout 30 --timeouts gradnorm=50,data_diet=50,ties_merging=50 \
   --out "$out/gpu_check" 2>&1 | tee -a "$out/session.log"
 # a device call brings back at most 8 files: the tables' .md copies are in session.log already
 rm -f "$out"/*.md
