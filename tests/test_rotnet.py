@@ -192,3 +192,47 @@ def test_params_yaml_profiles_validate(profile):
     cfg = load_config("rotnet", profile=profile)
     assert cfg.profile == profile
     assert cfg.dataset == ("cifar10" if profile == "full" else "digits")
+
+
+def test_packed_seeds_train_like_their_runs_one_by_one():
+    """pack > 0: every seed's pretext in one vmapped model (each member's rotations, augmentation and batch
+    norm its own), the probes one by one, each label count's fine-tunes of both arms in one pack: run_one's
+    rows and histories to float tolerance; what else shares a pack changes nothing."""
+    cfg = load_config(
+        "rotnet",
+        profile="smoke",
+        overrides={"workers": 1, "device": "cpu", "pretext_epochs": 3, "n_seeds": 2, "pretext_augment": True},
+    )
+    plain = rotnet.run(cfg.model_copy(update={"pack": 0}))
+    packed = rotnet.run(cfg.model_copy(update={"pack": 4}))
+    key = ["arm", "seed"]
+    assert plain.runs[key].equals(packed.runs[key]) and list(plain.runs.columns) == list(packed.runs.columns)
+    rot = plain.runs["arm"] == "rotnet"
+    # well past chance (0.25 for rotations, 0.1 for digits): comparisons that can fail
+    assert plain.runs.loc[rot, "pretext_acc"].min() > 0.4
+    assert plain.runs["paper_probe_acc_all"].min() > 0.5
+    for col in ("pretext_acc", "pretext_train_acc", "pretext_acc_epoch1"):
+        np.testing.assert_allclose(packed.runs.loc[rot, col], plain.runs.loc[rot, col], atol=0.01)
+    probes = [c for c in plain.runs.columns if "probe_acc" in c]
+    np.testing.assert_allclose(packed.runs[probes], plain.runs[probes], atol=0.02)
+    # random_init is not trained: the same network, so the same probes to the bit
+    rand = ~rot
+    assert packed.runs.loc[rand, probes].equals(plain.runs.loc[rand, probes])
+    ft = [c for c in plain.runs.columns if c.startswith("ft_acc")]
+    np.testing.assert_allclose(packed.runs[ft], plain.runs[ft], atol=0.03)
+    np.testing.assert_allclose(packed.history["train_loss"], plain.history["train_loss"], rtol=1e-3)
+    args = cfg.model_copy(update={"pack": 4}).model_dump()
+    alone = rotnet.run_pack(args, [1])[0]
+    crowd = rotnet.run_pack(args, [0, 1])[1]
+    assert alone == crowd
+
+
+def test_pack_is_even_refused_on_validation_pilots_and_auto_packs_digits_on_cuda():
+    assert rotnet.Config(pack=8).pack == 8
+    with pytest.raises(ValueError, match="even width"):
+        rotnet.Config(pack=3)
+    with pytest.raises(ValueError, match="validation split"):
+        rotnet.Config(eval_on="val", pack=4)
+    assert rotnet.Config(device="cpu").pack == 0  # auto: none on the CPU
+    assert rotnet.Config(device="cuda").pack == 8
+    assert rotnet.Config(device="cuda", dataset="cifar10").pack == 0  # the full profile's runs fill a GPU

@@ -26,12 +26,13 @@ Labels may differ per member (each seed's own label noise), and a method may bri
 whole pack's outputs (ELR's, with per-member targets). Members may also differ in learning rate, inputs
 (a task's own data, an augmentation's own draws) and learned state beyond the model (``extra_params``).
 Methods opt in with a ``pack`` knob (dann, data_diet, elr, gradnorm and uncertainty_weighting through
-:func:`replikit.families.multitask.fit_pack`, model_soups, sla, and the merging methods' fine-tunes);
+:func:`replikit.families.multitask.fit_pack`, model_soups, rotnet, sla, and the merging methods'
+fine-tunes);
 :class:`Batches` gives a member the very batch stream :func:`replikit.train.fit` would draw for its seed.
 
 ``pack: auto`` (the knob's default, :func:`resolve_width`) packs :data:`AUTO_WIDTH` runs on CUDA and none
-on the CPU. On the CPU packing does not pay (the nine methods at these widths took 2.4x as long on 2 cores
-as runs one at a time: see the README's "On a GPU"), and the
+on the CPU. On the CPU packing does not pay (nine methods at these widths took 2.4x as long on 2 cores as
+runs one at a time: see the README's "On a GPU"), and the
 CPU's committed numbers stay those of runs one at a time; on CUDA a run is already another draw of its
 seed than on the CPU (other kernels, another summation order), so packing there costs nothing in what
 the numbers mean and removes the launch-bound single run.

@@ -96,7 +96,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replikit import data, train
+from replikit import data, packed, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.data import augment
@@ -166,6 +166,14 @@ class Config(MethodConfig):
     val_fraction: float = pydantic.Field(
         0.2, gt=0.0, lt=0.9, description="held-out share of train when eval_on=val"
     )
+    pack: int = packed.knob(
+        "a look's seeds (their pretext in packs of pack/2, each label count's fine-tunes of both arms in "
+        "packs of pack; the probes one by one)",
+        auto=8,
+    )  # type: ignore[assignment]
+    _resolve_pack = packed.auto_width(
+        lambda c: c.get("dataset") == "digits" and c.get("eval_on", "test") == "test", auto=8
+    )
 
     @pydantic.field_validator("shots")
     @classmethod
@@ -173,6 +181,14 @@ class Config(MethodConfig):
         if any(s < 0 or s > 5000 for s in v) or len(set(v)) != len(v):
             raise ValueError("shots: distinct values in 0..5000 (0 = all labels)")
         return v
+
+    @pydantic.model_validator(mode="after")
+    def _packable(self) -> Config:
+        if self.pack % 2 or self.pack == 1:
+            raise ValueError("pack: an even width (a seed's two arms fine-tune in one pack), or 0")
+        if self.pack and self.eval_on == "val":
+            raise ValueError("pack: each seed's validation split differs; pilots on eval_on: val use pack: 0")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _claim_shots(self) -> Config:
@@ -300,9 +316,13 @@ def pretext_loss(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[
 def pretext_accuracy(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     """Rotation accuracy on ``x``, and its split: axis (0/180 vs 90/270) and direction within the right
     axis."""
-    per_rot = rotation.logits_per_rotation(model, x)
+    return rotation_scores(rotation.logits_per_rotation(model, x))
+
+
+def rotation_scores(per_rot: torch.Tensor) -> dict[str, float]:
+    """:func:`pretext_accuracy` from the (4, N, 4) rotation logits of every rotation of N images."""
     pred = per_rot.argmax(-1)  # (4, N)
-    true = torch.arange(4, device=x.device)[:, None].expand_as(pred)
+    true = torch.arange(4, device=per_rot.device)[:, None].expand_as(pred)
     axis_ok = (pred % 2) == (true % 2)
     return {
         "pretext_acc": (pred == true).float().mean().item(),
@@ -463,15 +483,10 @@ def run_one(cfg: dict, rep: int) -> dict:
     x, y = train.to_device(x_np, device), train.to_device(y_np, device)
     xe, ye = train.to_device(xe_np, device), train.to_device(ye_np, device)
     channels = x.shape[1]
-    init_seed = derive_seed(cfg.seed, NAME, "init", rep)
-
-    def fresh(n_out: int) -> BlockNet:
-        train.manual_seed(init_seed)  # rotnet and random_init start from the very same weights
-        return train.prepare_model(BlockNet(channels, n_out, cfg.width, cfg.convs_per_block), device)
 
     # --- pretext: rotation prediction on the training images, labels unused ---
-    rotnet = fresh(rotation.N_ROT)
-    gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "augment", rep))
+    rotnet = _fresh(cfg, rep, channels, rotation.N_ROT, device)
+    gen = _augment_gen(cfg, rep, device)
     pad = max(1, x.shape[-1] // 8)  # 1 pixel on digits, 4 on CIFAR
     history = train.fit(
         lambda idx, p: pretext_loss(
@@ -486,76 +501,17 @@ def run_one(cfg: dict, rep: int) -> dict:
         lr=cfg.lr,
         optimizer=cfg.optimizer,
         weight_decay=cfg.weight_decay,
-        lr_schedule=lambda p: 0.5 * (1 + np.cos(np.pi * p)),
+        lr_schedule=cosine,
         evaluate=lambda: pretext_accuracy(rotnet, xe),
         models=[rotnet],
         desc=f"pretext seed {rep}",
         resume_state={"augment": gen},
     )
-    random_net = fresh(rotation.N_ROT)
-    recalibrate_bn(random_net, x)  # random weights, but batch-norm statistics of the data (as after training)
-
-    row = {arm: {"arm": arm, "seed": rep} for arm in ARMS}
-    row["rotnet"].update({k: v for k, v in history[-1].items() if k.startswith("pretext")})
-    row["rotnet"]["pretext_acc_epoch1"] = history[0]["pretext_acc"]
-    probes = []
-    subsets = {s: labelled_subset(y_np, s, derive_seed(cfg.seed, NAME, "labels", s, rep)) for s in cfg.shots}
-    for arm, net in (("rotnet", rotnet), ("random_init", random_net)):
-        maps_tr, maps_te = frozen_features(net, x), frozen_features(net, xe)
-        for b, (m_tr, m_te) in enumerate(zip(maps_tr, maps_te), start=1):
-            views_tr, views_te = probe_views(m_tr), probe_views(m_te)
-            for view in views_tr:
-                f_tr, f_te = standardize(
-                    views_tr[view], views_te[view]
-                )  # stats of all (unlabelled) train images
-                for s, idx in subsets.items():
-                    sel = train.to_device(idx, device)
-                    lin = fit_probe(f_tr[sel], y[sel], n_classes, cfg.probe_l2, cfg.probe_iters)
-                    with torch.no_grad():
-                        acc = (lin(f_te).argmax(1) == ye).float().mean().item()
-                    probes.append(
-                        {
-                            "arm": arm,
-                            "seed": rep,
-                            "block": b,
-                            "features": view,
-                            "probe": "linear",
-                            "shots": shot_name(s),
-                            "acc": acc,
-                        }
-                    )
-                    if b == cfg.probe_block and (view == cfg.probe_features or len(views_tr) == 1):
-                        row[arm][f"probe_acc_{shot_name(s)}"] = acc
-            if b == cfg.probe_block:  # the paper's probe: non-linear classifier on the whole block-2 map
-                f_tr, f_te = standardize(m_tr.flatten(1), m_te.flatten(1))
-                for s, idx in subsets.items():
-                    sel = train.to_device(idx, device)
-                    probe = fit_nonlinear_probe(
-                        f_tr[sel],
-                        y[sel],
-                        n_classes,
-                        cfg.paper_probe_hidden,
-                        cfg.paper_probe_steps,
-                        cfg.paper_probe_lr,
-                        cfg.paper_probe_wd,
-                        seed=derive_seed(cfg.seed, NAME, "probe_init", s, rep),
-                    )
-                    with torch.no_grad():
-                        acc = (probe(f_te).argmax(1) == ye).float().mean().item()
-                    probes.append(
-                        {
-                            "arm": arm,
-                            "seed": rep,
-                            "block": b,
-                            "features": "map",
-                            "probe": "nonlinear",
-                            "shots": shot_name(s),
-                            "acc": acc,
-                        }
-                    )
-                    row[arm][f"paper_probe_acc_{shot_name(s)}"] = acc
+    seed = _Seed(cfg, rep, rotnet, history, x, y_np, xe, ye, n_classes, device)
+    for arm, net in seed.nets.items():
+        seed.probe(arm, net)
         # --- fine-tuning (rotnet) / training from scratch (random_init) on the labelled subsets ---
-        for s, idx in subsets.items():
+        for s, idx in seed.subsets.items():
             acc = finetune(
                 cfg,
                 net.state_dict(),
@@ -568,12 +524,225 @@ def run_one(cfg: dict, rep: int) -> dict:
                 device,
                 seed=derive_seed(cfg.seed, NAME, "ft", s, rep),
             )
-            row[arm][f"ft_acc_{shot_name(s)}"] = acc
-    return {
-        "runs": list(row.values()),
-        "probes": probes,
-        "history": [dict(h, arm="rotnet", seed=rep) for h in history],
-    }
+            seed.row[arm][f"ft_acc_{shot_name(s)}"] = acc
+    return seed.result()
+
+
+def cosine(p: float) -> float:
+    return 0.5 * (1 + np.cos(np.pi * p))
+
+
+def _fresh(cfg: Config, rep: int, channels: int, n_out: int, device) -> BlockNet:
+    """The seed's network: rotnet and random_init start from the very same weights."""
+    train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
+    return train.prepare_model(BlockNet(channels, n_out, cfg.width, cfg.convs_per_block), device)
+
+
+def _augment_gen(cfg: Config, rep: int, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "augment", rep))
+
+
+class _Seed:
+    """What one seed measures after its pretext: both arms' networks (random_init: the same init, batch
+    norm recalibrated on the data), their probes on every block and label count, and the result rows."""
+
+    def __init__(self, cfg: Config, rep: int, rotnet: BlockNet, history, x, y_np, xe, ye, n_classes, device):
+        self.cfg, self.rep, self.x, self.xe, self.ye = cfg, rep, x, xe, ye
+        self.n_classes, self.device, self.history = n_classes, device, history
+        self.y = train.to_device(y_np, device)
+        random_net = _fresh(cfg, rep, x.shape[1], rotation.N_ROT, device)
+        recalibrate_bn(
+            random_net, x
+        )  # random weights, but batch-norm statistics of the data (as after training)
+        self.nets = {"rotnet": rotnet, "random_init": random_net}
+        self.row = {arm: {"arm": arm, "seed": rep} for arm in ARMS}
+        self.row["rotnet"].update({k: v for k, v in history[-1].items() if k.startswith("pretext")})
+        self.row["rotnet"]["pretext_acc_epoch1"] = history[0]["pretext_acc"]
+        self.probes: list[dict] = []
+        self.subsets = {
+            s: labelled_subset(y_np, s, derive_seed(cfg.seed, NAME, "labels", s, rep)) for s in cfg.shots
+        }
+
+    def probe(self, arm: str, net: BlockNet) -> None:
+        """Linear probes on every block and view, and the paper's probe on the claims' block, per shot."""
+        cfg, rep, y, ye, device = self.cfg, self.rep, self.y, self.ye, self.device
+        row = self.row[arm]
+        maps_tr, maps_te = frozen_features(net, self.x), frozen_features(net, self.xe)
+        for b, (m_tr, m_te) in enumerate(zip(maps_tr, maps_te), start=1):
+            views_tr, views_te = probe_views(m_tr), probe_views(m_te)
+            for view in views_tr:
+                f_tr, f_te = standardize(
+                    views_tr[view], views_te[view]
+                )  # stats of all (unlabelled) train images
+                for s, idx in self.subsets.items():
+                    sel = train.to_device(idx, device)
+                    lin = fit_probe(f_tr[sel], y[sel], self.n_classes, cfg.probe_l2, cfg.probe_iters)
+                    with torch.no_grad():
+                        acc = (lin(f_te).argmax(1) == ye).float().mean().item()
+                    self.probes.append(
+                        {
+                            "arm": arm,
+                            "seed": rep,
+                            "block": b,
+                            "features": view,
+                            "probe": "linear",
+                            "shots": shot_name(s),
+                            "acc": acc,
+                        }
+                    )
+                    if b == cfg.probe_block and (view == cfg.probe_features or len(views_tr) == 1):
+                        row[f"probe_acc_{shot_name(s)}"] = acc
+            if b == cfg.probe_block:  # the paper's probe: non-linear classifier on the whole block-2 map
+                f_tr, f_te = standardize(m_tr.flatten(1), m_te.flatten(1))
+                for s, idx in self.subsets.items():
+                    sel = train.to_device(idx, device)
+                    probe = fit_nonlinear_probe(
+                        f_tr[sel],
+                        y[sel],
+                        self.n_classes,
+                        cfg.paper_probe_hidden,
+                        cfg.paper_probe_steps,
+                        cfg.paper_probe_lr,
+                        cfg.paper_probe_wd,
+                        seed=derive_seed(cfg.seed, NAME, "probe_init", s, rep),
+                    )
+                    with torch.no_grad():
+                        acc = (probe(f_te).argmax(1) == ye).float().mean().item()
+                    self.probes.append(
+                        {
+                            "arm": arm,
+                            "seed": rep,
+                            "block": b,
+                            "features": "map",
+                            "probe": "nonlinear",
+                            "shots": shot_name(s),
+                            "acc": acc,
+                        }
+                    )
+                    row[f"paper_probe_acc_{shot_name(s)}"] = acc
+
+    def result(self) -> dict:
+        return {
+            "runs": list(self.row.values()),
+            "probes": self.probes,
+            "history": [dict(h, arm="rotnet", seed=self.rep) for h in self.history],
+        }
+
+
+def run_pack(cfg: dict, reps: list[int]) -> list[dict]:
+    """Seeds ``reps`` (at most ``cfg.pack // 2``) with their training packed (:func:`replikit.packed.fit`):
+    every seed's pretext as one pack of width ``cfg.pack // 2``, then, per label count, the fine-tunes of
+    both arms of every seed as one pack of width ``cfg.pack``; each member with the init, batch stream,
+    augmentation draws and schedule of its run in :func:`run_one`. The probes (L-BFGS and full-batch Adam
+    on frozen features) stay one by one. Returns :func:`run_one`'s results, in ``reps`` order."""
+    cfg = Config(**cfg)
+    device = train.resolve_device(cfg.device)
+    x_np, y_np, xe_np, ye_np, n_classes = _splits(cfg, reps[0])  # the test set: every seed's data the same
+    x, y = train.to_device(x_np, device), train.to_device(y_np, device)
+    xe, ye = train.to_device(xe_np, device), train.to_device(ye_np, device)
+    channels = x.shape[1]
+    nets = [_fresh(cfg, rep, channels, rotation.N_ROT, device) for rep in reps]
+    histories = _pretext_pack(cfg, nets, reps, x, xe, device)
+    seeds = [
+        _Seed(cfg, rep, net, h, x, y_np, xe, ye, n_classes, device)
+        for rep, net, h in zip(reps, nets, histories)
+    ]
+    for seed in seeds:
+        for arm, net in seed.nets.items():
+            seed.probe(arm, net)
+    ft_net = train.prepare_model(BlockNet(channels, n_classes, cfg.width, cfg.convs_per_block), device)
+    for s in cfg.shots:
+        members = [(seed, arm) for seed in seeds for arm in ARMS]
+        ft_models, streams = [], []
+        for seed, arm in members:
+            ft_seed = derive_seed(cfg.seed, NAME, "ft", s, seed.rep)
+            torch.manual_seed(ft_seed)  # finetune's fresh head, and its blocks from the arm's network
+            net = train.prepare_model(BlockNet(channels, n_classes, cfg.width, cfg.convs_per_block), device)
+            net.blocks.load_state_dict(seed.nets[arm].blocks.state_dict())
+            ft_models.append(net)
+            idx = train.to_device(seed.subsets[s], device)
+            streams.append(packed.Batches(idx, min(cfg.batch_size, len(idx)), ft_seed).next)
+        n_sub = len(seeds[0].subsets[s])
+        batch = min(cfg.batch_size, n_sub)
+        steps = max(1, n_sub // batch)
+        states, _ = packed.fit(
+            ft_models,
+            streams,
+            x,
+            y,
+            epochs=max(1, int(np.ceil(cfg.ft_steps / steps))),
+            steps_per_epoch=steps,
+            width=cfg.pack,
+            lr=cfg.lr,
+            optimizer=cfg.optimizer,
+            weight_decay=cfg.weight_decay,
+            lr_schedule=cosine,
+            desc=f"fine-tune pack of {len(members)}, {shot_name(s)} labels",
+            resume_state={},
+        )
+        for (seed, arm), state in zip(members, states):
+            ft_net.load_state_dict(state)
+            seed.row[arm][f"ft_acc_{shot_name(s)}"] = train.accuracy(ft_net, xe, ye)
+    return [seed.result() for seed in seeds]
+
+
+def _pretext_pack(cfg: Config, nets: list[BlockNet], reps: list[int], x, xe, device) -> list[list[dict]]:
+    """The pretext of seeds ``reps`` as one pack of width ``cfg.pack // 2``: each member's batch stream
+    and augmentation draws those of its :func:`run_one`, its 4 rotations, its history rows as ``train.fit``
+    with :func:`pretext_loss` and :func:`pretext_accuracy` writes them."""
+    width = cfg.pack // 2
+    gens = [_augment_gen(cfg, rep, device) for rep in reps]
+    pad = max(1, x.shape[-1] // 8)
+    batch = min(cfg.batch_size, len(x))
+    steps = max(1, len(x) // batch)
+    hits = torch.zeros(width, device=device)  # each slot's summed batch accuracy over the epoch
+
+    def inputs(idx: torch.Tensor) -> torch.Tensor:  # (width, B) -> (width, 4B, C, H, W), rotation-major
+        rows = []
+        for i, g in zip(idx, gens):
+            xb = augment.random_crop_flip(x[i], pad, g) if cfg.pretext_augment else x[i]
+            rows.append(rotation.rotate_all(xb)[0])
+        return torch.stack(rows + [rows[0]] * (len(idx) - len(rows)))
+
+    def loss(outputs, _labels, idx, _params):
+        k = torch.arange(rotation.N_ROT, device=device).repeat_interleave(idx.shape[1]).expand(len(idx), -1)
+        with torch.no_grad():
+            hits.add_((outputs.argmax(-1) == k).float().mean(1))
+        return packed.cross_entropy(outputs, k)
+
+    def on_epoch(epoch: int, predict) -> list[dict[str, float]]:
+        per_rot = torch.stack([predict(rotation.rotate(xe, k)) for k in range(rotation.N_ROT)], 1)
+        train_acc = (hits / steps).tolist()
+        hits.zero_()
+        return [{"pretext_train_acc": train_acc[m], **rotation_scores(per_rot[m])} for m in range(len(reps))]
+
+    states, histories = packed.fit(
+        nets,
+        [
+            packed.Batches(
+                torch.arange(len(x), device=device), batch, derive_seed(cfg.seed, NAME, "batches", rep)
+            ).next
+            for rep in reps
+        ],
+        x,
+        None,
+        epochs=cfg.pretext_epochs,
+        steps_per_epoch=steps,
+        width=width,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        lr_schedule=cosine,
+        loss=loss,
+        inputs=inputs,
+        on_epoch=on_epoch,
+        desc=f"pretext pack of {len(reps)}",
+        resume_state={f"augment{m}": g for m, g in enumerate(gens)},
+    )
+    for net, state in zip(nets, states):
+        net.load_state_dict(state)
+        net.eval()
+    return histories
 
 
 @torch.no_grad()
@@ -613,7 +782,7 @@ def finetune(
         lr=cfg.lr,
         optimizer=cfg.optimizer,
         weight_decay=cfg.weight_decay,
-        lr_schedule=lambda p: 0.5 * (1 + np.cos(np.pi * p)),
+        lr_schedule=cosine,
         models=[net],
         desc="fine-tune",
         resume_state={},
@@ -625,13 +794,20 @@ def run(cfg: Config) -> Outcome:
     """All seeds (one process each); plus the data-only shortcut check."""
     base = {"cfg": cfg.model_dump()}
     with Timer() as t:
-        results = train.run_many(
-            run_one,
-            [dict(base, rep=r) for r in range(cfg.n_seeds)],
-            cfg.workers,
-            cfg.device,
-            desc="rotnet seeds",
-        )
+        if cfg.pack:  # a look's seeds in packs of cfg.pack // 2 (their fine-tunes: both arms, cfg.pack)
+            packs = [
+                dict(base, reps=list(reps)) for _, reps in packed.chunks(range(cfg.n_seeds), cfg.pack // 2)
+            ]
+            done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="rotnet packs")
+            results = [r for pack in done for r in pack]
+        else:
+            results = train.run_many(
+                run_one,
+                [dict(base, rep=r) for r in range(cfg.n_seeds)],
+                cfg.workers,
+                cfg.device,
+                desc="rotnet seeds",
+            )
     runs = pd.DataFrame([r for res in results for r in res["runs"]])
     probes = pd.DataFrame([p for res in results for p in res["probes"]])
     history = pd.DataFrame([h for res in results for h in res["history"]])
