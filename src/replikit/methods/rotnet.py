@@ -498,10 +498,7 @@ def run_one(cfg: dict, rep: int) -> dict:
         batch_size=min(cfg.batch_size, len(x)),
         seed=derive_seed(cfg.seed, NAME, "batches", rep),
         device=device,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay,
-        lr_schedule=cosine,
+        **_optimiser(cfg),
         evaluate=lambda: pretext_accuracy(rotnet, xe),
         models=[rotnet],
         desc=f"pretext seed {rep}",
@@ -530,6 +527,11 @@ def run_one(cfg: dict, rep: int) -> dict:
 
 def cosine(p: float) -> float:
     return 0.5 * (1 + np.cos(np.pi * p))
+
+
+def _optimiser(cfg: Config) -> dict:
+    """What every training of rotnet shares, pretext and fine-tunes, one by one or packed."""
+    return {"lr": cfg.lr, "optimizer": cfg.optimizer, "weight_decay": cfg.weight_decay, "lr_schedule": cosine}
 
 
 def _fresh(cfg: Config, rep: int, channels: int, n_out: int, device) -> BlockNet:
@@ -673,10 +675,7 @@ def run_pack(cfg: dict, reps: list[int]) -> list[dict]:
             epochs=max(1, int(np.ceil(cfg.ft_steps / steps))),
             steps_per_epoch=steps,
             width=cfg.pack,
-            lr=cfg.lr,
-            optimizer=cfg.optimizer,
-            weight_decay=cfg.weight_decay,
-            lr_schedule=cosine,
+            **_optimiser(cfg),
             desc=f"fine-tune pack of {len(members)}, {shot_name(s)} labels",
             resume_state={},
         )
@@ -729,10 +728,7 @@ def _pretext_pack(cfg: Config, nets: list[BlockNet], reps: list[int], x, xe, dev
         epochs=cfg.pretext_epochs,
         steps_per_epoch=steps,
         width=width,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay,
-        lr_schedule=cosine,
+        **_optimiser(cfg),
         loss=loss,
         inputs=inputs,
         on_epoch=on_epoch,
@@ -779,10 +775,7 @@ def finetune(
         batch_size=batch,
         seed=seed,
         device=device,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay,
-        lr_schedule=cosine,
+        **_optimiser(cfg),
         models=[net],
         desc="fine-tune",
         resume_state={},
