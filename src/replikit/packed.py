@@ -258,26 +258,16 @@ def fit(
     alive = [True] * n
     start = 0
     ckpt = resume.checkpointer()  # numbered per fit call of the run, so call it whether used or not
-    tensors = [p for g in opt.param_groups for p in g["params"]]  # the pack's and extra_params' tensors
-    streams = [getattr(b, "__self__", None) for b in batches]
     if ckpt is not None and resume_state is not None:
-        if not all(isinstance(b, Batches) for b in streams):
-            raise ValueError(
-                f"{desc}: a pack that checkpoints needs each batch stream as a packed.Batches' next"
-            )
+        # the pack's own state, checkpointed as a resume_state is: its stacked tensors (the model's and
+        # extra_params'), buffers, optimiser and each member's batch stream
+        own = _own_state(opt, buffers, batches, desc)
         resume.check_state(resume_state)
         saved = ckpt.load()
         if saved is not None:
-            with torch.no_grad():
-                for v, s in zip(tensors, saved["tensors"], strict=True):
-                    v.copy_(s)
-                for k, v in buffers.items():
-                    v.copy_(saved["buffers"][k])
-            opt.load_state_dict(saved["opt"])
-            for b, st in zip(streams, saved["streams"], strict=True):
-                b.load_state_dict(st)
-            resume.set_rng_state(saved)
+            resume.restore(own, saved["own"])
             resume.restore(resume_state, saved["state"])
+            resume.set_rng_state(saved)
             start, histories, alive = saved["epoch"], saved["histories"], saved["alive"]
     else:
         ckpt = None
@@ -337,11 +327,8 @@ def fit(
                     "epochs": epochs,
                     "histories": histories,
                     "alive": alive,
-                    "tensors": [v.detach() for v in tensors],
-                    "buffers": dict(buffers),
-                    "opt": opt.state_dict(),
-                    "streams": [b.state_dict() for b in streams],
                     **resume.rng_state(),
+                    "own": resume.capture(own),
                     "state": resume.capture(resume_state),
                 }
             )
@@ -353,6 +340,20 @@ def fit(
         for i in range(n)
     ]
     return states, histories
+
+
+def _own_state(opt: torch.optim.Optimizer, buffers: dict, batches: Sequence[Callable], desc: str) -> dict:
+    """What a pack's checkpoint keeps of the pack itself, named as a ``resume_state``."""
+    streams = [getattr(b, "__self__", None) for b in batches]
+    if not all(isinstance(b, Batches) for b in streams):
+        raise ValueError(f"{desc}: a pack that checkpoints needs each batch stream as a packed.Batches' next")
+    tensors = [p for g in opt.param_groups for p in g["params"]]  # the pack's and extra_params' tensors
+    return {
+        **{f"tensor{i}": v for i, v in enumerate(tensors)},
+        **{f"buffer.{k}": v for k, v in buffers.items()},
+        "opt": opt,
+        **{f"stream{i}": b for i, b in enumerate(streams)},
+    }
 
 
 def _step_at_own_rates(opt: torch.optim.Optimizer, plist: list[torch.Tensor], scale: torch.Tensor) -> None:
