@@ -6,15 +6,16 @@
 #   1. train.fit against the best bare loop at batch 512 (train.fit now builds fused SGD on CUDA: does it
 #      reach the bare fused loop's 54.1k images/s?), about 40 s;
 #   2. the default suite on the GPU (packed by default: pack auto is 16 or 8 runs a pack on CUDA for the
-#      ten methods that pack) against the committed CPU results (the quarter-time goal; verdicts
+#      eleven methods that pack) against the committed CPU results (the quarter-time goal; verdicts
 #      compared claim by claim), as many methods as start within 200 s: the suite's total is the open
 #      question, so it gets most of the call (packed data_diet is timed here against its CPU runtime;
 #      benchmarks/packed_data_diet.py remains for a focused packed-vs-unpacked comparison);
-#   3. downstream_scaling (it does not pack) and rotnet (it packs its pretext and fine-tunes, not its
-#      probes) on the machine's CPU cores, one run per core, as many as start within 30 s: are these two
-#      faster on the GPU or on the cores? Then one seed of each on the GPU, timed by where it spends its
-#      time (benchmarks/method_profile.py: its fits and packs, rotnet's probes), at most 40 s: would
-#      packing downstream_scaling's fits pay, and how much of rotnet's time is left in its probes?
+#   3. downstream_scaling (its packs hold a look's 8 small MLP runs: are they wide enough to pay on a
+#      GPU?) and rotnet (it packs its pretext and fine-tunes, not its probes) on the machine's CPU cores,
+#      one run per core, as many as start within 30 s: are these two faster on the GPU or on the cores?
+#      Then one seed of each on the GPU, timed by where it spends its time (benchmarks/method_profile.py:
+#      its fits and packs, rotnet's probes), at most 40 s: how much of rotnet's time is left in its
+#      probes, and of downstream_scaling's outside its packs?
 #   4. the full-profile rows not yet projected or fixed since they failed, each cut off after its own
 #      time-out, rows written as they finish, at most 60 s.
 # An offline machine first installs the wheels in .whl (see the README's "On a GPU").

@@ -203,3 +203,36 @@ def test_config_profiles_validate_and_reject_bad_values():
         load_config("downstream_scaling", profile="smoke", overrides={"misaligned_alignment": 1.5})
     with pytest.raises(config.ConfigError):
         load_config("downstream_scaling", profile="smoke", overrides={"support": 40})
+
+
+def test_packed_runs_train_like_their_runs_one_by_one():
+    """pack > 0: each size's pretraining of every (arm, seed) as one pack, then their fine-tunes with early
+    stopping on each member's own held-out documents: run_one's curves to float tolerance, the same
+    fine-tuning epochs; what else shares a pack changes nothing."""
+    cfg = load_config(
+        "downstream_scaling", profile="smoke", overrides={"workers": 1, "device": "cpu", "ft_epochs": 4}
+    )
+    plain = ds.run(cfg.model_copy(update={"pack": 0}))
+    packed = ds.run(cfg.model_copy(update={"pack": 4}))
+    assert plain.runs[["arm", "seed"]].equals(packed.runs[["arm", "seed"]])
+    assert list(plain.history.columns) == list(packed.history.columns)
+    # early stopping chose inside the run somewhere (not always the last epoch), and the same epochs packed
+    assert plain.history["ft_epoch"].nunique() > 1
+    assert plain.history["ft_epoch"].tolist() == packed.history["ft_epoch"].tolist()
+    cols = ["acc", "ce", "pre_acc", "pre_ce"]
+    np.testing.assert_allclose(packed.history[cols], plain.history[cols], atol=1e-4)
+    # pretraining did something: the largest size beats fine-tuning from scratch in every run
+    assert (plain.runs["acc_max_size"] > plain.runs["acc_scratch"]).all()
+    args = cfg.model_copy(update={"pack": 4}).model_dump()
+    alone = ds.run_pack(args, [("misaligned", 1)])[0]
+    crowd = ds.run_pack(args, [("aligned", 0), ("misaligned", 1)])[1]
+    assert alone["summary"] == crowd["summary"]
+    pd.testing.assert_frame_equal(alone["curve"], crowd["curve"], check_exact=True)
+
+
+def test_pack_auto_packs_the_mlp_on_cuda_and_refuses_the_transformer():
+    assert ds.Config(device="cpu").pack == 0
+    assert ds.Config(device="cuda").pack == 8
+    assert ds.Config(device="cuda", model="transformer", corpus="text").pack == 0
+    with pytest.raises(ValueError, match="transformer does not pack"):
+        ds.Config(model="transformer", pack=4)

@@ -63,12 +63,13 @@ def test_smoke_run_places_every_tensor(method):
 PACKING = [m for m in available() if "pack" in get_method(m).Config.model_fields]
 
 
-def test_the_methods_that_pack_are_the_ten_the_readme_names():
+def test_the_methods_that_pack_are_the_eleven_the_readme_names():
     assert sorted(PACKING) == sorted(
         [
             "dann",
             "rotnet",
             "data_diet",
+            "downstream_scaling",
             "elr",
             "gradnorm",
             "model_soups",

@@ -295,3 +295,43 @@ def test_cross_entropy_is_each_slots_own_mean():
     logits, labels = torch.randn(3, 5, 4), torch.randint(4, (3, 5))
     want = torch.stack([F.cross_entropy(logits[i], labels[i]) for i in range(3)])
     torch.testing.assert_close(packed.cross_entropy(logits, labels), want)
+
+
+def test_best_returns_each_members_epoch_of_lowest_held_out_loss():
+    """``best``: member m's returned state is the one it had after its best epoch (0: before training),
+    bit for bit the state of the same pack trained for that many epochs; ``best_epoch`` in its history."""
+    x, y = _data()
+    xv, yv = _data(n=48, seed=9)
+    yv = (yv + 1) % 3  # a held-out set the training set misleads: its loss turns up, at its own epoch
+    seeds, streams = (1, 2, 3), (11, 12, 13)
+    seen = []
+
+    def on_epoch(epoch, predict):
+        out = predict(xv)
+        seen.append(epoch)
+        return [{"val_ce": F.cross_entropy(out[m], yv).item()} for m in range(len(seeds))]
+
+    def trained(epochs, **kw):
+        members = [_model(s) for s in seeds]
+        streams_ = [packed.Batches(torch.arange(96), 16, s).next for s in streams]
+        return packed.fit(members, streams_, x, y, epochs=epochs, steps_per_epoch=6, width=4, lr=0.05, **kw)
+
+    states, histories = trained(6, on_epoch=on_epoch, best="val_ce")
+    assert seen == list(range(7))  # epoch 0 (before training) too
+    best = [h[-1]["best_epoch"] for h in histories]
+    for m, h in enumerate(histories):
+        losses = [row["val_ce"] for row in h]
+        assert [row["best_epoch"] for row in h] == [
+            0 if min(losses[: e + 1]) >= initial_loss(m, xv, yv) else 1 + losses.index(min(losses[: e + 1]))
+            for e in range(len(h))
+        ]
+    assert len(set(best)) > 1 and min(best) < 6  # early stopping did something, not the same for all
+    for m, e in enumerate(best):
+        ref = {k: v for k, v in _model(seeds[m]).state_dict().items()} if e == 0 else trained(e)[0][m]
+        assert all(torch.equal(states[m][k], ref[k]) for k in ref), (m, e)
+    with pytest.raises(ValueError, match="needs the on_epoch"):
+        trained(1, best="val_ce")
+
+
+def initial_loss(m, xv, yv):
+    return F.cross_entropy(train.predict(_model((1, 2, 3)[m]), xv), yv).item()

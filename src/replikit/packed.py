@@ -25,9 +25,9 @@ and keeps its own running statistics, and the pack switches between training and
 Labels may differ per member (each seed's own label noise), and a method may bring its own loss over the
 whole pack's outputs (ELR's, with per-member targets). Members may also differ in learning rate, inputs
 (a task's own data, an augmentation's own draws) and learned state beyond the model (``extra_params``).
-Methods opt in with a ``pack`` knob (dann, data_diet, elr, gradnorm and uncertainty_weighting through
-:func:`replikit.families.multitask.fit_pack`, model_soups, rotnet, sla, and the merging methods'
-fine-tunes);
+Methods opt in with a ``pack`` knob (dann, data_diet, downstream_scaling, elr, gradnorm and
+uncertainty_weighting through :func:`replikit.families.multitask.fit_pack`, model_soups, rotnet, sla,
+and the merging methods' fine-tunes); a pack can stop early, member by member (``best``);
 :class:`Batches` gives a member the very batch stream :func:`replikit.train.fit` would draw for its seed.
 
 ``pack: auto`` (the knob's default, :func:`resolve_width`) packs :data:`AUTO_WIDTH` runs on CUDA and none
@@ -176,6 +176,7 @@ def fit(
     divergence: str = "raise",
     desc: str = "pack",
     resume_state: dict | None = None,
+    best: str | None = None,
 ) -> tuple[list[dict[str, torch.Tensor]], list[list[dict[str, float]]]]:
     """Train ``models`` (each with its batch stream ``batches[i]``: indices into ``x``) as one pack.
 
@@ -205,8 +206,12 @@ def fit(
     draws from, a weighting's state; ``{}`` when there is none). Given it, inside a run store, the pack
     checkpoints and a killed one resumes to the same numbers; every batch stream must then be a
     :class:`Batches`' ``next``, whose position the checkpoint keeps.
-    bf16 autocast on CUDA. Returns each member's trained parameters and buffers (a state dict) and its
-    per-epoch history.
+    ``best``: early stopping, the name of an ``on_epoch`` entry to minimise (a held-out loss). Each member
+    then returns the state of its epoch with the lowest value, epoch 0 (before training) included and the
+    earlier epoch on ties, and each history row gets that member's ``best_epoch`` so far;
+    ``on_epoch(0, predict)`` is called once before the first epoch for it. The kept states and values are
+    in the checkpoint. bf16 autocast on CUDA. Returns each member's trained parameters and buffers (a
+    state dict) and its per-epoch history.
     """
     n = len(models)
     if not 0 < n <= width:
@@ -217,6 +222,8 @@ def fit(
         raise ValueError(f"divergence={divergence!r}: allowed raise | record")
     if y is None and loss is None:
         raise ValueError("labels y are needed for the default cross-entropy loss")
+    if best is not None and on_epoch is None:
+        raise ValueError(f"best={best!r} needs the on_epoch that reports it")
     for m in models:
         check_packable(m)
     slots = list(models) + [models[0]] * (width - n)  # padding: copies of the first, results dropped
@@ -257,11 +264,12 @@ def fit(
     histories: list[list[dict[str, float]]] = [[] for _ in range(n)]
     alive = [True] * n
     start = 0
+    keep = None if best is None else _Best(params, buffers)
     ckpt = resume.checkpointer()  # numbered per fit call of the run, so call it whether used or not
     if ckpt is not None and resume_state is not None:
         # the pack's own state, checkpointed as a resume_state is: its stacked tensors (the model's and
         # extra_params'), buffers, optimiser and each member's batch stream
-        own = _own_state(opt, buffers, batches, desc)
+        own = _own_state(opt, buffers, batches, desc) | ({} if keep is None else {"best": keep})
         resume.check_state(resume_state)
         saved = ckpt.load()
         if saved is not None:
@@ -271,6 +279,10 @@ def fit(
             start, histories, alive = saved["epoch"], saved["histories"], saved["alive"]
     else:
         ckpt = None
+    if keep is not None and start == 0:
+        base.eval()
+        keep.update(0, [r[best] for r in on_epoch(0, lambda xe: predict(logits, params, buffers, xe))])
+        base.train()
     t = start * steps_per_epoch
     for epoch in progress(range(start, epochs), desc=desc, unit="ep", initial=start, total=epochs):
         sums = torch.zeros(width, device=device)
@@ -312,6 +324,10 @@ def fit(
             extra = on_epoch(epoch + 1, lambda xe: predict(logits, params, buffers, xe))
             for row, more in zip(rows, extra):
                 row.update(more)
+        if keep is not None:
+            keep.update(epoch + 1, [row[best] for row in rows])
+            for row, e in zip(rows, keep.epoch.tolist()):
+                row["best_epoch"] = e
         base.train()
         for i, (h, row) in enumerate(zip(histories, rows)):
             if alive[i]:
@@ -332,6 +348,8 @@ def fit(
                     "state": resume.capture(resume_state),
                 }
             )
+    if keep is not None:
+        params, buffers = keep.params, keep.buffers
     states = [
         {
             **{k: v[i].detach().clone() for k, v in params.items()},
@@ -340,6 +358,39 @@ def fit(
         for i in range(n)
     ]
     return states, histories
+
+
+class _Best:
+    """Early stopping's memory for a pack (``fit``'s ``best``): per slot, the lowest value seen, its epoch,
+    and the stacked parameters and buffers of that epoch. A checkpoint keeps it (``state_dict``)."""
+
+    def __init__(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]):
+        self.live = (params, buffers)
+        self.params = {k: v.detach().clone() for k, v in params.items()}
+        self.buffers = {k: v.clone() for k, v in buffers.items()}
+        width = len(next(iter(params.values())))
+        self.value = torch.full((width,), math.inf, dtype=torch.float64)
+        self.epoch = torch.zeros(width, dtype=torch.int64)
+
+    def update(self, epoch: int, values: list[float]) -> None:
+        """Keep each member whose entry of ``values`` beats its best so far (ties keep the earlier epoch)."""
+        with torch.no_grad():
+            for i, v in enumerate(values):
+                if v < self.value[i]:
+                    self.value[i], self.epoch[i] = v, epoch
+                    for kept, live in zip((self.params, self.buffers), self.live):
+                        for k, t in live.items():
+                            kept[k][i].copy_(t[i])
+
+    def state_dict(self) -> dict:
+        return {"value": self.value, "epoch": self.epoch, "params": self.params, "buffers": self.buffers}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.value.copy_(saved["value"])
+        self.epoch.copy_(saved["epoch"])
+        for kept, key in ((self.params, "params"), (self.buffers, "buffers")):
+            for k, v in saved[key].items():
+                kept[k].copy_(v)
 
 
 def _own_state(opt: torch.optim.Optimizer, buffers: dict, batches: Sequence[Callable], desc: str) -> dict:

@@ -42,6 +42,10 @@ Small scale (default profile), a procedural stand-in for languages:
   passed while the misaligned accuracy still rose, Spearman 0.93.)
 - Every seed draws new chains, new corpora and new weights; both arms of a seed share the downstream
   chain, the fine-tuning set and the init.
+- On a GPU (``pack: auto`` is 8 there for the MLP, 0 on the CPU), a look's (arm, seed) runs train as
+  packs (:func:`run_pack`, :mod:`replikit.packed`): for each size, every member's pretraining as one
+  vmapped model, then its fine-tuning as another, each member stopping at its own best epoch on its
+  own held-out documents. The transformer of the full profile does not pack.
 
 Design history (pilots on seeds 0-1, none of them the final run): with a fixed number of pretraining
 epochs the small sizes got a handful of steps and the curve took off late (a sigmoid the log law
@@ -93,7 +97,7 @@ import torch.nn.functional as F
 from scipy import optimize, stats
 from torch import nn
 
-from replikit import train
+from replikit import packed, train
 from replikit.claims import Claim
 from replikit.config import MethodConfig, derive_seed
 from replikit.results import Outcome, Timer
@@ -164,6 +168,20 @@ class Config(MethodConfig):
     text_misaligned: str = pydantic.Field(
         "data/external/text/misaligned.txt", description="misaligned pretraining text"
     )
+    pack: int = packed.knob(
+        "a look's (arm, seed) runs: each pretraining size's runs, then their fine-tunes, as packs",
+        auto=8,
+    )  # type: ignore[assignment]
+    _resolve_pack = packed.auto_width(lambda c: c.get("model", "mlp") == "mlp", auto=8)
+
+    @pydantic.model_validator(mode="after")
+    def _packable(self) -> Config:
+        if self.pack and self.model != "mlp":
+            raise ValueError(
+                "pack: the transformer does not pack (torch.func.vmap has no batching rule for its "
+                "attention kernels, nor for the causal-mask check); use pack: 0"
+            )
+        return self
 
     @pydantic.model_validator(mode="after")
     def _sizes(self) -> Config:
@@ -483,7 +501,8 @@ class TinyTransformer(nn.Module):
 
     def forward(self, ctx: torch.Tensor) -> torch.Tensor:
         h = self.body(
-            self.emb(ctx) + self.pos[: ctx.shape[1]], mask=self.mask[: ctx.shape[1], : ctx.shape[1]]
+            self.emb(ctx) + self.pos[: ctx.shape[1]],
+            mask=self.mask[: ctx.shape[1], : ctx.shape[1]],
         )
         return self.out(h[:, -1])
 
@@ -598,23 +617,63 @@ class BestEpoch:
         self.state = {k: v.to(device) for k, v in saved["state"].items()}
 
 
+def cosine(p: float) -> float:
+    """Pretraining's learning-rate factor at progress p: cosine decay to 0."""
+    return 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+class _Run:
+    """One (arm, seed) on the run's device: its corpora as (context, next-token) tensors, its model at
+    init, its batch seeds and its exact scores. Shared by the plain and the packed paths."""
+
+    def __init__(self, cfg: Config, arm: str, rep: int, device: torch.device):
+        self.cfg, self.arm, self.rep, self.device = cfg, arm, rep, device
+        self.task = task = Task(cfg, arm, rep)
+        self.n_val = round(len(task.ft_docs) * cfg.ft_val_fraction)
+        cut = len(task.ft_docs) - self.n_val
+        self.ft = self._tensors(*windows(task.ft_docs[:cut], cfg.context))
+        self.val = self._tensors(*windows(task.ft_docs[cut:], cfg.context))
+        self.ev_x = self._tensors(task.eval_ctx)[0]
+        self.ev_t, self.ev_w = self._tensors(task.eval_target, task.eval_weight, dtype=torch.float32)
+
+    def _tensors(self, *arrays, dtype=torch.int64) -> list[torch.Tensor]:
+        return [train.to_device(a, self.device, dtype) for a in arrays]
+
+    def pretraining(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``size`` tokens' (context, next-token) pairs (nested corpora)."""
+        x, y = self._tensors(
+            *windows(self.task.pre_docs[: max(1, size // self.cfg.doc_len)], self.cfg.context)
+        )
+        return x, y
+
+    def pretraining_epochs(self, n: int) -> int:
+        cfg = self.cfg
+        return pretrain_epochs(n, cfg.pretrain_epochs, cfg.pretrain_min_steps, cfg.batch_size)
+
+    def fresh_model(self) -> nn.Module:
+        """The model at init: the same for every size and both arms of a seed."""
+        train.manual_seed(derive_seed(self.cfg.seed, NAME, "init", self.rep))
+        return train.prepare_model(build_model(self.cfg, self.task.vocab), self.device)
+
+    def batch_seed(self, role: str) -> int:
+        return derive_seed(self.cfg.seed, NAME, "batches", role, self.arm, self.rep)
+
+    def scores(self, model: nn.Module) -> dict[str, float]:
+        return expected_scores(F.log_softmax(train.predict(model, self.ev_x), 1), self.ev_t, self.ev_w)
+
+    def val_ce(self, logits: torch.Tensor) -> float:
+        """Cross-entropy on the held-out fine-tuning documents, from their logits."""
+        return F.cross_entropy(logits, self.val[1]).item()
+
+    def summary(self, rows: list[dict]) -> dict:
+        return summarize(self.cfg, pd.DataFrame(rows).assign(bayes_acc=self.task.bayes_acc))
+
+
 def run_one(cfg: dict, arm: str, rep: int) -> dict:
     """Pretrain on each size, fine-tune on the fixed downstream set, score: one (arm, seed)."""
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
-    task = Task(cfg, arm, rep)
-
-    def as_t(a, dtype=torch.int64):
-        return train.to_device(a, device, dtype)
-
-    n_val = round(len(task.ft_docs) * cfg.ft_val_fraction)
-    ft_x, ft_y = (as_t(v) for v in windows(task.ft_docs[: len(task.ft_docs) - n_val], cfg.context))
-    val_x, val_y = (as_t(v) for v in windows(task.ft_docs[len(task.ft_docs) - n_val :], cfg.context))
-    ev_x = as_t(task.eval_ctx)
-    ev_t, ev_w = as_t(task.eval_target, torch.float32), as_t(task.eval_weight, torch.float32)
-
-    def scores(model: nn.Module) -> dict[str, float]:
-        return expected_scores(F.log_softmax(train.predict(model, ev_x), 1), ev_t, ev_w)
+    r = _Run(cfg, arm, rep, device)
 
     def fit(model, x, y, epochs, lr, role, schedule=None, evaluate=None):
         """``evaluate``: None, or a :class:`BestEpoch`, which a checkpoint keeps with the model."""
@@ -628,7 +687,7 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
             len(y),
             epochs=epochs,
             batch_size=min(cfg.batch_size, len(y)),
-            seed=derive_seed(cfg.seed, NAME, "batches", role, arm, rep),
+            seed=r.batch_seed(role),
             device=device,
             lr=lr,
             lr_schedule=schedule,
@@ -640,39 +699,97 @@ def run_one(cfg: dict, arm: str, rep: int) -> dict:
 
     def finetune(model, role) -> int:
         """Fine-tune; keep the epoch (0 = the pretrained model) of lowest held-out fine-tuning loss."""
-        if not n_val:
-            fit(model, ft_x, ft_y, cfg.ft_epochs, cfg.ft_lr, role)
+        if not r.n_val:
+            fit(model, *r.ft, cfg.ft_epochs, cfg.ft_lr, role)
             return cfg.ft_epochs
 
-        best = BestEpoch(model, lambda: F.cross_entropy(train.predict(model, val_x), val_y).item())
-        fit(model, ft_x, ft_y, cfg.ft_epochs, cfg.ft_lr, role, evaluate=best)
+        best = BestEpoch(model, lambda: r.val_ce(train.predict(model, r.val[0])))
+        fit(model, *r.ft, cfg.ft_epochs, cfg.ft_lr, role, evaluate=best)
         model.load_state_dict(best.state)
         return best.epoch
 
     rows = []
     for size in [0, *cfg.pretrain_tokens]:  # 0: fine-tuning from scratch, for reference
-        train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))  # the same init for every size and arm
-        model = train.prepare_model(build_model(cfg, task.vocab), device)
+        model = r.fresh_model()
         row = {"arm": arm, "seed": rep, "pretrain_tokens": size}
         if size:
-            pre_x, pre_y = (
-                as_t(v) for v in windows(task.pre_docs[: max(1, size // cfg.doc_len)], cfg.context)
-            )
-            epochs = pretrain_epochs(len(pre_y), cfg.pretrain_epochs, cfg.pretrain_min_steps, cfg.batch_size)
-            fit(
-                model,
-                pre_x,
-                pre_y,
-                epochs,
-                cfg.pretrain_lr,
-                f"pretrain {size}",
-                schedule=lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
-            )
-            row.update({f"pre_{k}": v for k, v in scores(model).items()})
+            pre_x, pre_y = r.pretraining(size)
+            epochs = r.pretraining_epochs(len(pre_y))
+            fit(model, pre_x, pre_y, epochs, cfg.pretrain_lr, f"pretrain {size}", schedule=cosine)
+            row.update({f"pre_{k}": v for k, v in r.scores(model).items()})
         row["ft_epoch"] = finetune(model, f"finetune {size}")
-        row.update(scores(model))
+        row.update(r.scores(model))
         rows.append(row)
-    return summarize(cfg, pd.DataFrame(rows).assign(bayes_acc=task.bayes_acc))
+    return r.summary(rows)
+
+
+def run_pack(cfg: dict, members: list[tuple[str, int]]) -> list[dict]:
+    """The (arm, seed) runs ``members`` (at most ``cfg.pack``) with their training packed
+    (:func:`replikit.packed.fit`): for each size, every member's pretraining as one pack, then its
+    fine-tuning as another, early stopping on each member's own held-out documents (``best``). Each member
+    has the init, corpus, batch stream and schedule of its run in :func:`run_one`. Returns
+    :func:`run_one`'s results, in ``members`` order."""
+    cfg = Config(**cfg)
+    device = train.resolve_device(cfg.device)
+    runs = [_Run(cfg, arm, rep, device) for arm, rep in members]
+    rows: list[list[dict]] = [[] for _ in runs]
+    scratch = runs[0].fresh_model()  # scores each member's state in turn
+    for size in [0, *cfg.pretrain_tokens]:
+        nets = [r.fresh_model() for r in runs]
+        new = [{"arm": r.arm, "seed": r.rep, "pretrain_tokens": size} for r in runs]
+        if size:
+            sets = [r.pretraining(size) for r in runs]
+            epochs = runs[0].pretraining_epochs(len(sets[0][1]))
+            states, _ = _fit_pack(cfg, runs, nets, sets, epochs, cfg.pretrain_lr, f"pretrain {size}", cosine)
+            for r, net, state, row in zip(runs, nets, states, new):
+                net.load_state_dict(state)
+                row.update({f"pre_{k}": v for k, v in r.scores(net).items()})
+        states, histories = _fit_pack(
+            cfg, runs, nets, [r.ft for r in runs], cfg.ft_epochs, cfg.ft_lr, f"finetune {size}"
+        )
+        for r, state, history, row, done in zip(runs, states, histories, new, rows):
+            scratch.load_state_dict(state)
+            row["ft_epoch"] = history[-1]["best_epoch"] if r.n_val else cfg.ft_epochs
+            row.update(r.scores(scratch))
+            done.append(row)
+    return [r.summary(done) for r, done in zip(runs, rows)]
+
+
+def _fit_pack(cfg: Config, runs: list[_Run], nets, sets, epochs: int, lr: float, role: str, schedule=None):
+    """One pack of :func:`run_pack`: member m trains ``nets[m]`` on ``sets[m]`` (its own (x, y)), with the
+    batch stream of ``runs[m]``'s role; a fine-tune (no ``schedule``) keeps each member's epoch of lowest
+    held-out loss, as :class:`BestEpoch` does for one run."""
+    n = len(sets[0][1])
+    if any(len(y) != n for _, y in sets):
+        raise ValueError(f"{role}: a pack's members must have corpora of one size")
+    device, width = runs[0].device, cfg.pack
+    xs = torch.stack([x for x, _ in sets] + [sets[0][0]] * (width - len(sets)))
+    slot = torch.arange(width, device=device)[:, None]
+    batch = min(cfg.batch_size, n)
+    early = schedule is None and runs[0].n_val > 0
+    val_x = torch.cat([r.val[0] for r in runs])
+    n_val = len(runs[0].val[1])
+
+    def on_epoch(epoch: int, predict) -> list[dict[str, float]]:
+        out = predict(val_x)  # (width, members x n_val, vocab): each member's logits on every held-out set
+        return [{"val_ce": r.val_ce(out[m, m * n_val : (m + 1) * n_val])} for m, r in enumerate(runs)]
+
+    return packed.fit(
+        nets,
+        [packed.Batches(torch.arange(n, device=device), batch, r.batch_seed(role)).next for r in runs],
+        xs[0],
+        torch.stack([y for _, y in sets]),
+        epochs=epochs,
+        steps_per_epoch=max(1, n // batch),
+        width=width,
+        lr=lr,
+        lr_schedule=schedule,
+        inputs=lambda idx: xs[slot, idx],
+        on_epoch=on_epoch if early else None,
+        best="val_ce" if early else None,
+        desc=f"{role} pack of {len(runs)}",
+        resume_state={},
+    )
 
 
 def summarize(cfg: Config, curve: pd.DataFrame) -> dict:
@@ -716,9 +833,16 @@ def summarize(cfg: Config, curve: pd.DataFrame) -> dict:
 
 def run(cfg: Config) -> Outcome:
     """Both arms over ``n_seeds`` seeds; runs = per-seed summaries, history = the scaling curves."""
-    tasks = [{"cfg": cfg.model_dump(), "arm": arm, "rep": r} for r in range(cfg.n_seeds) for arm in ARMS]
+    base = {"cfg": cfg.model_dump()}
+    tasks = [(arm, r) for r in range(cfg.n_seeds) for arm in ARMS]
     with Timer() as t:
-        results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="scaling runs")
+        if cfg.pack:  # in task order, cfg.pack (arm, seed) runs a pack
+            packs = [dict(base, members=list(chunk)) for _, chunk in packed.chunks(tasks, cfg.pack)]
+            done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="scaling packs")
+            results = [r for pack in done for r in pack]
+        else:
+            tasks = [dict(base, arm=arm, rep=r) for arm, r in tasks]
+            results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="scaling runs")
     runs = pd.DataFrame([r["summary"] for r in results])
     curves = pd.concat([r["curve"] for r in results], ignore_index=True)
     return Outcome(
