@@ -7,16 +7,19 @@
 #      reach the bare fused loop's 54.1k images/s?), about 40 s;
 #   2. the default suite on the GPU (packed by default: pack auto is 16 or 8 runs a pack on CUDA for the
 #      eleven methods that pack) against the committed CPU results (the quarter-time goal; verdicts
-#      compared claim by claim), as many methods as start within 200 s: the suite's total is the open
+#      compared claim by claim), as many methods as start within 190 s: the suite's total is the open
 #      question, so it gets most of the call (packed data_diet is timed here against its CPU runtime;
 #      benchmarks/packed_data_diet.py remains for a focused packed-vs-unpacked comparison);
-#   3. downstream_scaling (its packs hold a look's 8 small MLP runs: are they wide enough to pay on a
+#   3. a packed ELR and a packed downstream_scaling run killed in mid-fit and resumed on CUDA (CUDA
+#      generator states, optimiser state on the device), against the device's own uninterrupted rerun
+#      (benchmarks/gpu_resume.py, printed only), at most 25 s;
+#   4. downstream_scaling (its packs hold a look's 8 small MLP runs: are they wide enough to pay on a
 #      GPU?) and rotnet (it packs its pretext and fine-tunes, not its probes) on the machine's CPU cores,
-#      one run per core, as many as start within 30 s: are these two faster on the GPU or on the cores?
+#      one run per core, as many as start within 20 s: are these two faster on the GPU or on the cores?
 #      Then one seed of each on the GPU, timed by where it spends its time (benchmarks/method_profile.py:
 #      its fits and packs, rotnet's probes), at most 40 s: how much of rotnet's time is left in its
 #      probes, and of downstream_scaling's outside its packs?
-#   4. the full-profile rows not yet projected or fixed since they failed, each cut off after its own
+#   5. the full-profile rows not yet projected or fixed since they failed, each cut off after its own
 #      time-out, rows written as they finish, at most 60 s.
 # An offline machine first installs the wheels in .whl (see the README's "On a GPU").
 set -u
@@ -29,9 +32,10 @@ timeout 60 "$py" benchmarks/gpu_throughput.py --batches 512 --epochs 2 --no-comp
   --out "$out/gpu_throughput.json" 2>&1 | tee -a "$out/session.log"
 # a suite cut off by its time-out leaves its kernel and the kernel's worker processes behind
 reap() { pkill -f ipykernel_launcher; pkill -f "multiprocessing.spawn"; sleep 1; }
-timeout 260 "$py" benchmarks/gpu_suite.py --budget 200 --out "$out/gpu_suite" 2>&1 | tee -a "$out/session.log"
+timeout 250 "$py" benchmarks/gpu_suite.py --budget 190 --out "$out/gpu_suite" 2>&1 | tee -a "$out/session.log"
 reap
-timeout 60 "$py" benchmarks/gpu_suite.py --device cpu --methods rotnet,downstream_scaling --budget 30 \
+timeout 25 "$py" benchmarks/gpu_resume.py --device cuda 2>&1 | tee -a "$out/session.log"
+timeout 45 "$py" benchmarks/gpu_suite.py --device cpu --methods rotnet,downstream_scaling --budget 20 \
   --out "$out/cpu_suite" 2>&1 | tee -a "$out/session.log"
 reap
 timeout 22 "$py" benchmarks/method_profile.py rotnet --device cuda --time fit_probe,fit_nonlinear_probe \
