@@ -149,3 +149,32 @@ def test_a_pack_that_checkpoints_needs_batches_streams(tmp_path):
         finally:
             resume._current.clear()
     assert (tmp_path / "k.ckpt" / "fit1.pt").is_file()
+
+
+def test_a_loop_resumes_its_state_in_place_and_its_logs_on_the_device_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv(resume.EVERY_ENV, "0")
+    w = torch.zeros(3)
+
+    def task(run_to: int, device=None):
+        loop = resume.Loop({"w": w}, total=4)
+        start, logs = loop.resume(device)
+        curve, note = logs.get("curve", []), logs.get("note")
+        for t in range(start, run_to):
+            w.add_(1.0)
+            curve.append(w.sum().reshape(1))
+            loop.save_if_due(t + 1, curve=curve, note="kept as it is")
+        return start, curve, note
+
+    resume._current.update(folder=tmp_path, key="k", fits=0)
+    try:
+        assert task(2) == (0, [torch.tensor([3.0]), torch.tensor([6.0])], None)
+        w.zero_()  # a fresh process: the state comes back from the checkpoint
+        resume._current["fits"] = 0
+        start, curve, note = task(2, device="meta")
+        assert start == 2 and note == "kept as it is" and w.tolist() == [2.0, 2.0, 2.0]
+        assert [c.device.type for c in curve] == ["meta", "meta"]
+        resume._current["fits"] = 0
+        start, curve, _ = task(4)  # no device: the logs as the checkpoint holds them, on the CPU
+        assert start == 2 and torch.cat(curve).tolist() == [3.0, 6.0, 9.0, 12.0]
+    finally:
+        resume._current.clear()

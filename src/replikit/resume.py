@@ -266,7 +266,7 @@ class Loop:
     lists it has logged so far.
 
         loop = resume.Loop({"W": W, "a": a}, total=steps)
-        start, logs = loop.resume()              # 0 and {} on a fresh run
+        start, logs = loop.resume(device)        # 0 and {} on a fresh run
         for t in range(start, steps):
             ...                                  # update the state, append to the logs
             loop.save_if_due(t + 1, curve=curve) # after step t: resume at t + 1
@@ -279,14 +279,15 @@ class Loop:
         self.state, self.total = state, total
         self.ckpt = checkpointer()
 
-    def resume(self) -> tuple[int, dict[str, Any]]:
-        """The step to start from and the logs saved with it (tensors come back on the CPU)."""
+    def resume(self, device: torch.device | str | None = None) -> tuple[int, dict[str, Any]]:
+        """The step to start from and the logs saved with it; their tensors (alone, or in lists) on
+        ``device`` (None: where the checkpoint holds them, the CPU)."""
         saved = self.ckpt.load() if self.ckpt is not None else None
         if saved is None:
             return 0, {}
         restore(self.state, saved["state"])
         set_rng_state(saved)
-        return saved["epoch"], saved["logs"]
+        return saved["epoch"], {k: _on(v, device) for k, v in saved["logs"].items()}
 
     def save_if_due(self, step: int, **logs: Any) -> None:
         """Checkpoint the state reached after ``step`` steps with ``logs``, when the interval is up."""
@@ -294,3 +295,14 @@ class Loop:
             # "epoch" and "epochs" as fit's checkpoints have them: here, the loop's own steps
             state = {"epoch": step, "epochs": self.total, "state": capture(self.state), "logs": logs}
             self.ckpt.save({**state, **rng_state()})
+
+
+def _on(value: Any, device: torch.device | str | None) -> Any:
+    """A logged value on ``device``: a tensor moved, a list of them each moved, anything else as it is."""
+    if device is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list):
+        return [_on(v, device) for v in value]
+    return value

@@ -242,9 +242,9 @@ def run_one(cfg: dict, depth: int, rep: int) -> dict:
     record = [s for s in range(cfg.steps) if s % cfg.record_every == 0] + [cfg.steps]
     recorded = set(record)
     loop = resume.Loop({f"layer{i}": w for i, w in enumerate(layers)}, total=cfg.steps)
-    start, logs = loop.resume()  # a killed run resumes (a run store's)
-    shares = [v.to(device) for v in logs.get("shares", [])]
-    losses = [v.to(device) for v in logs.get("losses", [])]
+    start, logs = loop.resume(device)  # a killed run resumes (a run store's)
+    shares = logs.get("shares", [])
+    losses = logs.get("losses", [])
     for step in range(start, cfg.steps + 1):
         w = end_to_end(layers)
         if step in recorded:  # measured before the update: step s = after s updates

@@ -451,9 +451,9 @@ def run_one(cfg: dict, group: str, rep: int) -> dict:
     steps = checkpoint_steps(cfg.steps, cfg.checkpoints)
     record = set(steps.tolist())
     loop = resume.Loop({"W": W, "a": a}, total=cfg.steps + 1)  # a killed run resumes (a run store's)
-    start, logs = loop.resume()
-    train_curve = [v.to(device) for v in logs.get("train", [])]
-    test_curve = [v.to(device) for v in logs.get("test", [])]
+    start, logs = loop.resume(device)
+    train_curve = logs.get("train", [])
+    test_curve = logs.get("test", [])
 
     def test_loss() -> torch.Tensor:
         f = centred_output(W, a, d["x_test"], h0_test, al, cfg.quad)
