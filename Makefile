@@ -32,8 +32,10 @@ lab: setup            ## JupyterLab on the notebooks (jupytext opens notebooks/<
 report: setup
 	$(BIN)/python -m replikit.report
 
-bench: setup          ## trainer overhead against a bare PyTorch loop; seeds in processes vs threads
+bench: setup          ## trainer overheads against bare PyTorch loops (plain and packed); seeds in processes vs threads
 	$(BIN)/python benchmarks/trainer_overhead.py
+	$(BIN)/python benchmarks/packed_overhead.py
+	$(BIN)/python benchmarks/packed_overhead.py --rates
 	$(BIN)/python benchmarks/parallel_seeds.py
 
 stability: setup      ## rerun every method on a second confirmation base; does each decided verdict hold?
