@@ -250,6 +250,7 @@ def fit(
     # default on the CPU
     opt = build_optimizer(groups, optimizer, base_lr, device, weight_decay=weight_decay, momentum=momentum)
     base_lrs = [g["lr"] for g in opt.param_groups]
+    own_rates_step = None if scale is None else _OwnRates(opt, plist, scale)
 
     def logits(p, b, xb):
         return functional_call(base, (p, b), (xb,))
@@ -304,7 +305,7 @@ def fit(
             if scale is None:
                 opt.step()
             else:
-                _step_at_own_rates(opt, plist, scale)
+                own_rates_step()
             sums += losses.detach().float()
             t += 1
         mean = (sums / steps_per_epoch).tolist()  # the one host sync of the epoch
@@ -407,15 +408,23 @@ def _own_state(opt: torch.optim.Optimizer, buffers: dict, batches: Sequence[Call
     }
 
 
-def _step_at_own_rates(opt: torch.optim.Optimizer, plist: list[torch.Tensor], scale: torch.Tensor) -> None:
-    """``opt.step()`` (at rate 1, times any schedule), then each slot's change of the stacked ``plist``
-    times its ``scale`` (its own learning rate): Adam's and SGD's steps are proportional to the rate, and
-    their state (moments, momentum) does not depend on it."""
-    before = [p.detach().clone() for p in plist]
-    opt.step()
-    with torch.no_grad():
-        for p, b in zip(plist, before):
-            p.copy_(b.lerp_(p, scale.view(-1, *[1] * (p.dim() - 1))))
+class _OwnRates:
+    """``opt.step()`` at rate 1 (times any schedule), then each slot's change of the stacked ``plist`` times
+    its ``scale`` (its own learning rate): Adam's and SGD's steps are proportional to the rate, and their
+    state (moments, momentum) does not depend on it. Multi-tensor (``_foreach_``) operations: three for
+    the whole pack a step, not three per tensor (what a launch-bound GPU pays for), the same arithmetic."""
+
+    def __init__(self, opt: torch.optim.Optimizer, plist: list[torch.Tensor], scale: torch.Tensor):
+        self.opt, self.plist = opt, plist
+        self.before = [torch.empty_like(p) for p in plist]
+        self.weights = [scale.view(-1, *[1] * (p.dim() - 1)).expand_as(p) for p in plist]
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        torch._foreach_copy_(self.before, self.plist)
+        self.opt.step()
+        torch._foreach_lerp_(self.before, self.plist, self.weights)
+        torch._foreach_copy_(self.plist, self.before)
 
 
 def _draw(batches: Sequence[Callable[[], torch.Tensor]], width: int) -> torch.Tensor:
