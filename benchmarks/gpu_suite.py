@@ -5,11 +5,14 @@
 
 Each method's notebook runs as ``dvc repro`` runs it (``replikit.runner.execute``, a fresh kernel, the
 params.yaml profile) with ``device`` set to ``--device``, into a temporary folder: ``results/`` is never
-touched. Per method the table gives the stage's wall time, the seconds inside its runs (``runtime_s`` of
-its verdict.json) and the same for the committed CPU results (``--reference``, default ``results/``),
-and, claim by claim, whether the device's verdict equals the CPU's and whether the two intervals overlap
-(a rerun on other hardware is a fresh draw of the same seeds, so equal numbers are not expected; a
-decided verdict that flips, or intervals that do not overlap, are what to look at).
+touched. A method whose profile pins its device in params.yaml (grokking and critical_periods keep their
+launch-bound batched programs on the CPU cores, where ``dvc repro`` on a GPU machine runs them too)
+keeps it, and its row says so, unless ``--set METHOD.device=...`` says otherwise. Per method the table
+gives the stage's wall time, the seconds inside its runs (``runtime_s`` of its verdict.json) and the
+same for the committed CPU results (``--reference``, default ``results/``), and, claim by claim, whether
+the device's verdict equals the CPU's and whether the two intervals overlap (a rerun on other hardware
+is a fresh draw of the same seeds, so equal numbers are not expected; a decided verdict that flips, or
+intervals that do not overlap, are what to look at).
 
 The summary line is the issue's goal: the device's total against a quarter of the CPU's, over the
 methods that ran on both. Methods not started within ``--budget`` seconds are ``skipped`` (one started
@@ -61,7 +64,13 @@ def compare(cpu: dict, dev: dict) -> dict:
 
 def row_for(method: str, wall: float, out: Path, reference: Path) -> dict:
     dev = json.loads((out / "verdict.json").read_text())
-    row = {"method": method, "status": "ok", "wall_s": round(wall, 1), "runs_s": dev.get("runtime_s")}
+    row = {
+        "method": method,
+        "status": "ok",
+        "device": dev.get("device"),
+        "wall_s": round(wall, 1),
+        "runs_s": dev.get("runtime_s"),
+    }
     ref_file = reference / method / "verdict.json"
     if ref_file.is_file():
         cpu = json.loads(ref_file.read_text())
@@ -104,8 +113,9 @@ def table(rows: list[dict], head: str) -> str:
         ratio = f"{r['runs_s'] / r['cpu_runs_s']:.2f}" if r.get("runs_s") and r.get("cpu_runs_s") else "-"
         same = f"{r['same_verdict']}/{r['claims']}" if "claims" in r else "-"
         ci = f"{r['overlapping_ci']}/{r['claims']}" if "claims" in r else "-"
+        on = f" (on {r['device']})" if r.get("device") == "cpu" and "cpu" not in head.split(" (")[0] else ""
         lines.append(
-            f"| {r['method']} | {r['status']} | {r.get('wall_s', '-')} | {r.get('runs_s', '-')} "
+            f"| {r['method']}{on} | {r['status']} | {r.get('wall_s', '-')} | {r.get('runs_s', '-')} "
             f"| {r.get('cpu_runs_s', '-')} | {ratio} | {same} | {ci} |"
         )
     s = summary(rows)
@@ -125,9 +135,17 @@ def table(rows: list[dict], head: str) -> str:
     return "\n".join(lines)
 
 
-def overrides_for(method: str, sets: dict, device) -> dict:
-    """``device`` plus the ``--set`` values for ``method``: plain keys go to every method, ``m.key`` to m."""
-    out = {"device": str(device)}
+def pinned(params: dict, method: str, profile: str) -> bool:
+    """Whether params.yaml pins ``method``'s device at ``profile`` (a launch-bound program kept on the CPU
+    cores even on a GPU machine, as ``dvc repro`` runs it there)."""
+    section = params.get(method) or {}
+    return "device" in section or "device" in ((section.get("profiles") or {}).get(profile) or {})
+
+
+def overrides_for(method: str, sets: dict, device, pin: bool = False) -> dict:
+    """``device`` (unless params.yaml pins the method's, ``pin``) plus the ``--set`` values for ``method``:
+    plain keys go to every method, ``m.key`` to m (a ``--set`` device overrides a pinned one)."""
+    out = {} if pin else {"device": str(device)}
     for key, value in sets.items():
         target, dot, name = key.rpartition(".")
         if not dot:
@@ -204,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             if time.perf_counter() > deadline:
                 rows.append({"method": m, "status": "skipped: time budget spent"})
             else:
-                rows.append(run_method(m, profile, overrides_for(m, sets, device), Path(tmp), reference))
+                over = overrides_for(m, sets, device, pinned(params, m, profile))
+                rows.append(run_method(m, profile, over, Path(tmp), reference))
             print(f"{m}: {rows[-1]['status']} ({rows[-1].get('wall_s', '-')} s)", flush=True)
             text = table(rows, head)
             out.with_suffix(".md").write_text(text + "\n")

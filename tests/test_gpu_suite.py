@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 from conftest import ROOT, benchmark
 
 
@@ -75,3 +76,32 @@ def test_set_values_reach_every_method_or_one(gpu_suite):
     sets = {"workers": 4, "elr.pack": 16, "data_diet.pack": 16}
     assert gpu_suite.overrides_for("elr", sets, "cuda") == {"device": "cuda", "workers": 4, "pack": 16}
     assert gpu_suite.overrides_for("dann", sets, "cuda") == {"device": "cuda", "workers": 4}
+
+
+def test_a_method_whose_profile_pins_its_device_keeps_it_unless_set(gpu_suite):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert gpu_suite.pinned(params, "critical_periods", "default") and gpu_suite.pinned(
+        params, "grokking", "smoke"
+    )
+    assert not gpu_suite.pinned(params, "critical_periods", "full")  # the paper's scale goes to the GPU
+    assert not gpu_suite.pinned(params, "elr", "default")
+    assert gpu_suite.overrides_for("grokking", {"workers": 4}, "cuda", pin=True) == {"workers": 4}
+    forced = gpu_suite.overrides_for("grokking", {"grokking.device": "cuda"}, "cuda", pin=True)
+    assert forced == {"device": "cuda"}
+
+
+def test_the_table_marks_a_method_kept_on_the_cpu(gpu_suite):
+    rows = [
+        {
+            "method": "grokking",
+            "status": "ok",
+            "device": "cpu",
+            "wall_s": 9.0,
+            "runs_s": 5.0,
+            "cpu_runs_s": 30.0,
+        },
+        {"method": "elr", "status": "ok", "device": "cuda", "wall_s": 9.0, "runs_s": 5.0, "cpu_runs_s": 55.0},
+    ]
+    text = gpu_suite.table(rows, "default suite on NVIDIA H200 (default profile)")
+    assert "| grokking (on cpu) | ok |" in text and "| elr | ok |" in text
+    assert "(on cpu)" not in gpu_suite.table(rows, "default suite on cpu (default profile)")
