@@ -250,7 +250,7 @@ def fit(
     # default on the CPU
     opt = build_optimizer(groups, optimizer, base_lr, device, weight_decay=weight_decay, momentum=momentum)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    own_rates_step = None if scale is None else _OwnRates(opt, plist, scale)
+    step = opt.step if scale is None else _OwnRates(opt, plist, scale)  # per-member rates: rescaled steps
 
     def logits(p, b, xb):
         return functional_call(base, (p, b), (xb,))
@@ -302,10 +302,7 @@ def fit(
                     losses = loss(all_logits(params, buffers, xb), yb, idx, params)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
-            if scale is None:
-                opt.step()
-            else:
-                own_rates_step()
+            step()
             sums += losses.detach().float()
             t += 1
         mean = (sums / steps_per_epoch).tolist()  # the one host sync of the epoch

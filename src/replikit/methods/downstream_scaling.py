@@ -641,10 +641,8 @@ class _Run:
 
     def pretraining(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``size`` tokens' (context, next-token) pairs (nested corpora)."""
-        x, y = self._tensors(
-            *windows(self.task.pre_docs[: max(1, size // self.cfg.doc_len)], self.cfg.context)
-        )
-        return x, y
+        x, y = windows(self.task.pre_docs[: max(1, size // self.cfg.doc_len)], self.cfg.context)
+        return tuple(self._tensors(x, y))
 
     def pretraining_epochs(self, n: int) -> int:
         cfg = self.cfg
@@ -767,12 +765,15 @@ def _fit_pack(cfg: Config, runs: list[_Run], nets, sets, epochs: int, lr: float,
     slot = torch.arange(width, device=device)[:, None]
     batch = min(cfg.batch_size, n)
     early = schedule is None and runs[0].n_val > 0
-    val_x = torch.cat([r.val[0] for r in runs])
-    n_val = len(runs[0].val[1])
+    on_epoch = None
+    if early:
+        val_x, n_val = torch.cat([r.val[0] for r in runs]), len(runs[0].val[1])
 
-    def on_epoch(epoch: int, predict) -> list[dict[str, float]]:
-        out = predict(val_x)  # (width, members x n_val, vocab): each member's logits on every held-out set
-        return [{"val_ce": r.val_ce(out[m, m * n_val : (m + 1) * n_val])} for m, r in enumerate(runs)]
+        def on_epoch(epoch: int, predict) -> list[dict[str, float]]:
+            out = predict(
+                val_x
+            )  # (width, members x n_val, vocab): each member's logits on every held-out set
+            return [{"val_ce": r.val_ce(out[m, m * n_val : (m + 1) * n_val])} for m, r in enumerate(runs)]
 
     return packed.fit(
         nets,
@@ -785,7 +786,7 @@ def _fit_pack(cfg: Config, runs: list[_Run], nets, sets, epochs: int, lr: float,
         lr=lr,
         lr_schedule=schedule,
         inputs=lambda idx: xs[slot, idx],
-        on_epoch=on_epoch if early else None,
+        on_epoch=on_epoch,
         best="val_ce" if early else None,
         desc=f"{role} pack of {len(runs)}",
         resume_state={},
