@@ -109,6 +109,16 @@ def test_nonlinear_probe_is_deterministic_and_leaves_the_features_frozen():
     assert f.grad is None
 
 
+def test_linear_probes_train_on_the_host_unless_the_profile_asks_for_the_runs_device():
+    cuda = torch.device("cuda")  # only a name here: no GPU needed
+    assert rotnet.linear_probe_device(rotnet.Config(), cuda) == torch.device("cpu")
+    assert rotnet.linear_probe_device(rotnet.Config(linear_probe_device="run"), cuda) == cuda
+    # the small profiles read few, small features (L-BFGS: a host read every ~6 operations); the full
+    # profile's 50,000 images of block-2 maps want the GPU
+    assert load_config("rotnet", profile="default").linear_probe_device == "cpu"
+    assert load_config("rotnet", profile="full").linear_probe_device == "run"
+
+
 def test_claims_judge_the_papers_probe():
     assert all(c.delta > 0 and c.delta_reason for c in rotnet.CLAIMS)
     assert all(c.metric.startswith("paper_probe_acc_") for c in rotnet.CLAIMS)

@@ -468,7 +468,7 @@ def fit_head(features: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int
     """Multinomial logistic regression on frozen features (full-batch Adam), then frozen."""
     torch.manual_seed(seed)
     head = train.prepare_model(nn.Linear(features.shape[1], n_classes), features.device)
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    opt = train.build_optimizer(head.parameters(), "adam", 1e-2, features.device)  # fused on CUDA
     feats = features.detach()
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)

@@ -285,7 +285,7 @@ class GradNorm(Weighting):
         self._device = self.shared[0].device
         self.w = torch.ones(n_tasks, device=self._device, requires_grad=True)
         # the weights' own optimiser: Adam, so their step size does not depend on the losses' scale
-        self.opt = torch.optim.Adam([self.w], lr=lr)
+        self.opt = train.build_optimizer([self.w], "adam", lr, self._device)  # fused on CUDA
         self.initial: torch.Tensor | None = None
         self.trace: list[torch.Tensor] = []  # the weights after every step, for the figures
 
@@ -474,7 +474,12 @@ class PackWeighting:
             raise ValueError("the GradNorm members of a pack must share their weights' learning rate")
         self.alpha = torch.tensor([w.alpha if isinstance(w, GradNorm) else 0.0 for w in rows], device=device)
         self.w = torch.ones(width, n_tasks, device=device, requires_grad=True)
-        self.opt = torch.optim.Adam([self.w], lr=gns[0].opt.param_groups[0]["lr"]) if gns else None
+        # the suite's builder: on CUDA one fused kernel a step (its step count on the device: no host read)
+        self.opt = (
+            train.build_optimizer([self.w], "adam", gns[0].opt.param_groups[0]["lr"], torch.device(device))
+            if gns
+            else None
+        )
         self.initial: torch.Tensor | None = None
         self.trace: list[torch.Tensor] = []
         self.loss_sum = torch.zeros(width, n_tasks, device=device)

@@ -344,7 +344,7 @@ def linear_probe(model: models.Split, x: torch.Tensor, y: torch.Tensor, steps: i
     with torch.no_grad():
         model.eval()
         feats = model.features(x)
-    opt = torch.optim.Adam(model.head.parameters(), lr=lr)
+    opt = train.build_optimizer(model.head.parameters(), "adam", lr, feats.device)  # fused on CUDA
     for _ in range(steps):
         loss = F.cross_entropy(model.head(feats), y)
         opt.zero_grad(set_to_none=True)

@@ -142,6 +142,10 @@ class Config(MethodConfig):
         1e-3, ge=0.0, le=10.0, description="L2 penalty of the logistic-regression probe"
     )
     probe_iters: int = pydantic.Field(100, ge=5, le=2000, description="L-BFGS iterations of the probe")
+    linear_probe_device: Literal["cpu", "run"] = pydantic.Field(
+        "cpu",
+        description="where the linear (L-BFGS) probes run: cpu, or the run's device (run; for large features)",
+    )
     paper_probe_hidden: int = pydantic.Field(
         200,
         ge=4,
@@ -382,6 +386,17 @@ def fit_probe(f: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, iters
     return lin
 
 
+def linear_probe_device(cfg: Config, device: torch.device) -> torch.device:
+    """Where the linear probes of a run on ``device`` train: the CPU unless ``linear_probe_device: run``.
+
+    torch's L-BFGS reads a host scalar about every 6 operations (its strong-Wolfe line search and
+    two-loop recursion: a seed's 44 probes at the default profile, 413k operations and 88k reads,
+    ``benchmarks/op_count.py``); on a GPU each read waits for the queue to drain, so probes this small
+    run faster on the host. Large features (the full profile's maps of 50,000 images) want the GPU.
+    """
+    return torch.device("cpu") if cfg.linear_probe_device == "cpu" else device
+
+
 class NonlinearProbe(nn.Sequential):
     """The paper's non-linear classifier on frozen features: 3 fully connected layers, batch norm + ReLU
     after the first two, reading the flattened feature map of a block."""
@@ -405,7 +420,7 @@ def fit_nonlinear_probe(
     returned in eval mode. The features carry no gradient: the network under them stays frozen."""
     torch.manual_seed(seed)
     probe = NonlinearProbe(f.shape[1], n_classes, hidden).to(f.device)
-    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=wd)
+    opt = train.build_optimizer(probe.parameters(), "adam", lr, f.device, weight_decay=wd)  # fused on CUDA
     f = f.detach()
     with torch.enable_grad():
         for _ in range(steps):
@@ -569,18 +584,20 @@ class _Seed:
         """Linear probes on every block and view, and the paper's probe on the claims' block, per shot."""
         cfg, rep, y, ye, device = self.cfg, self.rep, self.y, self.ye, self.device
         row = self.row[arm]
+        lin_device = linear_probe_device(cfg, device)
+        y_lin, ye_lin = y.to(lin_device), ye.to(lin_device)
         maps_tr, maps_te = frozen_features(net, self.x), frozen_features(net, self.xe)
         for b, (m_tr, m_te) in enumerate(zip(maps_tr, maps_te), start=1):
             views_tr, views_te = probe_views(m_tr), probe_views(m_te)
             for view in views_tr:
                 f_tr, f_te = standardize(
-                    views_tr[view], views_te[view]
+                    views_tr[view].to(lin_device), views_te[view].to(lin_device)
                 )  # stats of all (unlabelled) train images
                 for s, idx in self.subsets.items():
-                    sel = train.to_device(idx, device)
-                    lin = fit_probe(f_tr[sel], y[sel], self.n_classes, cfg.probe_l2, cfg.probe_iters)
+                    sel = train.to_device(idx, lin_device)
+                    lin = fit_probe(f_tr[sel], y_lin[sel], self.n_classes, cfg.probe_l2, cfg.probe_iters)
                     with torch.no_grad():
-                        acc = (lin(f_te).argmax(1) == ye).float().mean().item()
+                        acc = (lin(f_te).argmax(1) == ye_lin).float().mean().item()
                     self.probes.append(
                         {
                             "arm": arm,
