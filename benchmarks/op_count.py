@@ -11,6 +11,12 @@ gives on CUDA), optimisers fused as on CUDA (``train.build_optimizer``), and cou
 that would run on the device under a ``TorchDispatchMode``: views, reshapes and reads of host scalars are
 not counted (no kernel), nor are the profiler's markers.
 
+Host reads (``.item()`` and the like) are counted apart: on CUDA a read of a GPU tensor waits for the
+queue to drain (the step counters of torch's non-fused optimisers stay on the host: free there).
+A method's helpers listed in ``HELPERS`` (rotnet's probes) are groups of their own; work that a CUDA run
+does on the host (rotnet's L-BFGS probes unless ``linear_probe_device: run``, dann's two-moons toy) is
+flagged and left out of the device total.
+
 Prints the total, the operations per training step of each ``train.fit`` / ``packed.fit`` call group
 (``desc`` with its numbers replaced by ``#``; per step = the group's operations, evaluation included,
 over its steps) and the ``--top`` most frequent operations; ``--out`` writes ``.md`` and ``.json``. What an
@@ -67,6 +73,24 @@ NOT_COUNTED = {
     "view",
 }
 NUMBER = re.compile(r"[-+]?\d[\d.e-]*")
+# .item() and the like: on CUDA a read of a GPU tensor waits for the queue to drain (a non-fused
+# optimiser's step counter stays on the host, so its reads are free there; the CPU cannot tell them apart)
+HOST_READ = "_local_scalar_dense"
+
+# helpers of a method that are counted as groups of their own, and whether a CUDA run does that work on
+# the host (a predicate of the config): group -> (module attribute, steps of a call, on the host?)
+HELPERS = {
+    "rotnet": {
+        "linear probes (L-BFGS)": (
+            "fit_probe",
+            lambda a: a["iters"],
+            lambda c: c.linear_probe_device == "cpu",
+        ),
+        "non-linear probes": ("fit_nonlinear_probe", lambda a: a["steps"], lambda c: False),
+    },
+}
+# fit groups (by their desc) that a CUDA run keeps on the host whatever the config
+HOST_GROUPS = {"dann": ("moons ",)}
 
 
 class Counter(TorchDispatchMode):
@@ -75,8 +99,9 @@ class Counter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.ops: collections.Counter[str] = collections.Counter()
-        self.groups: dict[str, list[int]] = {}  # group -> [operations, steps]
+        self.groups: dict[str, list[int]] = {}  # group -> [operations, steps, host reads]
         self.group: str | None = None
+        self.host_reads = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
@@ -84,6 +109,10 @@ class Counter(TorchDispatchMode):
             self.ops[name] += 1
             if self.group is not None:
                 self.groups[self.group][0] += 1
+        elif name == HOST_READ:
+            self.host_reads += 1
+            if self.group is not None:
+                self.groups[self.group][2] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -113,10 +142,11 @@ def count(method: str, profile: str, sets: dict) -> dict:
     real_fit, real_pack, real_build = train.fit, packed.fit, train.build_optimizer
     assert packed.build_optimizer is real_build  # packed.fit builds through the same function
 
-    def in_group(fn, steps_of):
+    def in_group(fn, steps_of, name=None):
         def wrapper(*args, **kwargs):
-            before, counter.group = counter.group, group_name(kwargs.get("desc", fn.__name__))
-            counter.groups.setdefault(counter.group, [0, 0])[1] += steps_of(args, kwargs)
+            before = counter.group
+            counter.group = name or group_name(kwargs.get("desc", fn.__name__))
+            counter.groups.setdefault(counter.group, [0, 0, 0])[1] += steps_of(args, kwargs)
             try:
                 return fn(*args, **kwargs)
             finally:
@@ -136,9 +166,17 @@ def count(method: str, profile: str, sets: dict) -> dict:
     def fit_steps(a):
         return a["epochs"] * max(1, a["n"] // min(a["batch_size"], a["n"]))
 
+    module = sys.modules[get_method(method).run.__module__]
+    helpers = {
+        name: (attr, getattr(module, attr), steps, on_host)
+        for name, (attr, steps, on_host) in HELPERS.get(method, {}).items()
+    }
+    host = {name for name, (*_, on_host) in helpers.items() if on_host(cfg)}
     train.fit = in_group(real_fit, steps_of(real_fit, fit_steps))
     packed.fit = in_group(real_pack, steps_of(real_pack, lambda a: a["epochs"] * a["steps_per_epoch"]))
     train.build_optimizer = packed.build_optimizer = fused_like_cuda
+    for name, (attr, fn, steps, _) in helpers.items():
+        setattr(module, attr, in_group(fn, steps_of(fn, steps), name))
     t0 = time.perf_counter()
     try:
         with counter:
@@ -146,18 +184,30 @@ def count(method: str, profile: str, sets: dict) -> dict:
     finally:
         train.fit, packed.fit = real_fit, real_pack
         train.build_optimizer = packed.build_optimizer = real_build
+        for attr, fn, *_ in helpers.values():
+            setattr(module, attr, fn)
+    host |= {g for g in counter.groups if g.startswith(HOST_GROUPS.get(method, ()))}
     total = sum(counter.ops.values())
     return {
         "method": method,
         "profile": profile,
         "sets": sets,
         "ops": total,
+        "device_ops": total - sum(counter.groups[g][0] for g in host),
+        "host_reads": counter.host_reads,
+        "device_host_reads": counter.host_reads - sum(counter.groups[g][2] for g in host),
         "seconds": round(time.perf_counter() - t0, 1),
         "groups": {
-            g: {"ops": o, "steps": s, "ops_per_step": round(o / max(s, 1), 1)}
-            for g, (o, s) in counter.groups.items()
+            g: {
+                "ops": o,
+                "steps": s,
+                "ops_per_step": round(o / max(s, 1), 1),
+                "host_reads": r,
+                "on_host_on_cuda": g in host,
+            }
+            for g, (o, s, r) in counter.groups.items()
         },
-        "outside_fits": total - sum(o for o, _ in counter.groups.values()),
+        "outside_fits": total - sum(o for o, _, _ in counter.groups.values()),
         "top": counter.ops.most_common(),
     }
 
@@ -166,13 +216,18 @@ def report(r: dict, top: int) -> str:
     sets = ", ".join(f"{k}={v}" for k, v in r["sets"].items()) or "no overrides"
     lines = [
         f"{r['method']} ({r['profile']} profile, one look, {sets}): {r['ops']:,} operations "
-        f"({r['outside_fits']:,} outside fit and pack calls), counted in {r['seconds']} s",
+        f"({r['outside_fits']:,} outside fit, pack and helper calls) and {r['host_reads']:,} host reads, "
+        f"counted in {r['seconds']} s; on the device in a CUDA run: {r['device_ops']:,} operations and "
+        f"{r['device_host_reads']:,} host reads (a sync where the value is on the GPU)",
         "",
-        "| fit / pack calls | steps | operations | per step |",
-        "|---|---|---|---|",
+        "| fit / pack / helper calls | steps | operations | per step | host reads |",
+        "|---|---|---|---|---|",
     ]
     for g, v in sorted(r["groups"].items(), key=lambda kv: -kv[1]["ops"]):
-        lines.append(f"| {g} | {v['steps']:,} | {v['ops']:,} | {v['ops_per_step']} |")
+        where = " (on the host in a CUDA run)" if v["on_host_on_cuda"] else ""
+        lines.append(
+            f"| {g}{where} | {v['steps']:,} | {v['ops']:,} | {v['ops_per_step']} | {v['host_reads']:,} |"
+        )
     lines += ["", "| operation | count | share |", "|---|---|---|"]
     lines += [f"| {name} | {n:,} | {n / r['ops']:.1%} |" for name, n in r["top"][:top]]
     return "\n".join(lines)
