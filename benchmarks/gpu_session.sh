@@ -13,12 +13,11 @@
 #   3. a packed ELR and a packed downstream_scaling run killed in mid-fit and resumed on CUDA (CUDA
 #      generator states, optimiser state on the device), against the device's own uninterrupted rerun
 #      (benchmarks/gpu_resume.py, printed only), at most 25 s;
-#   4. downstream_scaling (its packs hold a look's 8 small MLP runs: are they wide enough to pay on a
-#      GPU?) and rotnet (it packs its pretext and fine-tunes, not its probes) on the machine's CPU cores,
-#      one run per core, as many as start within 20 s: are these two faster on the GPU or on the cores?
-#      Then one seed of each on the GPU, timed by where it spends its time (benchmarks/method_profile.py:
-#      its fits and packs, rotnet's probes), at most 40 s: how much of rotnet's time is left in its
-#      probes, and of downstream_scaling's outside its packs?
+#   4. the default suite on the machine's CPU cores (one run per core), the methods most likely to beat
+#      their GPU time there first: those issuing the most device operations per second of their 2-core
+#      CPU run (benchmarks/op_count.py, README), as many as start within 60 s. With step 2 this says,
+#      method by method, where a GPU machine should run the default profile (grokking and
+#      critical_periods already stay on the cores), at most 85 s;
 #   5. the full-profile rows not yet projected or fixed since they failed, each cut off after its own
 #      time-out, rows written as they finish, at most 60 s.
 # An offline machine first installs the wheels in .whl (see the README's "On a GPU").
@@ -35,13 +34,10 @@ reap() { pkill -f ipykernel_launcher; pkill -f "multiprocessing.spawn"; sleep 1;
 timeout 250 "$py" benchmarks/gpu_suite.py --budget 190 --out "$out/gpu_suite" 2>&1 | tee -a "$out/session.log"
 reap
 timeout 25 "$py" benchmarks/gpu_resume.py --device cuda 2>&1 | tee -a "$out/session.log"
-timeout 45 "$py" benchmarks/gpu_suite.py --device cpu --methods rotnet,downstream_scaling --budget 20 \
-  --out "$out/cpu_suite" 2>&1 | tee -a "$out/session.log"
+timeout 85 "$py" benchmarks/gpu_suite.py --device cpu --budget 60 --out "$out/cpu_suite" \
+  --methods gradnorm,task_arithmetic,rotnet,ties_merging,downstream_scaling,uncertainty_weighting,model_soups,dann,sla,elr,data_diet \
+  2>&1 | tee -a "$out/session.log"
 reap
-timeout 22 "$py" benchmarks/method_profile.py rotnet --device cuda --time fit_probe,fit_nonlinear_probe \
-  --out "$out/rotnet_profile" 2>&1 | tee -a "$out/session.log"
-timeout 18 "$py" benchmarks/method_profile.py downstream_scaling --device cuda \
-  --out "$out/downstream_profile" 2>&1 | tee -a "$out/session.log"
 timeout 60 "$py" benchmarks/gpu_check.py --parts full \
   --methods uncertainty_weighting,gradnorm,grokking,downstream_scaling,model_soups,data_diet,ties_merging \
   --budget 25 --method-timeout 30 --timeouts gradnorm=50,data_diet=50,ties_merging=50 \
