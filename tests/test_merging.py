@@ -190,6 +190,8 @@ def test_packed_fine_tunes_match_the_fine_tunes_one_by_one():
     plain = M.build_suite(cfg.model_copy(update={"pack": 0}), tasks, 0, ta.NAME)
     packed = M.build_suite(cfg.model_copy(update={"pack": 4}), tasks, 0, ta.NAME)
     close(packed.pretrained.state, plain.pretrained.state)
+    for name, head in plain.heads.items():  # a packed suite fits its heads as one stacked problem
+        torch.testing.assert_close(packed.heads[name].weight, head.weight, atol=1e-5, rtol=1e-4)
     assert list(packed.finetuned) == list(plain.finetuned) == [t.name for t in tasks]
     for name in plain.finetuned:
         mine, theirs = packed.finetuned[name].state, plain.finetuned[name].state
@@ -202,3 +204,28 @@ def test_packed_fine_tunes_match_the_fine_tunes_one_by_one():
     ]
     losses = [(a["train_loss"], b["train_loss"]) for a, b in zip(packed.history, plain.history)]
     assert all(a == pytest.approx(b, rel=1e-4) for a, b in losses)
+    # a packed suite evaluates a state on all its tasks in one pass: the accuracies of one task at a time
+    assert packed.stacked and not plain.stacked
+    names = list(packed.heads)
+    state = M.apply(packed.pretrained.state, M.sum_vectors(packed.taus(names)), 0.5)
+    for split in ("val", "test"):
+        at_once = packed.accuracies(state, names, split)
+        one_by_one = {n: packed.accuracy(state, n, split) for n in names}
+        assert at_once == pytest.approx(one_by_one, abs=0.02)  # rounding may flip a near-tied example
+        assert len(set(at_once.values())) > 1  # the tasks differ, so a mix-up of heads or labels shows
+
+
+def test_stacked_heads_take_each_heads_own_steps():
+    """fit_heads: each head with its own init, features and labels, as fit_head fits it alone (rounding
+    apart), returned frozen; a mutation that trains every head on the first head's data fails here."""
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(60, 8, generator=gen) for _ in range(3)]
+    labels = [torch.randint(0, 4, (60,), generator=gen) for _ in range(3)]
+    seeds = [11, 12, 13]
+    together = M.fit_heads(feats, labels, 4, 30, seeds)
+    for f, y, seed, head in zip(feats, labels, seeds, together):
+        alone = M.fit_head(f, y, 4, 30, seed)
+        torch.testing.assert_close(head.weight, alone.weight, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(head.bias, alone.bias, atol=1e-5, rtol=1e-4)
+        assert not head.training and not head.weight.requires_grad
+    assert not torch.allclose(together[0].weight, together[1].weight, atol=1e-2)

@@ -369,6 +369,7 @@ class Suite:
     encoder: nn.Module  # a module instance to call functionally with any state dict
     n_classes: int
     history: list[dict] = field(default_factory=list)
+    stacked: bool = False  # packed runs (CUDA): a state's accuracies on its tasks in one pass
 
     def taus(self, names: Sequence[str]) -> list[StateDict]:
         return [task_vector(self.finetuned[n].state, self.pretrained.state) for n in names]
@@ -384,8 +385,27 @@ class Suite:
             correct += (self.heads[name](feats).argmax(1) == y[i : i + 4096]).sum().item()
         return correct / len(y)
 
+    @torch.no_grad()
     def accuracies(self, state: StateDict, names: Sequence[str], split: str = "test") -> dict[str, float]:
-        return {n: self.accuracy(state, n, split) for n in names}
+        """:meth:`accuracy` on each task of ``names``. A stacked suite (a packed run's) evaluates them in
+        one pass when their ``split`` sets have one shape: one encoder call on all tasks' inputs, every
+        head at once (one batched matmul), one host read; the same predictions up to rounding."""
+        xs = [getattr(self.data[n], f"x_{split}") for n in names]
+        if (
+            not self.stacked
+            or len(names) < 2
+            or len({x.shape for x in xs}) > 1
+            or len(names) * len(xs[0]) > 16384
+        ):
+            return {n: self.accuracy(state, n, split) for n in names}
+        ys = torch.stack([getattr(self.data[n], f"y_{split}") for n in names])
+        feats = torch.func.functional_call(self.encoder, state, (torch.cat(xs),)).view(
+            len(names), len(xs[0]), -1
+        )
+        w = torch.stack([self.heads[n].weight for n in names])
+        b = torch.stack([self.heads[n].bias for n in names])
+        correct = (torch.baddbmm(b[:, None, :], feats, w.transpose(1, 2)).argmax(2) == ys).sum(1).tolist()
+        return {n: c / ys.shape[1] for n, c in zip(names, correct)}
 
 
 def source_names(cfg: MergingConfig) -> list[str]:
@@ -478,6 +498,39 @@ def fit_head(features: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int
     return head.eval()
 
 
+def fit_heads(
+    features: Sequence[torch.Tensor],
+    labels: Sequence[torch.Tensor],
+    n_classes: int,
+    steps: int,
+    seeds: Sequence[int],
+) -> list[nn.Linear]:
+    """:func:`fit_head` for several heads at once (a packed run's heads, on CUDA): each with its own seeded
+    init, features and labels (one shape for all), trained as one stacked problem, the sum of the heads'
+    mean cross-entropies under one Adam. Adam's update is elementwise and a head's gradient is that of its
+    own loss, so each head takes its own steps (equal to :func:`fit_head`'s up to rounding); one batched
+    matmul a step for all heads instead of one each."""
+    heads = []
+    for f, seed in zip(features, seeds):
+        torch.manual_seed(seed)
+        heads.append(train.prepare_model(nn.Linear(f.shape[1], n_classes), f.device))
+    f = torch.stack([x.detach() for x in features])  # (heads, m, D)
+    y = torch.stack(list(labels)).flatten()
+    w = torch.stack([h.weight.detach() for h in heads]).requires_grad_()  # (heads, classes, D)
+    b = torch.stack([h.bias.detach() for h in heads]).requires_grad_()
+    opt = train.build_optimizer([w, b], "adam", 1e-2, f.device)  # fused on CUDA: one kernel a step
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        logits = torch.baddbmm(b[:, None, :], f, w.transpose(1, 2)).flatten(0, 1)
+        F.cross_entropy(logits, y, reduction="none").view(len(heads), -1).mean(1).sum().backward()
+        opt.step()
+    with torch.no_grad():
+        for h, wh, bh in zip(heads, w, b):
+            h.weight.copy_(wh)
+            h.bias.copy_(bh)
+    return [h.requires_grad_(False).eval() for h in heads]
+
+
 def build_suite(
     cfg: MergingConfig,
     tasks: Sequence[Task],
@@ -522,15 +575,22 @@ def build_suite(
     encoder.eval()
     pre_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
 
-    # 2. one frozen head per task, fitted on the pretrained features of its fine-tuning split
-    heads = {}
+    # 2. one frozen head per task, fitted on the pretrained features of its fine-tuning split (a packed
+    # run fits them all as one stacked problem: its tasks' splits have one size)
+    feats, labels, seeds = [], [], []
     for n in names:
         m = cfg.head_size or len(td[n].y_train)
         with torch.no_grad():
-            feats = encoder(td[n].x_train[:m])
-        heads[n] = fit_head(
-            feats, td[n].y_train[:m], n_classes, cfg.head_steps, derive_seed(cfg.seed, method, "head", n, rep)
-        )
+            feats.append(encoder(td[n].x_train[:m]))
+        labels.append(td[n].y_train[:m])
+        seeds.append(derive_seed(cfg.seed, method, "head", n, rep))
+    if cfg.pack and len({f.shape for f in feats}) == 1:
+        heads = dict(zip(names, fit_heads(feats, labels, n_classes, cfg.head_steps, seeds)))
+    else:
+        heads = {
+            n: fit_head(f, y, n_classes, cfg.head_steps, seed)
+            for n, f, y, seed in zip(names, feats, labels, seeds)
+        }
 
     # 3. fine-tune the encoder (only) on each task, its head frozen
     finetuned = {}
@@ -539,7 +599,9 @@ def build_suite(
             done, rows = _finetune_pack(cfg, chunk, td, heads, pre_state, enc_cfg, rep, method)
             finetuned.update(done)
             history += rows
-        return Suite(Checkpoint(pre_state, enc_cfg), finetuned, heads, td, encoder, n_classes, history)
+        return Suite(
+            Checkpoint(pre_state, enc_cfg), finetuned, heads, td, encoder, n_classes, history, stacked=True
+        )
     for n in names:
         enc = train.prepare_model(build_encoder(**enc_cfg), device)
         enc.load_state_dict(pre_state)
