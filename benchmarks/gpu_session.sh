@@ -35,7 +35,7 @@ timeout 250 "$py" benchmarks/gpu_suite.py --budget 190 --out "$out/gpu_suite" 2>
 reap
 timeout 25 "$py" benchmarks/gpu_resume.py --device cuda 2>&1 | tee -a "$out/session.log"
 timeout 85 "$py" benchmarks/gpu_suite.py --device cpu --budget 60 --out "$out/cpu_suite" \
-  --methods gradnorm,task_arithmetic,rotnet,ties_merging,downstream_scaling,uncertainty_weighting,model_soups,dann,sla,elr,data_diet \
+  --methods gradnorm,task_arithmetic,rotnet,downstream_scaling,uncertainty_weighting,model_soups,dann,ties_merging,sla,elr,data_diet \
   2>&1 | tee -a "$out/session.log"
 reap
 timeout 60 "$py" benchmarks/gpu_check.py --parts full \
