@@ -17,7 +17,8 @@
 #      their GPU time there first: those issuing the most device operations per second of their 2-core
 #      CPU run (benchmarks/op_count.py, README), as many as start within 60 s. With step 2 this says,
 #      method by method, where a GPU machine should run the default profile (grokking and
-#      critical_periods already stay on the cores), at most 85 s;
+#      critical_periods already stay on the cores), at most 85 s; then (no time) each method in its
+#      faster place and the suite's total under that placement (gpu_suite.py --placement);
 #   5. the full-profile rows not yet projected or fixed since they failed, each cut off after its own
 #      time-out, rows written as they finish, at most 60 s.
 # An offline machine first installs the wheels in .whl (see the README's "On a GPU").
@@ -38,6 +39,8 @@ timeout 85 "$py" benchmarks/gpu_suite.py --device cpu --budget 60 --out "$out/cp
   --methods gradnorm,task_arithmetic,rotnet,downstream_scaling,uncertainty_weighting,model_soups,dann,ties_merging,sla,elr,data_diet \
   2>&1 | tee -a "$out/session.log"
 reap
+# runs nothing: each method in its faster place (steps 2 and 4), the suite's total under that placement
+"$py" benchmarks/gpu_suite.py --placement "$out/gpu_suite.json" "$out/cpu_suite.json" 2>&1 | tee -a "$out/session.log"
 timeout 60 "$py" benchmarks/gpu_check.py --parts full \
   --methods uncertainty_weighting,gradnorm,grokking,downstream_scaling,model_soups,data_diet,ties_merging \
   --budget 25 --method-timeout 30 --timeouts gradnorm=50,data_diet=50,ties_merging=50 \

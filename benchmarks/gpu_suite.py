@@ -15,7 +15,11 @@ is a fresh draw of the same seeds, so equal numbers are not expected; a decided 
 intervals that do not overlap, are what to look at).
 
 The summary line is the issue's goal: the device's total against a quarter of the CPU's, over the
-methods that ran on both. Methods not started within ``--budget`` seconds are ``skipped`` (one started
+methods that ran on both. ``--placement GPU_JSON CORES_JSON`` runs nothing: from a run on the GPU and
+one on the same machine's CPU cores (``--device cpu``), it puts each method where it ran faster and
+gives the suite's total under that placement, against the committed 2-core CPU times.
+
+Methods not started within ``--budget`` seconds are ``skipped`` (one started
 just before then still finishes). A failing method is reported and the next one runs. The table is
 printed after every method and written to ``--out`` (``.md`` and ``.json``), so a call cut short still
 brings back the rows it finished. ``data/default`` is prepared first when it is absent (a fresh checkout).
@@ -135,6 +139,72 @@ def table(rows: list[dict], head: str) -> str:
     return "\n".join(lines)
 
 
+def placement(gpu_rows: list[dict], core_rows: list[dict]) -> dict:
+    """Each method's faster place on a GPU machine, from a run of the suite on its GPU and one on its CPU
+    cores (``--device cpu``), compared on the seconds inside the runs; a method timed in one run only
+    takes that one. The suite's total under that placement, against the same methods' committed 2-core
+    CPU times, is the quarter-time goal asked of the whole machine."""
+
+    def timed(rows):
+        return {r["method"]: r for r in rows if r.get("status") == "ok" and r.get("runs_s")}
+
+    gpu, cores = timed(gpu_rows), timed(core_rows)
+    rows = []
+    for method in [*gpu, *(m for m in cores if m not in gpu)]:
+        options = [r for r in (gpu.get(method), cores.get(method)) if r is not None]
+        best = min(options, key=lambda r: r["runs_s"])
+        rows.append(
+            {
+                "method": method,
+                "gpu_s": gpu[method]["runs_s"]
+                if method in gpu and gpu[method].get("device") != "cpu"
+                else None,
+                "cores_s": next((r["runs_s"] for r in options if r.get("device") == "cpu"), None),
+                "best": "cores" if best.get("device") == "cpu" else "gpu",
+                "runs_s": best["runs_s"],
+                "cpu_runs_s": best.get("cpu_runs_s"),
+                **{k: best[k] for k in ("claims", "same_verdict", "overlapping_ci") if k in best},
+            }
+        )
+    both = [r for r in rows if r["cpu_runs_s"]]
+    machine, reference = sum(r["runs_s"] for r in both), sum(r["cpu_runs_s"] for r in both)
+    ratio = round(machine / reference, 3) if reference else None
+    return {
+        "rows": rows,
+        "methods_timed": len(both),
+        "machine_runs_s": round(machine, 1),
+        "cpu_runs_s": round(reference, 1),
+        "ratio": ratio,
+        "goal_met": ratio is not None and ratio <= GOAL,
+        "to_pin": sorted(r["method"] for r in rows if r["best"] == "cores" and r["gpu_s"] is not None),
+    }
+
+
+def placement_table(p: dict) -> str:
+    lines = [
+        "| method | s in runs on the GPU | on the CPU cores | faster | 2-core CPU s | same verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in p["rows"]:
+        same = f"{r['same_verdict']}/{r['claims']}" if "claims" in r else "-"
+        lines.append(
+            f"| {r['method']} | {r['gpu_s'] if r['gpu_s'] is not None else '-'} "
+            f"| {r['cores_s'] if r['cores_s'] is not None else '-'} | {r['best']} "
+            f"| {r['cpu_runs_s'] or '-'} | {same} |"
+        )
+    lines += [
+        "",
+        f"each method in its faster place, {p['methods_timed']} methods: {p['machine_runs_s']} s in runs "
+        f"against {p['cpu_runs_s']} s on 2 CPU cores (ratio {p['ratio']}, goal <= {GOAL}: "
+        f"{'met' if p['goal_met'] else 'not met'})",
+    ]
+    if p["to_pin"]:
+        lines.append(
+            f"faster on the cores than on the GPU (pin `device: cpu` there): {', '.join(p['to_pin'])}"
+        )
+    return "\n".join(lines)
+
+
 def pinned(params: dict, method: str, profile: str) -> bool:
     """Whether params.yaml pins ``method``'s device at ``profile`` (a launch-bound program kept on the CPU
     cores even on a GPU machine, as ``dvc repro`` runs it there)."""
@@ -193,7 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         help="KEY=VALUE for every method, or METHOD.KEY=VALUE for one (e.g. elr.pack=16)",
     )
     parser.add_argument("--out", default="reports/gpu_suite", help="writes OUT.md and OUT.json")
+    parser.add_argument(
+        "--placement",
+        nargs=2,
+        metavar=("GPU_JSON", "CORES_JSON"),
+        help="runs nothing: from a GPU run's and a CPU-core run's .json, each method's faster place",
+    )
     args = parser.parse_args(argv)
+    if args.placement:
+        runs = [json.loads(Path(f).read_text())["rows"] if Path(f).is_file() else [] for f in args.placement]
+        print(placement_table(placement(*runs)), flush=True)
+        return 0
 
     import torch
 

@@ -105,3 +105,49 @@ def test_the_table_marks_a_method_kept_on_the_cpu(gpu_suite):
     text = gpu_suite.table(rows, "default suite on NVIDIA H200 (default profile)")
     assert "| grokking (on cpu) | ok |" in text and "| elr | ok |" in text
     assert "(on cpu)" not in gpu_suite.table(rows, "default suite on cpu (default profile)")
+
+
+def test_placement_puts_each_method_where_it_ran_faster(gpu_suite, tmp_path, capsys):
+    def row(method, device, runs_s, cpu_runs_s, same=1):
+        return {
+            "method": method,
+            "status": "ok",
+            "device": device,
+            "runs_s": runs_s,
+            "cpu_runs_s": cpu_runs_s,
+            "claims": 2,
+            "same_verdict": same,
+            "overlapping_ci": 2,
+        }
+
+    gpu = [
+        row("elr", "cuda", 10.0, 50.0),  # faster on the GPU
+        row("gradnorm", "cuda", 30.0, 50.0),  # faster on the cores
+        row("grokking", "cpu", 8.0, 30.0),  # pinned to the cores in the GPU run
+        {"method": "sla", "status": "skipped: time budget spent"},
+    ]
+    cores = [
+        row("gradnorm", "cpu", 12.0, 50.0, same=2),
+        row("elr", "cpu", 20.0, 50.0),
+        row("rotnet", "cpu", 5.0, 28.0),
+    ]
+    p = gpu_suite.placement(gpu, cores)
+    by = {r["method"]: r for r in p["rows"]}
+    assert [r["method"] for r in p["rows"]] == ["elr", "gradnorm", "grokking", "rotnet"]  # sla: timed nowhere
+    assert (by["elr"]["best"], by["elr"]["runs_s"]) == ("gpu", 10.0)
+    assert (by["gradnorm"]["best"], by["gradnorm"]["runs_s"], by["gradnorm"]["same_verdict"]) == (
+        "cores",
+        12.0,
+        2,
+    )
+    assert by["gradnorm"]["gpu_s"] == 30.0 and by["gradnorm"]["cores_s"] == 12.0
+    assert by["grokking"]["gpu_s"] is None and by["grokking"]["best"] == "cores"
+    assert p["machine_runs_s"] == 10 + 12 + 8 + 5 and p["cpu_runs_s"] == 50 + 50 + 30 + 28
+    assert p["ratio"] == round(35 / 158, 3) and p["goal_met"]
+    assert p["to_pin"] == ["gradnorm"]  # grokking is pinned already, rotnet never ran on the GPU
+    text = gpu_suite.placement_table(p)
+    assert "| gradnorm | 30.0 | 12.0 | cores | 50.0 | 2/2 |" in text and "goal <= 0.25: met" in text
+    # from the two runs' files, running nothing; a missing file counts as a run with no rows
+    (tmp_path / "gpu.json").write_text(json.dumps({"rows": gpu}))
+    assert gpu_suite.main(["--placement", str(tmp_path / "gpu.json"), str(tmp_path / "none.json")]) == 0
+    assert "each method in its faster place, 3 methods: 48.0 s in runs" in capsys.readouterr().out
