@@ -241,6 +241,43 @@ def test_each_pack_member_trains_like_its_own_multitask_run(optimizer):
             assert got["trace"] == []
 
 
+def test_fused_heads_give_each_heads_outputs():
+    x, tasks, _ = _pack_problem()
+    model, _ = _pack_member("equal", tasks, 1)
+    plain = model(x)
+    model.fused = True  # what fit_pack sets on a pack's template: one matmul for all heads
+    fused = model(x)
+    del model.fused
+    assert [o.shape for o in fused] == [o.shape for o in plain] == [(160, 3), (160, 1), (160, 2)]
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_pack_of_same_size_regression_tasks_takes_one_stacked_loss(monkeypatch):
+    """GradNorm's tasks (regression, one output size): the pack indexes their stacked targets once and
+    takes one loss for all tasks a step, and each member still trains as its run alone; the template's
+    fused heads are switched back off afterwards."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(160, 4, generator=g)
+    tasks = [mt.Task(f"r{i}", "regression", 2) for i in range(3)]
+    ys = [(i + 1) * x[:, i : i + 2] ** 2 for i in range(3)]
+    calls = []
+    real = mt.pack_regression_losses
+    monkeypatch.setattr(mt, "pack_regression_losses", lambda o, t: calls.append(t.shape) or real(o, t))
+    kinds, seeds, lrs = ["equal", "gradnorm", "gradnorm"], [1, 2, 3], [0.01, 0.01, 0.02]
+    kw = dict(epochs=2, batch_size=32, seed=7, optimizer="adam")
+    members = [_pack_member(k, tasks, s) for k, s in zip(kinds, seeds)]
+    out = mt.fit_pack([m for m, _ in members], [w for _, w in members], x, ys, width=4, lr=lrs, **kw)
+    assert calls and calls[0] == (3, 4, 32, 2)  # (tasks, slots, batch, outputs)
+    assert members[0][0].fused is False and "fused" not in vars(members[0][0])
+    for kind, seed, lr, got in zip(kinds, seeds, lrs, out):
+        model, weighting = _pack_member(kind, tasks, seed)
+        history = mt.fit(model, weighting, x, ys, lr=lr, **kw)
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(got["state"][k], v, atol=2e-5, rtol=1e-4, msg=f"{kind} {k}")
+        assert got["history"][-1]["train_loss"] == pytest.approx(history[-1]["train_loss"], rel=1e-4)
+
+
 def test_a_diverging_pack_member_is_recorded_and_the_pack_trains_on():
     x, tasks, ys = _pack_problem()
     members = [_pack_member("equal", tasks, 1), _pack_member("equal", tasks, 1)]

@@ -66,8 +66,14 @@ class MultiTaskNet(nn.Module):
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
 
+    fused = False  # a pack's template sets it (fit_pack): every head in one matmul
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         h = self.trunk(x)
+        if self.fused and len(self.heads) > 1:  # the same outputs, one matmul instead of one per head
+            w = torch.cat([head.weight for head in self.heads])
+            b = torch.cat([head.bias for head in self.heads])
+            return list(F.linear(h, w, b).split([t.out_dim for t in self.tasks], -1))
         return [head(h) for head in self.heads]
 
     def shared_layer(self) -> list[nn.Parameter]:
@@ -444,6 +450,13 @@ def pack_task_losses(
     return torch.stack(losses, dim=1)
 
 
+def pack_regression_losses(outputs: Sequence[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """:func:`pack_task_losses` for regression tasks of one output size, at once: ``targets`` stacked
+    (T, members, B, out_dim) -> (members, T) mean squared errors, a handful of operations for any T."""
+    out = torch.stack(list(outputs)).float().reshape(targets.shape)
+    return (out - targets).pow(2).flatten(2).mean(2).T
+
+
 class PackWeighting:
     """The weightings of a pack's members as stacked (width, T) tensors, one row per slot.
 
@@ -581,27 +594,42 @@ def fit_pack(
         own = {} if weighting_lr is None else {"lr": weighting_lr, "weight_decay": 0.0}
         extra.append({"params": [pack.log_vars], "weight_decay": weight_decay, **own})
 
-    def loss(outputs, _labels, idx, params):
-        return pack.combine(pack_task_losses(outputs, [y[idx] for y in targets], tasks), params[shared_name])
-
-    states, histories = packed.fit(
-        models,
-        [packed.Batches(torch.arange(len(x), device=device), batch_size, seed).next for _ in models],
-        x,
-        None,
-        epochs=epochs,
-        steps_per_epoch=max(1, len(x) // batch_size),
-        width=width,
-        lr=lr,
-        optimizer=optimizer,
-        weight_decay=weight_decay,
-        loss=loss,
-        on_epoch=lambda epoch, predict: pack.epoch_logs(len(models)),
-        extra_params=extra,
-        divergence="record",
-        desc=desc,
-        resume_state={"weighting": pack},
+    # regression tasks of one output size (GradNorm's): their targets stacked, one index and one loss
+    # for all tasks a step
+    alike = (
+        len(tasks) > 1 and all(t.kind == "regression" for t in tasks) and len({t.out_dim for t in tasks}) == 1
     )
+    stacked = torch.stack(list(targets)) if alike and len({y.shape for y in targets}) == 1 else None
+
+    def loss(outputs, _labels, idx, params):
+        if stacked is not None:
+            losses = pack_regression_losses(outputs, stacked[:, idx])
+        else:
+            losses = pack_task_losses(outputs, [y[idx] for y in targets], tasks)
+        return pack.combine(losses, params[shared_name])
+
+    models[0].fused = True  # the pack's template (packed.fit copies it): all heads in one matmul
+    try:
+        states, histories = packed.fit(
+            models,
+            [packed.Batches(torch.arange(len(x), device=device), batch_size, seed).next for _ in models],
+            x,
+            None,
+            epochs=epochs,
+            steps_per_epoch=max(1, len(x) // batch_size),
+            width=width,
+            lr=lr,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            loss=loss,
+            on_epoch=lambda epoch, predict: pack.epoch_logs(len(models)),
+            extra_params=extra,
+            divergence="record",
+            desc=desc,
+            resume_state={"weighting": pack},
+        )
+    finally:
+        del models[0].fused  # back to the class default: outside packs, one matmul per head as before
     final = pack.weights()
     return [
         {
