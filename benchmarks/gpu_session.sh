@@ -36,7 +36,7 @@ timeout 250 "$py" benchmarks/gpu_suite.py --budget 190 --out "$out/gpu_suite" 2>
 reap
 timeout 25 "$py" benchmarks/gpu_resume.py --device cuda 2>&1 | tee -a "$out/session.log"
 timeout 85 "$py" benchmarks/gpu_suite.py --device cpu --budget 60 --out "$out/cpu_suite" \
-  --methods gradnorm,task_arithmetic,rotnet,downstream_scaling,uncertainty_weighting,model_soups,dann,ties_merging,sla,elr,data_diet \
+  --methods gradnorm,task_arithmetic,rotnet,downstream_scaling,model_soups,uncertainty_weighting,dann,ties_merging,sla,elr,data_diet \
   2>&1 | tee -a "$out/session.log"
 reap
 # runs nothing: each method in its faster place (steps 2 and 4), the suite's total under that placement
