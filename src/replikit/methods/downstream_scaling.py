@@ -770,9 +770,8 @@ def _fit_pack(cfg: Config, runs: list[_Run], nets, sets, epochs: int, lr: float,
         val_x, n_val = torch.cat([r.val[0] for r in runs]), len(runs[0].val[1])
 
         def on_epoch(epoch: int, predict) -> list[dict[str, float]]:
-            out = predict(
-                val_x
-            )  # (width, members x n_val, vocab): each member's logits on every held-out set
+            # (width, members x n_val, vocab): each member's logits on every held-out set
+            out = predict(val_x)
             return [{"val_ce": r.val_ce(out[m, m * n_val : (m + 1) * n_val])} for m, r in enumerate(runs)]
 
     return packed.fit(
