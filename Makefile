@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Jupyter refuses to run as root (containers, CI images) unless told to; never passed otherwise
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup repro test lab report bench full stability gpu-check gpu-bench gpu-suite gpu-session
+.PHONY: setup repro repro-lanes test lab report bench full stability gpu-check gpu-bench gpu-suite gpu-session
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 repro: setup          ## replicate every method on params.yaml's profile, then the report
 	$(BIN)/dvc repro
+
+repro-lanes: setup    ## on a GPU machine: dvc repro with the GPU's stages and the CPU-pinned ones side by side
+	$(BIN)/python -m replikit.lanes $(ARGS)
 
 test: setup           ## ruff (lint + format), unit tests, notebooks through papermill (smoke), a dvc repro of the smoke profile
 	$(BIN)/ruff check .
