@@ -23,6 +23,17 @@ Methods not started within ``--budget`` seconds are ``skipped`` (one started
 just before then still finishes). A failing method is reported and the next one runs. The table is
 printed after every method and written to ``--out`` (``.md`` and ``.json``), so a call cut short still
 brings back the rows it finished. ``data/default`` is prepared first when it is absent (a fresh checkout).
+
+``--lanes`` uses the whole machine: a GPU lane (``--device``, the methods params.yaml does not pin to the
+CPU, on ``--gpu-cores`` of the CPU cores for its host processes) and a cores lane (``device: cpu``, every
+method, on the other cores) run side by side, each one method at a time, from opposite ends of one
+ordering: the GPU lane starts with the methods that issue the fewest device operations per second of
+their 2-core CPU run (``benchmarks/op_count.py``), the cores lane with the pinned methods and then those
+that issue the most. Each lane is a process pinned to its cores; after ``--limit`` seconds a lane still
+running is killed with its kernels and workers, and its finished rows still count. From both lanes'
+times it prints each method's faster place and the two-lane placement: each method in the lane that
+makes the later lane finish first (every split tried), the suite's time in runs under it against the
+committed 2-core CPU times, and which methods to pin to the cores.
 """
 
 from __future__ import annotations
@@ -42,7 +53,27 @@ os.environ.setdefault("REPLIKIT_PROGRESS", "0")
 
 import yaml  # noqa: E402  (after the sys.path insert above)
 
+from replikit.lanes import pin_to, pinned_device, split_cores  # noqa: E402
+
 GOAL = 0.25  # the device's time over the CPU's
+
+GPU_FIRST = [
+    "data_diet",
+    "elr",
+    "sla",
+    "ties_merging",
+    "dann",
+    "uncertainty_weighting",
+    "model_soups",
+    "downstream_scaling",
+    "rotnet",
+    "task_arithmetic",
+    "gradnorm",
+]
+"""The GPU lane's order: device operations per second of each method's 2-core CPU run, fewest first (the
+README's op-count table, 2026-12-05: data_diet 1,700 ... gradnorm 15,200). The fewer operations a second
+of CPU work issues, the more work each launch carries, and the more a GPU gains over the cores. The cores
+lane runs the same list from the other end; methods not listed come last in both."""
 
 
 def compare(cpu: dict, dev: dict) -> dict:
@@ -148,6 +179,9 @@ def placement(gpu_rows: list[dict], core_rows: list[dict]) -> dict:
     def timed(rows):
         return {r["method"]: r for r in rows if r.get("status") == "ok" and r.get("runs_s")}
 
+    def on_gpu(r):  # a GPU run's row, unless params.yaml pinned the method to the cores there
+        return r.get("lane") == "gpu" or (r.get("lane") is None and r.get("device") != "cpu")
+
     gpu, cores = timed(gpu_rows), timed(core_rows)
     rows = []
     for method in [*gpu, *(m for m in cores if m not in gpu)]:
@@ -156,11 +190,9 @@ def placement(gpu_rows: list[dict], core_rows: list[dict]) -> dict:
         rows.append(
             {
                 "method": method,
-                "gpu_s": gpu[method]["runs_s"]
-                if method in gpu and gpu[method].get("device") != "cpu"
-                else None,
-                "cores_s": next((r["runs_s"] for r in options if r.get("device") == "cpu"), None),
-                "best": "cores" if best.get("device") == "cpu" else "gpu",
+                "gpu_s": gpu[method]["runs_s"] if method in gpu and on_gpu(gpu[method]) else None,
+                "cores_s": next((r["runs_s"] for r in options if not on_gpu(r)), None),
+                "best": "gpu" if on_gpu(best) else "cores",
                 "runs_s": best["runs_s"],
                 "cpu_runs_s": best.get("cpu_runs_s"),
                 **{k: best[k] for k in ("claims", "same_verdict", "overlapping_ci") if k in best},
@@ -178,6 +210,54 @@ def placement(gpu_rows: list[dict], core_rows: list[dict]) -> dict:
         "goal_met": ratio is not None and ratio <= GOAL,
         "to_pin": sorted(r["method"] for r in rows if r["best"] == "cores" and r["gpu_s"] is not None),
     }
+
+
+def two_lanes(rows: list[dict]) -> dict:
+    """The two-lane placement over :func:`placement`'s rows: each method on the GPU or the cores so that
+    the later of the two lanes finishes first (every split tried; a method timed in one place only stays
+    there; ties go to the smaller sum). The lanes run side by side, so the suite takes the later lane's
+    time, against the same methods' committed 2-core CPU times."""
+    fixed_gpu = [r for r in rows if r["cores_s"] is None and r["gpu_s"] is not None]
+    fixed_cores = [r for r in rows if r["gpu_s"] is None and r["cores_s"] is not None]
+    free = [r for r in rows if r["gpu_s"] is not None and r["cores_s"] is not None]
+    best = None
+    for mask in range(1 << len(free)):
+        gpu = fixed_gpu + [r for i, r in enumerate(free) if mask >> i & 1]
+        cores = fixed_cores + [r for i, r in enumerate(free) if not mask >> i & 1]
+        g, c = sum(r["gpu_s"] for r in gpu), sum(r["cores_s"] for r in cores)
+        key = (round(max(g, c), 6), round(g + c, 6))
+        if best is None or key < best[0]:
+            best = (key, gpu, cores, g, c)
+    _, gpu, cores, g, c = best
+    timed = [r for r in gpu + cores if r["cpu_runs_s"]]
+    reference = sum(r["cpu_runs_s"] for r in timed)
+    makespan = max(g, c)
+    ratio = round(makespan / reference, 3) if reference else None
+    return {
+        "gpu": [r["method"] for r in gpu],
+        "cores": [r["method"] for r in cores],
+        "gpu_s": round(g, 1),
+        "cores_s": round(c, 1),
+        "makespan_s": round(makespan, 1),
+        "methods_timed": len(timed),
+        "cpu_runs_s": round(reference, 1),
+        "ratio": ratio,
+        "goal_met": ratio is not None and ratio <= GOAL,
+        "to_pin": sorted(r["method"] for r in cores if r["gpu_s"] is not None),
+    }
+
+
+def two_lanes_text(t: dict) -> str:
+    lines = [
+        f"two lanes side by side, each method where the later lane ends first: GPU lane "
+        f"{', '.join(t['gpu']) or '-'} ({t['gpu_s']} s in runs); cores lane {', '.join(t['cores']) or '-'} "
+        f"({t['cores_s']} s): the suite in {t['makespan_s']} s of runs against {t['cpu_runs_s']} s on 2 CPU "
+        f"cores, {t['methods_timed']} methods (ratio {t['ratio']}, goal <= {GOAL}: "
+        f"{'met' if t['goal_met'] else 'not met'})"
+    ]
+    if t["to_pin"]:
+        lines.append(f"for that placement pin `device: cpu` in params.yaml for: {', '.join(t['to_pin'])}")
+    return "\n".join(lines)
 
 
 def placement_table(p: dict) -> str:
@@ -208,8 +288,7 @@ def placement_table(p: dict) -> str:
 def pinned(params: dict, method: str, profile: str) -> bool:
     """Whether params.yaml pins ``method``'s device at ``profile`` (a launch-bound program kept on the CPU
     cores even on a GPU machine, as ``dvc repro`` runs it there)."""
-    section = params.get(method) or {}
-    return "device" in section or "device" in ((section.get("profiles") or {}).get(profile) or {})
+    return pinned_device(params, method, profile) is not None
 
 
 def overrides_for(method: str, sets: dict, device, pin: bool = False) -> dict:
@@ -237,6 +316,132 @@ def run_method(method: str, profile: str, overrides: dict, tmp: Path, reference:
         first = str(err).splitlines()[0][:300] if str(err) else ""
         status = f"error: {type(err).__name__}: {first}"
         return {"method": method, "status": status, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def lane_methods(methods: list[str], params: dict, profile: str) -> tuple[list[str], list[str]]:
+    """``--lanes``' two orders: the GPU lane's (the methods params.yaml does not pin, :data:`GPU_FIRST`'s
+    order) and the cores lane's (the pinned methods, then the others from the other end)."""
+    pins = [m for m in methods if pinned(params, m, profile)]
+    free = [m for m in methods if m not in pins]
+    rank = {m: i for i, m in enumerate(GPU_FIRST)}
+    gpu = sorted(free, key=lambda m: rank.get(m, len(rank)))
+    cores = pins + sorted(free, key=lambda m: -rank.get(m, -1))
+    return gpu, cores
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process and everything under it: a lane's notebook kernels run in sessions of their own
+    (jupyter_client starts them so), so a process group would miss them and their workers."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+def span(cpus: list[int]) -> str:
+    return str(cpus[0]) if len(cpus) == 1 else f"{cpus[0]}-{cpus[-1]}"
+
+
+def run_lanes(args, methods: list[str], params: dict, profile: str, reference: Path) -> int:
+    """``--lanes``: the GPU lane and the cores lane side by side, each a ``gpu_suite.py`` process pinned to
+    its cores, killed with everything under it after ``--limit`` s; then both lanes' placement."""
+    import signal
+    from functools import partial
+
+    from replikit import train
+
+    try:  # no CUDA here: say so now, not after the cores lane's minutes
+        train.resolve_device(args.device)
+    except RuntimeError as err:
+        raise SystemExit(f"--lanes: {err}; --device cpu runs the GPU lane on the CPU (a test)") from None
+    gpu_methods, core_methods = lane_methods(methods, params, profile)
+    gpu_cpus, core_cpus = split_cores(sorted(os.sched_getaffinity(0)), args.gpu_cores)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lanes = {
+        "gpu": (args.device, gpu_methods, gpu_cpus),
+        "cores": ("cpu", core_methods, core_cpus),
+    }
+    print(
+        f"two lanes: gpu on {args.device} with CPU cores {span(gpu_cpus)}: {', '.join(gpu_methods) or '-'}; "
+        f"cores on CPU cores {span(core_cpus)}: {', '.join(core_methods)}",
+        flush=True,
+    )
+    ensure_data()  # once, before the lanes could both start preparing it
+    common = ["--profile", profile, "--budget", str(args.budget), "--reference", str(reference)]
+    common += [f"--set={v}" for v in args.set]
+    procs: dict[str, subprocess.Popen] = {}
+    t0 = time.perf_counter()
+    for name, (device, todo, cpus) in lanes.items():
+        if todo:
+            cmd = [sys.executable, __file__, "--device", device, "--methods", ",".join(todo), "--lane", name]
+            procs[name] = subprocess.Popen(
+                [*cmd, "--out", f"{out}_{name}", *common],
+                preexec_fn=partial(pin_to, cpus),
+            )
+
+    def stop(*_):
+        for proc in procs.values():
+            kill_tree(proc.pid)
+
+    before = signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(124)))  # a `timeout` around us
+    walls: dict[str, float | None] = {}
+    try:
+        while len(walls) < len(procs):
+            for name, proc in procs.items():
+                if name not in walls and proc.poll() is not None:
+                    walls[name] = round(time.perf_counter() - t0, 1)
+                    print(f"[{name}] lane done in {walls[name]} s", flush=True)
+            if time.perf_counter() - t0 > args.limit:
+                cut = [name for name in procs if name not in walls]
+                print(f"cut off after {args.limit} s: {', '.join(cut)}", flush=True)
+                stop()
+                walls.update({name: None for name in cut})
+            time.sleep(0.5)
+    except BaseException:  # Ctrl-C: the lanes go too
+        stop()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+    def rows(name):
+        f = Path(f"{out}_{name}.json")
+        return json.loads(f.read_text())["rows"] if f.is_file() else []
+
+    gpu_rows, core_rows = rows("gpu"), rows("cores")
+    p = placement(gpu_rows, core_rows)
+    t = two_lanes(p["rows"])
+    head = f"the suite in two lanes ({profile} profile): GPU lane on {args.device}, cores lane on the CPU"
+    walls_text = ", ".join(
+        f"{name} lane {'cut off at ' + str(args.limit) if w is None else w} s wall "
+        f"({sum(r.get('status') == 'ok' for r in rows(name))} of {len(lanes[name][1])} methods ok)"
+        for name, w in ((n, walls.get(n)) for n in procs)
+    )
+    text = "\n".join([head, "", placement_table(p), "", two_lanes_text(t), f"measured: {walls_text}"])
+    print(text, flush=True)
+    out.with_suffix(".md").write_text(text + "\n")
+    report = {
+        "head": head,
+        "lanes": {
+            name: {"device": d, "methods": m, "cpus": c, "wall_s": walls.get(name)}
+            for name, (d, m, c) in lanes.items()
+        },
+        "gpu": gpu_rows,
+        "cores": core_rows,
+        "placement": p,
+        "two_lanes": t,
+    }
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    return 0
 
 
 def ensure_data() -> None:
@@ -269,31 +474,42 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("GPU_JSON", "CORES_JSON"),
         help="runs nothing: from a GPU run's and a CPU-core run's .json, each method's faster place",
     )
+    parser.add_argument(
+        "--lanes", action="store_true", help="a GPU lane and a cores lane side by side (see above)"
+    )
+    parser.add_argument("--gpu-cores", type=int, default=2, help="--lanes: CPU cores for the GPU lane")
+    parser.add_argument("--limit", type=float, default=600.0, help="--lanes: seconds before both are cut off")
+    parser.add_argument("--lane", default="", help=argparse.SUPPRESS)  # a lane of --lanes: terse output
     args = parser.parse_args(argv)
     if args.placement:
         runs = [json.loads(Path(f).read_text())["rows"] if Path(f).is_file() else [] for f in args.placement]
-        print(placement_table(placement(*runs)), flush=True)
+        p = placement(*runs)
+        print(placement_table(p), "", two_lanes_text(two_lanes(p["rows"])), sep="\n", flush=True)
         return 0
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    methods = [m for m in args.methods.split(",") if m] or params["methods"]
+    profile = args.profile or params.get("profile", "default")
+    reference = Path(args.reference)
+    reference = reference if reference.is_absolute() else ROOT / reference
+    if args.lanes:
+        return run_lanes(args, methods, params, profile, reference)
 
     import torch
 
     from replikit import runner, train
 
     device = train.resolve_device(args.device)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    methods = [m for m in args.methods.split(",") if m] or params["methods"]
-    profile = args.profile or params.get("profile", "default")
     sets = runner.parse_overrides(args.set)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     head = (
         f"default suite on {name} ({profile} profile, torch {torch.__version__}, CUDA {torch.version.cuda})"
     )
-    print(head, flush=True)
+    tag = f"[{args.lane}] " if args.lane else ""
+    if not args.lane:
+        print(head, flush=True)
     ensure_data()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    reference = Path(args.reference)
-    reference = reference if reference.is_absolute() else ROOT / reference
     deadline = time.perf_counter() + args.budget
     rows: list[dict] = []
     text = table(rows, head)
@@ -304,13 +520,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 over = overrides_for(m, sets, device, pinned(params, m, profile))
                 rows.append(run_method(m, profile, over, Path(tmp), reference))
-            print(f"{m}: {rows[-1]['status']} ({rows[-1].get('wall_s', '-')} s)", flush=True)
+                if args.lane:
+                    rows[-1]["lane"] = args.lane
+            print(f"{tag}{m}: {rows[-1]['status']} ({rows[-1].get('wall_s', '-')} s)", flush=True)
             text = table(rows, head)
             out.with_suffix(".md").write_text(text + "\n")
             out.with_suffix(".json").write_text(
                 json.dumps({"head": head, "rows": rows, "summary": summary(rows)}, indent=1)
             )
-    print(text, flush=True)
+    if not args.lane:  # a lane's table is its --lanes parent's to print
+        print(text, flush=True)
     return 0
 
 

@@ -1,7 +1,9 @@
 """benchmarks/gpu_suite.py: the default suite on a device, compared with the committed CPU results."""
 
 import json
+import time
 
+import psutil
 import pytest
 import yaml
 from conftest import ROOT, benchmark
@@ -151,3 +153,81 @@ def test_placement_puts_each_method_where_it_ran_faster(gpu_suite, tmp_path, cap
     (tmp_path / "gpu.json").write_text(json.dumps({"rows": gpu}))
     assert gpu_suite.main(["--placement", str(tmp_path / "gpu.json"), str(tmp_path / "none.json")]) == 0
     assert "each method in its faster place, 3 methods: 48.0 s in runs" in capsys.readouterr().out
+
+
+def test_lanes_run_the_two_ends_of_one_order(gpu_suite):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    methods = ["grokking", "gradnorm", "newcomer", "data_diet", "elr", "critical_periods"]
+    gpu, cores = gpu_suite.lane_methods(methods, params, "default")
+    assert gpu == ["data_diet", "elr", "gradnorm", "newcomer"]  # the pinned two never reach the GPU
+    assert cores == ["grokking", "critical_periods", "gradnorm", "elr", "data_diet", "newcomer"]
+    assert set(gpu_suite.GPU_FIRST) <= set(params["methods"])
+    assert gpu_suite.split_cores(list(range(16)), 2) == ([0, 1], list(range(2, 16)))
+    with pytest.raises(SystemExit, match="leaves no core"):
+        gpu_suite.split_cores([0, 1], 2)
+
+
+def lane_row(method, gpu_s, cores_s, cpu_runs_s):
+    return {"method": method, "gpu_s": gpu_s, "cores_s": cores_s, "cpu_runs_s": cpu_runs_s}
+
+
+def test_two_lanes_put_each_method_where_the_later_lane_ends_first(gpu_suite):
+    rows = [
+        lane_row("a", 10.0, 40.0, 100.0),
+        lane_row("b", 10.0, 12.0, 60.0),
+        lane_row("c", 30.0, 14.0, 50.0),
+        lane_row("pinned", None, 8.0, 30.0),
+        lane_row("gpu_only", 6.0, None, None),  # no 2-core reference: placed, not in the ratio
+    ]
+    t = gpu_suite.two_lanes(rows)
+    # every split tried: a and b on the GPU (26 s), c and pinned on the cores (22 s); b on the cores
+    # instead (GPU 16 s, cores 34 s) or c on the GPU (GPU 56 s) ends later
+    assert (t["gpu"], t["cores"]) == (["gpu_only", "a", "b"], ["pinned", "c"])
+    assert (t["gpu_s"], t["cores_s"], t["makespan_s"]) == (26.0, 22.0, 26.0)
+    assert t["cpu_runs_s"] == 240.0 and t["methods_timed"] == 4
+    assert t["ratio"] == round(26 / 240, 3) and t["goal_met"] and t["to_pin"] == ["c"]
+    t = gpu_suite.two_lanes([lane_row("a", 50.0, 60.0, 100.0)])  # one method: one lane, the faster
+    assert (t["gpu"], t["cores"], t["ratio"], t["goal_met"]) == (["a"], [], 0.5, False)
+    assert "pin" not in gpu_suite.two_lanes_text(t) and "not met" in gpu_suite.two_lanes_text(t)
+    assert gpu_suite.two_lanes([])["ratio"] is None
+
+
+def test_lanes_on_the_cpu_run_side_by_side_and_a_cut_off_keeps_what_finished(gpu_suite, tmp_path):
+    out = tmp_path / "lanes"
+    args = ["--lanes", "--device", "cpu", "--gpu-cores", "1", "--profile", "smoke"]
+    args += ["--methods", "task_arithmetic,critical_periods", "--reference", str(tmp_path)]
+    assert gpu_suite.main([*args, "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [(r["method"], r["lane"], r["status"]) for r in report["gpu"]] == [
+        ("task_arithmetic", "gpu", "ok")
+    ]
+    assert [(r["method"], r["lane"]) for r in report["cores"]] == [
+        ("critical_periods", "cores"),
+        ("task_arithmetic", "cores"),
+    ]
+    lanes = report["lanes"]
+    assert lanes["gpu"]["cpus"] != lanes["cores"]["cpus"] and all(v["wall_s"] > 0 for v in lanes.values())
+    by = {r["method"]: r for r in report["placement"]["rows"]}
+    assert by["critical_periods"]["gpu_s"] is None and by["task_arithmetic"]["gpu_s"] > 0
+    assert "critical_periods" in report["two_lanes"]["cores"]
+    # cut off before a stage can finish: both lanes are killed with their kernels, and it still reports
+    started = time.time()
+    assert gpu_suite.main([*args, "--limit", "5", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert all(v["wall_s"] is None for v in report["lanes"].values())
+    assert "cut off at 5.0 s" in out.with_suffix(".md").read_text()
+    # a killed lane's kernels would live on as orphans (they run in sessions of their own)
+    left = []
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if proc.info["create_time"] >= started - 1 and ("ipykernel" in line or "gpu_suite" in line):
+            left.append(line)
+    assert not left, left
+
+
+def test_lanes_without_cuda_stop_before_anything_runs(gpu_suite, tmp_path):
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit, match="CUDA is not available"):
+        gpu_suite.main(["--lanes", "--device", "cuda", "--gpu-cores", "1", "--out", str(tmp_path / "x")])
+    assert not list(tmp_path.iterdir())
