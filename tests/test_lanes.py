@@ -40,7 +40,7 @@ item = sys.argv[1]
 if Path(f"fail_{item}").exists():
     sys.exit(3)
 start = time.time()
-time.sleep(1.5)
+time.sleep(2.5)
 Path("out").mkdir(exist_ok=True)
 info = {"cpus": sorted(os.sched_getaffinity(0)), "start": start, "end": time.time()}
 Path(f"out/{item}.json").write_text(json.dumps(info))
