@@ -233,7 +233,13 @@ def two_lanes(rows: list[dict]) -> dict:
     reference = sum(r["cpu_runs_s"] for r in timed)
     makespan = max(g, c)
     ratio = round(makespan / reference, 3) if reference else None
+    # what a plain `dvc repro` on the machine takes in its runs: every method timed on the GPU there, the
+    # others (the pinned ones) on the cores, one after another
+    plain = [(r["gpu_s"] if r["gpu_s"] is not None else r["cores_s"], r["cpu_runs_s"]) for r in rows]
+    plain_ref = sum(c for _, c in plain if c)
     return {
+        "plain_s": round(sum(t for t, c in plain if c), 1),
+        "plain_ratio": round(sum(t for t, c in plain if c) / plain_ref, 3) if plain_ref else None,
         "gpu": [r["method"] for r in gpu],
         "cores": [r["method"] for r in cores],
         "gpu_s": round(g, 1),
@@ -257,6 +263,10 @@ def two_lanes_text(t: dict) -> str:
     ]
     if t["to_pin"]:
         lines.append(f"for that placement pin `device: cpu` in params.yaml for: {', '.join(t['to_pin'])}")
+    lines.append(
+        f"one lane, as a plain `dvc repro` runs here (the GPU for every method timed there, one after "
+        f"another): {t['plain_s']} s in runs (ratio {t['plain_ratio']})"
+    )
     return "\n".join(lines)
 
 

@@ -186,6 +186,7 @@ def test_two_lanes_put_each_method_where_the_later_lane_ends_first(gpu_suite):
     assert (t["gpu_s"], t["cores_s"], t["makespan_s"]) == (26.0, 22.0, 26.0)
     assert t["cpu_runs_s"] == 240.0 and t["methods_timed"] == 4
     assert t["ratio"] == round(26 / 240, 3) and t["goal_met"] and t["to_pin"] == ["c"]
+    assert t["plain_s"] == 10 + 10 + 30 + 8 and t["plain_ratio"] == round(58 / 240, 3)  # gpu_only: no ref
     t = gpu_suite.two_lanes([lane_row("a", 50.0, 60.0, 100.0)])  # one method: one lane, the faster
     assert (t["gpu"], t["cores"], t["ratio"], t["goal_met"]) == (["a"], [], 0.5, False)
     assert "pin" not in gpu_suite.two_lanes_text(t) and "not met" in gpu_suite.two_lanes_text(t)
