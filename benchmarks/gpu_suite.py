@@ -53,7 +53,7 @@ os.environ.setdefault("REPLIKIT_PROGRESS", "0")
 
 import yaml  # noqa: E402  (after the sys.path insert above)
 
-from replikit.lanes import pin_to, pinned_device, split_cores  # noqa: E402
+from replikit.lanes import kill_tree, pin_to, pinned_device, split_cores  # noqa: E402
 
 GOAL = 0.25  # the device's time over the CPU's
 
@@ -337,24 +337,6 @@ def lane_methods(methods: list[str], params: dict, profile: str) -> tuple[list[s
     gpu = sorted(free, key=lambda m: rank.get(m, len(rank)))
     cores = pins + sorted(free, key=lambda m: -rank.get(m, -1))
     return gpu, cores
-
-
-def kill_tree(pid: int) -> None:
-    """Kill a process and everything under it: a lane's notebook kernels run in sessions of their own
-    (jupyter_client starts them so), so a process group would miss them and their workers."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=5)
 
 
 def span(cpus: list[int]) -> str:

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import yaml
@@ -129,3 +130,47 @@ def test_without_cuda_it_is_plain_dvc_repro(toy_repo):
     if "GPU lane" in done.stdout:
         pytest.skip("this machine has CUDA")
     assert done.returncode == 0 and "plain dvc repro" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_kill_stops_both_lanes_and_a_rerun_completes(toy_repo):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPU cores")
+    stage = toy_repo / "stage.py"
+    stage.write_text(
+        stage.read_text().replace("time.sleep(2.5)", "time.sleep(float(os.environ.get('NAP', 2.5)))")
+    )
+    commit(toy_repo, "a stage that can nap")
+    cmd = [sys.executable, "-m", "replikit.lanes", "--assume-cuda", "--gpu-cores", "1"]
+    env = dict(tool_env(), NAP="60")
+    proc = subprocess.Popen(
+        cmd, cwd=toy_repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 60
+    while len(stage_processes()) < 2:  # both lanes' first stages are running
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() else ""
+        time.sleep(0.2)
+    proc.terminate()
+    log = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 130 and "stopped" in log, log
+    time.sleep(0.5)
+    assert not stage_processes()  # nothing of either lane lives on
+    assert not (toy_repo / "out").exists()
+    done = run_lanes(toy_repo)  # DVC's locks died with the killed stages: a rerun goes through
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all((toy_repo / "out" / f"{m}.json").is_file() for m in "abc")
+
+
+def stage_processes() -> list:
+    import psutil
+
+    found = []  # the stages' python processes (not the shells DVC starts them with)
+    for p in psutil.process_iter(["cmdline"]):
+        argv = p.info["cmdline"] or []
+        if (
+            argv
+            and os.path.basename(argv[0]).startswith("python")
+            and any(a.endswith("stage.py") for a in argv)
+        ):
+            found.append(" ".join(argv))
+    return found

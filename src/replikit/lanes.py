@@ -13,7 +13,8 @@ Each stage is ``dvc repro -s method@METHOD``: DVC runs it exactly as ``dvc repro
 dvc.lock (two lanes' updates wait for each other's lock) and skips it when nothing changed. ``prepare``
 runs first and a plain ``dvc repro`` last (the report, and anything a lane left stale). A failed stage is
 reported, its lane goes on, its last good results stay (the runner's swap), and the report waits for a
-rerun; the exit status says whether all went well. Without CUDA there is one lane,
+rerun; the exit status says whether all went well. Ctrl-C or a kill (SIGTERM) stops both lanes' stages
+with their kernels and workers; run it again and they resume from their run stores. Without CUDA there is one lane,
 and this is ``dvc repro``. Which methods to pin to the cores on a GPU machine is measured, not guessed:
 ``benchmarks/gpu_suite.py --lanes`` times every method in both places and prints the placement that
 ends the later lane first.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -69,26 +71,57 @@ def pin_to(cpus: list[int]) -> None:
         pass
 
 
-def run_lane(name: str, methods: list[str], cpus: list[int], dvc: str, root: Path, out: dict) -> None:
-    """One lane's stages one after another; ``out[name]`` gets (method, seconds, return code) rows."""
+_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process and everything under it. A notebook's kernel runs in a session of its own
+    (jupyter_client starts it so), so a process group would miss it and its workers."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+def run_lane(
+    name: str, methods: list[str], cpus: list[int], dvc: str, root: Path, out: dict, running: dict
+) -> None:
+    """One lane's stages one after another; ``out[name]`` gets (method, seconds, return code) rows and
+    ``running[name]`` holds the stage's process while it runs."""
     rows = out.setdefault(name, [])
     for method in methods:
         t0 = time.perf_counter()
-        print(f"[{name}] {method}: started", flush=True)
-        done = subprocess.run(
-            [dvc, "repro", "-s", f"method@{method}"],
-            cwd=root,
-            preexec_fn=lambda: pin_to(cpus),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        with _LOCK:  # stop() cannot miss a stage that starts while it kills the others
+            if _STOPPING.is_set():
+                return
+            print(f"[{name}] {method}: started", flush=True)
+            proc = subprocess.Popen(
+                [dvc, "repro", "-s", f"method@{method}"],
+                cwd=root,
+                preexec_fn=lambda: pin_to(cpus),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            running[name] = proc
+        log = proc.communicate()[0]
+        running.pop(name, None)
         seconds = round(time.perf_counter() - t0, 1)
-        rows.append((method, seconds, done.returncode))
-        if done.returncode:
-            print(f"[{name}] {method}: FAILED after {seconds} s\n{done.stdout[-3000:]}", flush=True)
+        rows.append((method, seconds, proc.returncode))
+        if proc.returncode:
+            print(f"[{name}] {method}: FAILED after {seconds} s\n{log[-3000:]}", flush=True)
         else:
-            ran = "skipped (unchanged)" if "didn't change, skipping" in done.stdout else "done"
+            ran = "skipped (unchanged)" if "didn't change, skipping" in log else "done"
             print(f"[{name}] {method}: {ran} in {seconds} s", flush=True)
 
 
@@ -123,14 +156,31 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     t0 = time.perf_counter()
     out: dict[str, list] = {}
+    running: dict[str, subprocess.Popen] = {}
     threads = [
-        threading.Thread(target=run_lane, args=("gpu", lanes["gpu"], gpu_cpus, dvc, root, out)),
-        threading.Thread(target=run_lane, args=("cores", lanes["cores"], core_cpus, dvc, root, out)),
+        threading.Thread(
+            target=run_lane, args=(name, lanes[name], cpus, dvc, root, out, running), daemon=True
+        )
+        for name, cpus in (("gpu", gpu_cpus), ("cores", core_cpus))
     ]
+
+    def stop(*_):  # Ctrl-C or a kill: the stages stop too; rerunning resumes them (nothing is lost)
+        with _LOCK:
+            _STOPPING.set()
+            for proc in list(running.values()):
+                kill_tree(proc.pid)
+        print("stopped: the running stages were killed; run it again to resume them", flush=True)
+        sys.exit(130)
+
+    signal.signal(signal.SIGTERM, stop)
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except KeyboardInterrupt:
+        stop()
     lanes_s = round(time.perf_counter() - t0, 1)
     for name, rows in out.items():
         print(f"{name} lane: {sum(s for _, s, _ in rows):.1f} s over {len(rows)} stages", flush=True)
