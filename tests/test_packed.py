@@ -295,6 +295,26 @@ def test_cross_entropy_is_each_slots_own_mean():
     logits, labels = torch.randn(3, 5, 4), torch.randint(4, (3, 5))
     want = torch.stack([F.cross_entropy(logits[i], labels[i]) for i in range(3)])
     torch.testing.assert_close(packed.cross_entropy(logits, labels), want)
+    logits, labels = torch.randn(3, 5, 4, 7), torch.randint(4, (3, 5, 7))  # a class per position
+    want = torch.stack([F.cross_entropy(logits[i], labels[i]) for i in range(3)])
+    torch.testing.assert_close(packed.cross_entropy(logits, labels), want)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_the_packs_one_cross_entropy_trains_as_a_vmapped_one_bit_for_bit(autocast):
+    """packed.fit's default loss is one F.cross_entropy over the flattened pack; a member's numbers are
+    those of a vmapped F.cross_entropy per member (what it replaced), bit for bit on the CPU."""
+    x, y = _data()
+    kw = dict(epochs=2, steps_per_epoch=6, width=4, lr=0.01)
+
+    def vmapped(out, yb, idx, params):
+        return torch.func.vmap(lambda o, t: F.cross_entropy(o.float(), t))(out, yb)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        one, h_one = packed.fit([_model(1), _model(2)], [_stream(11), _stream(12)], x, y, **kw)
+        ref, h_ref = packed.fit([_model(1), _model(2)], [_stream(11), _stream(12)], x, y, loss=vmapped, **kw)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(one, ref) for k in a)
+    assert h_one == h_ref
 
 
 def test_best_returns_each_members_epoch_of_lowest_held_out_loss():
