@@ -62,16 +62,16 @@ GPU_FIRST = [
     "elr",
     "sla",
     "ties_merging",
-    "dann",
-    "uncertainty_weighting",
-    "model_soups",
     "downstream_scaling",
-    "rotnet",
+    "dann",
+    "model_soups",
+    "uncertainty_weighting",
     "task_arithmetic",
+    "rotnet",
     "gradnorm",
 ]
 """The GPU lane's order: device operations per second of each method's 2-core CPU run, fewest first (the
-README's op-count table, 2026-12-05: data_diet 1,700 ... gradnorm 15,200). The fewer operations a second
+README's op-count table, 2026-12-05: data_diet 1,500 ... gradnorm 14,800). The fewer operations a second
 of CPU work issues, the more work each launch carries, and the more a GPU gains over the cores. The cores
 lane runs the same list from the other end; methods not listed come last in both."""
 
