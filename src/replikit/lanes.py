@@ -63,10 +63,10 @@ def split_cores(available: list[int], gpu_cores: int) -> tuple[list[int], list[i
     return available[:gpu_cores], available[gpu_cores:]
 
 
-def pin_to(cpus: list[int]) -> None:
-    """Pin this process (and what it starts) to ``cpus``."""
+def pin_to(cpus: list[int], pid: int = 0) -> None:
+    """Pin process ``pid`` (0: this one), and what it starts from then on, to ``cpus``."""
     try:
-        os.sched_setaffinity(0, cpus)
+        os.sched_setaffinity(pid, cpus)
     except OSError:  # a machine that refuses: the lanes share every core, which only costs speed
         pass
 
@@ -108,11 +108,13 @@ def run_lane(
             proc = subprocess.Popen(
                 [dvc, "repro", "-s", f"method@{method}"],
                 cwd=root,
-                preexec_fn=lambda: pin_to(cpus),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
             )
+            # pinned from here, not by a preexec_fn (unsafe with threads): dvc starts the stage's command
+            # only after its own start-up, so the stage and everything it starts inherit the lane's cores
+            pin_to(cpus, proc.pid)
             running[name] = proc
         log = proc.communicate()[0]
         running.pop(name, None)
