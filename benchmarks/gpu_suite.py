@@ -371,6 +371,9 @@ def run_lanes(args, methods: list[str], params: dict, profile: str, reference: P
     ensure_data()  # once, before the lanes could both start preparing it
     common = ["--profile", profile, "--budget", str(args.budget), "--reference", str(reference)]
     common += [f"--set={v}" for v in args.set]
+    for name in lanes:  # a lane cut off before its first row must not leave an earlier run's rows to read
+        for suffix in (".json", ".md"):
+            Path(f"{out}_{name}{suffix}").unlink(missing_ok=True)
     procs: dict[str, subprocess.Popen] = {}
     t0 = time.perf_counter()
     for name, (device, todo, cpus) in lanes.items():
