@@ -233,3 +233,24 @@ def test_lanes_without_cuda_stop_before_anything_runs(gpu_suite, tmp_path):
     with pytest.raises(SystemExit, match="CUDA is not available"):
         gpu_suite.main(["--lanes", "--device", "cuda", "--gpu-cores", "1", "--out", str(tmp_path / "x")])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_timing_clears_runs_an_earlier_call_left_in_the_run_store(gpu_suite, tmp_path, monkeypatch):
+    """A run cut off earlier leaves its finished runs in the store (for a resume); a timing must not read
+    them back (its runs would take 0 s), so the method's store is cleared before the notebook runs."""
+    from replikit import resume, runner
+    from replikit.methods import load_config
+
+    cfg = load_config("critical_periods", profile="smoke", overrides={}, params_file=ROOT / "params.yaml")
+    store = resume.store_folder(ROOT, "critical_periods", cfg)
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "left.pt").write_bytes(b"an earlier call's run")
+    seen = {}
+
+    def fake_execute(method, **kw):
+        seen["store_then"] = store.exists() and any(store.iterdir())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    row = gpu_suite.run_method("critical_periods", "smoke", {}, tmp_path, tmp_path)
+    assert seen == {"store_then": False} and row["status"].startswith("error: RuntimeError")
