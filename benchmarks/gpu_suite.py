@@ -236,10 +236,10 @@ def two_lanes(rows: list[dict]) -> dict:
     # what a plain `dvc repro` on the machine takes in its runs: every method timed on the GPU there, the
     # others (the pinned ones) on the cores, one after another
     plain = [(r["gpu_s"] if r["gpu_s"] is not None else r["cores_s"], r["cpu_runs_s"]) for r in rows]
-    plain_ref = sum(c for _, c in plain if c)
+    plain_s, plain_ref = sum(t for t, c in plain if c), sum(c for _, c in plain if c)
     return {
-        "plain_s": round(sum(t for t, c in plain if c), 1),
-        "plain_ratio": round(sum(t for t, c in plain if c) / plain_ref, 3) if plain_ref else None,
+        "plain_s": round(plain_s, 1),
+        "plain_ratio": round(plain_s / plain_ref, 3) if plain_ref else None,
         "gpu": [r["method"] for r in gpu],
         "cores": [r["method"] for r in cores],
         "gpu_s": round(g, 1),
@@ -414,17 +414,18 @@ def run_lanes(args, methods: list[str], params: dict, profile: str, reference: P
     finally:
         signal.signal(signal.SIGTERM, before)
 
-    def rows(name):
+    def read(name):
         f = Path(f"{out}_{name}.json")
         return json.loads(f.read_text())["rows"] if f.is_file() else []
 
-    gpu_rows, core_rows = rows("gpu"), rows("cores")
+    rows = {name: read(name) for name in lanes}
+    gpu_rows, core_rows = rows["gpu"], rows["cores"]
     p = placement(gpu_rows, core_rows)
     t = two_lanes(p["rows"])
     head = f"the suite in two lanes ({profile} profile): GPU lane on {args.device}, cores lane on the CPU"
     walls_text = ", ".join(
         f"{name} lane {'cut off at ' + str(args.limit) if w is None else w} s wall "
-        f"({sum(r.get('status') == 'ok' for r in rows(name))} of {len(lanes[name][1])} methods ok)"
+        f"({sum(r.get('status') == 'ok' for r in rows[name])} of {len(lanes[name][1])} methods ok)"
         for name, w in ((n, walls.get(n)) for n in procs)
     )
     text = "\n".join([head, "", placement_table(p), "", two_lanes_text(t), f"measured: {walls_text}"])
