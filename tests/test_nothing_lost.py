@@ -172,8 +172,9 @@ def test_exception_in_the_notebook_keeps_the_results_and_shows_the_cause(repo):
 def start_repro(repo: Path) -> subprocess.Popen:
     """`dvc repro` after a parameter change, in its own process group; returns once ELR's notebook runs."""
     edit(repo / "params.yaml", "  noise_rate: 0.4\n", "  noise_rate: 0.6\n")
-    running = repo / "logs" / "elr.running.ipynb"
-    running.unlink(missing_ok=True)
+    logs = repo / "logs"
+    for stale in logs.glob("elr.running-*.ipynb"):
+        stale.unlink()
     proc = subprocess.Popen(
         ["dvc", "repro"],
         cwd=repo,
@@ -184,7 +185,7 @@ def start_repro(repo: Path) -> subprocess.Popen:
         start_new_session=True,
     )
     deadline = time.monotonic() + 600  # generous: CI machines are shared
-    while not running.exists():
+    while not any(logs.glob("elr.running-*.ipynb")):
         assert proc.poll() is None, f"dvc repro ended early:\n{proc.stdout.read()}"
         assert time.monotonic() < deadline, "the notebook never started"
         time.sleep(0.2)

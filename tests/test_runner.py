@@ -1,6 +1,7 @@
 """The runner: validates before the notebook runs, rejects undeclared parameters, fails without damage."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -147,3 +148,49 @@ def test_the_early_kernel_leaves_no_trace_in_the_notebook(kernels, tmp_path):
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
     imports = next(c for c in code if c.source.startswith("from replikit import"))
     assert not any(o.get("output_type") == "error" for o in imports.outputs)
+
+
+def test_a_killed_runs_executed_copy_is_swept_and_a_live_one_kept(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is free now (reused only after the kernel's pid range wraps)
+    stale = tmp_path / f"elr.running-{dead.pid}.ipynb"
+    live = tmp_path / f"elr.running-{os.getpid()}.ipynb"
+    other = tmp_path / f"dann.running-{dead.pid}.ipynb"
+    for f in (stale, live, other):
+        f.write_text("{}")
+    assert runner.sweep_running(tmp_path, "elr") == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_method_at_once_keep_their_own_notebooks(tmp_path):
+    """Two runners of one method in one checkout (the two lanes of `gpu_suite --lanes` crossing on a
+    method) each write their executed notebook to a file of their own and keep it in their results."""
+    import subprocess
+    import sys
+    import time
+
+    method, logs = "critical_periods", ROOT / "logs"
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "replikit.runner", method, "--profile", "smoke", "--out", str(tmp_path / name)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("a", "b")
+    }
+    seen: set[str] = set()
+    while any(p.poll() is None for p in procs.values()):
+        seen |= {f.name for f in logs.glob(f"{method}.running-*.ipynb")}
+        time.sleep(0.05)
+    for name, p in procs.items():
+        assert p.returncode == 0, p.stdout.read()
+        assert f"{method}.running-{p.pid}.ipynb" in seen  # each run had its own executed copy
+        executed = (tmp_path / name / f"{method}.ipynb").read_text()
+        assert f".{name}.next-{p.pid}" in executed  # and kept its own, not the other's
+        assert not (logs / f"{method}.running-{p.pid}.ipynb").exists()

@@ -213,6 +213,20 @@ def execute(
         os.environ.pop(config.DEFER_CLEAR_ENV, None)
 
 
+def sweep_running(logs: Path, method: str) -> list[Path]:
+    """Remove ``<method>.running-<pid>.ipynb`` files that no live process writes (left by a killed run);
+    return them. A live run's file is left alone."""
+    import psutil
+
+    gone = []
+    for f in logs.glob(f"{method}.running-*.ipynb"):
+        pid = f.name[len(method) + len(".running-") : -len(".ipynb")]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            f.unlink(missing_ok=True)
+            gone.append(f)
+    return gone
+
+
 def _execute(method, profile, overrides, out_dir, root: Path, extra_parameters, kernel: EarlyKernel) -> Path:
     import jupytext
     import papermill
@@ -237,7 +251,9 @@ def _execute(method, profile, overrides, out_dir, root: Path, extra_parameters, 
         )
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
-    running = logs / f"{method}.running.ipynb"
+    sweep_running(logs, method)
+    # one file per process: two runs of one method at once (two lanes crossing on it) must not share it
+    running = logs / f"{method}.running-{os.getpid()}.ipynb"
     kernel.ready()
     kernel.used = True
     try:
