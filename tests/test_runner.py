@@ -176,7 +176,16 @@ def test_two_runs_of_one_method_at_once_keep_their_own_notebooks(tmp_path):
     method, logs = "critical_periods", ROOT / "logs"
     procs = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "replikit.runner", method, "--profile", "smoke", "--out", str(tmp_path / name)],
+            [
+                sys.executable,
+                "-m",
+                "replikit.runner",
+                method,
+                "--profile",
+                "smoke",
+                "--out",
+                str(tmp_path / name),
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
