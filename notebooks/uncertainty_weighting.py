@@ -58,7 +58,42 @@ runs[runs["arm"].isin(["uncertainty", "grid"])][
 ].round(4)
 
 # %% [markdown]
-# ## 2. Performance over the weight grid, learned weights marked
+# ## 2. The learned weights over training
+# Left: the uncertainty arm's effective weights $c_i e^{-s_i}$, epoch by epoch (geometric mean over
+# seeds, 95% band), and dashed, in the same colour, the weight each task's loss calls for, $1/(2L_i)$
+# ($L_i$: the task's mean training loss of the epoch): where the two lines meet, $s_i$ sits at its
+# optimum. Adam moves each $s_i$ by at most about `log_var_lr` a step, so a weight far from its optimum
+# climbs along a straight line on this log axis until it gets there (or training ends). Middle and
+# right: each task's training loss under equal and under uncertainty weighting.
+
+# %%
+hist = outcome.history
+learned = hist[hist["arm"] == "uncertainty"]
+called = learned.assign(**{f"w_{t}": 0.5 / learned[f"loss_{t}"] for t in uw.TASK_NAMES})
+fig_weights, axes = plots.plt.subplots(1, 3, figsize=(15, 4))
+plots.band(uw.by_task(learned, "w_"), "epoch", "value", "task", ax=axes[0], log=True)
+colors = plots.arm_palette(list(uw.TASK_NAMES))
+for task, part in uw.by_task(called, "w_").groupby("task"):
+    mean = np.exp(np.log(part["value"]).groupby(part["epoch"]).mean())
+    axes[0].plot(mean.index, mean, color=colors[task], ls="--", lw=1)
+axes[0].plot([], [], color="0.3", ls="--", lw=1, label="1/(2 L_i)")
+axes[0].legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.17))
+axes[0].set(yscale="log", ylabel="effective weight", title="Learned task weights (uncertainty)")
+for ax, arm in zip(axes[1:], ["equal", "uncertainty"]):
+    plots.band(uw.by_task(hist[hist["arm"] == arm], "loss_"), "epoch", "value", "task", ax=ax, log=True)
+    ax.legend(fontsize=8, ncol=3, loc="center", bbox_to_anchor=(0.5, 0.36))  # between the curves
+    ax.set(yscale="log", ylabel="training loss (raw)", title=f"Training loss per task ({arm})")
+axes[2].sharey(axes[1])
+fig_weights.tight_layout()
+
+# %% [markdown]
+# How far each learned weight got by the end of training (1: at the optimum its loss calls for):
+
+# %%
+uw.weight_gap(hist).round(4)
+
+# %% [markdown]
+# ## 3. Performance over the weight grid, learned weights marked
 # Mean over seeds of the scale-free error (averaged over the three tasks) for each fixed weighting
 # ($w_{class} = 1$), on validation data (what the grid search sees) and on test data. The star marks
 # the ratios $w_{mass}/w_{class}$ and $w_{centroid}/w_{class}$ that uncertainty weighting learned (one
@@ -121,7 +156,7 @@ for ax, split in zip(axes, ["val", "test"]):
 fig_grid.tight_layout()
 
 # %% [markdown]
-# ## 3. Each task's test error by arm
+# ## 4. Each task's test error by arm
 
 # %%
 arms = [a for a in ["equal", "uncertainty", "grid", "single"] if a in set(runs["arm"])]
@@ -146,7 +181,7 @@ plots.sns.barplot(
 ax.set(title="Test error per task (class: error/0.9; regression: MSE/var)", ylabel="scale-free test error")
 
 # %% [markdown]
-# ## 4. Verdict
+# ## 5. Verdict
 # Declared in `uncertainty_weighting.CLAIMS` before the final runs: uncertainty weighting against
 # equal weighting (mean scale-free error; classification accuracy), against the validation-chosen grid
 # point (non-inferiority: at most 10% worse than the grid's error, relative, per seed) and against
@@ -164,7 +199,12 @@ saved = results.save(
     cfg,
     outcome,
     verdicts,
-    figures={"weight_grid": fig_grid, "task_errors": fig_tasks, "paired": fig_paired},
+    figures={
+        "weights": fig_weights,
+        "weight_grid": fig_grid,
+        "task_errors": fig_tasks,
+        "paired": fig_paired,
+    },
     out_dir=out_dir,
 )
 print("saved to", saved)

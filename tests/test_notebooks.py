@@ -24,6 +24,8 @@ def test_notebook_smoke(method, tmp_path):
     assert raw["figures"] and all((out / f).is_file() for f in raw["figures"])
     for name in ("runs.csv", "history.csv", f"{method}.ipynb"):  # every out dvc.yaml declares
         assert (out / name).is_file(), name
+    history = (out / "history.csv").read_text().splitlines()  # every method records how its runs trained
+    assert len(history) > 1 and "seed" in history[0].split(","), history[:2]
 
 
 def test_every_method_has_a_notebook_and_params_section():

@@ -140,7 +140,8 @@ def test_packed_runs_give_the_rows_of_the_runs_one_by_one():
     )
     plain = uw.run(cfg.model_copy(update={"pack": 0}))
     packed = uw.run(cfg.model_copy(update={"pack": 16}))
-    for a, b in ((packed.runs, plain.runs), (packed.extras["grid"], plain.extras["grid"])):
+    pairs = ((packed.runs, plain.runs), (packed.extras["grid"], plain.extras["grid"]))
+    for a, b in (*pairs, (packed.history, plain.history)):
         assert list(a["arm"]) == list(b["arm"]) and list(a.columns) == list(b.columns)
         numbers = [c for c in b.columns if c not in ("arm", "seed")]
         np.testing.assert_allclose(a[numbers].astype(float), b[numbers].astype(float), rtol=1e-4, atol=1e-5)
@@ -150,3 +151,37 @@ def test_packed_runs_give_the_rows_of_the_runs_one_by_one():
     assert alone == crowd[2]
     with pytest.raises(ValueError, match="max_grad_norm"):
         uw.run_pack(dict(args[0], max_grad_norm=5.0), 0, [("equal", None)])
+
+
+def test_history_names_each_runs_own_tasks_and_tracks_the_learned_weights():
+    """history.csv: per epoch, every non-grid run's training losses and weights, named by task. A
+    single-task run has its own task's columns only (packed, it is the three-headed network: its other
+    heads' losses must not leak in); equal weighting stays at 1; the learned weights move from their
+    start, c_i exp(-s_0), towards 1/(2 L_i), the optimum of s_i, for every task."""
+    cfg = load_config(
+        "uncertainty_weighting",
+        profile="smoke",
+        overrides={"n_seeds": 1, "workers": 1, "epochs": 6, "grid_mass": [1.0], "grid_centroid": [1.0]},
+    )
+    for pack in (0, 16):
+        h = uw.run(cfg.model_copy(update={"pack": pack})).history
+        assert set(h["arm"]) == {"equal", "uncertainty", *(f"single_{t}" for t in uw.TASK_NAMES)}
+        assert sorted(h["epoch"].unique()) == list(range(1, 7))
+        mass = h[h["arm"] == "single_mass"]
+        assert mass[["loss_mass", "w_mass"]].notna().all().all()
+        assert mass[["loss_class", "w_class", "loss_centroid"]].isna().all().all()
+        assert (h.loc[h["arm"] == "equal", [f"w_{t}" for t in uw.TASK_NAMES]] == 1.0).all().all()
+        unc = h[h["arm"] == "uncertainty"].set_index("epoch")
+        for t, c in zip(uw.TASK_NAMES, (1.0, 0.5, 0.5)):
+            first, last = unc.loc[1, f"w_{t}"], unc.loc[6, f"w_{t}"]
+            optimum = 0.5 / unc.loc[6, f"loss_{t}"]
+            assert abs(np.log(last / optimum)) < abs(np.log(c / optimum)), t  # closer than at the start
+            assert first != last
+        long = uw.by_task(h[h["arm"] == "single_mass"], "w_")
+        assert set(long["task"]) == {"mass"} and len(long) == 6
+        gap = uw.weight_gap(h)
+        for t in uw.TASK_NAMES:
+            row = gap.loc[t]
+            assert row["learned"] == pytest.approx(unc.loc[6, f"w_{t}"])
+            assert row["1/(2 L)"] == pytest.approx(0.5 / unc.loc[6, f"loss_{t}"])
+            assert row["learned / called"] == pytest.approx(row["learned"] / row["1/(2 L)"])

@@ -301,8 +301,58 @@ def _training(cfg: Config, rep: int) -> dict:
     }
 
 
+def _history(arm: str, rep: int, history: list[dict], keep: list[int], heads: list[int]) -> list[dict]:
+    """The run's per-epoch history with its kept tasks' training losses and weights named by task
+    (``loss_mass``, ``w_mass``; ``heads``: where the kept tasks are among the model's). The grid's runs
+    (``fixed``) keep none: their weights never move, and they are most of the runs."""
+    if arm == "fixed":
+        return []
+    names = [TASK_NAMES[i] for i in keep]
+    return [
+        {
+            "arm": arm,
+            "seed": rep,
+            "epoch": h["epoch"],
+            "train_loss": h["train_loss"],
+            **{f"loss_{n}": h[f"loss_{j}"] for n, j in zip(names, heads)},
+            **{f"w_{n}": h[f"w_{j}"] for n, j in zip(names, heads)},
+        }
+        for h in history
+    ]
+
+
+def by_task(history: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """``history``'s per-task columns ``<prefix><task>`` (``loss_``, ``w_``) as rows: arm, seed, epoch,
+    task, value; for figures with one line per task."""
+    long = history.melt(
+        id_vars=["arm", "seed", "epoch"],
+        value_vars=[f"{prefix}{t}" for t in TASK_NAMES if f"{prefix}{t}" in history],
+        var_name="task",
+        value_name="value",
+    )
+    return long.assign(task=long["task"].str.removeprefix(prefix)).dropna(subset=["value"])
+
+
+def weight_gap(history: pd.DataFrame) -> pd.DataFrame:
+    """Per task, at the uncertainty arm's last epoch: the learned weight c_i exp(-s_i), the weight its
+    training loss calls for, 1/(2 L_i) (the optimum of s_i), and their ratio (1: s_i has arrived);
+    geometric means over seeds."""
+    unc = history[history["arm"] == "uncertainty"]
+    last = unc[unc["epoch"] == unc["epoch"].max()]
+    rows = {}
+    for t in TASK_NAMES:
+        learned, called = np.log(last[f"w_{t}"]), np.log(0.5 / last[f"loss_{t}"])
+        rows[t] = {
+            "learned": np.exp(learned.mean()),
+            "1/(2 L)": np.exp(called.mean()),
+            "learned / called": np.exp((learned - called).mean()),
+        }
+    return pd.DataFrame(rows).T.rename_axis(f"epoch {int(last['epoch'].max())}")
+
+
 def run_one(cfg: dict, arm: str, rep: int, weights: tuple[float, ...] | None = None) -> dict:
-    """Train one arm for one seed: equal | uncertainty | fixed (``weights``) | single_<task>."""
+    """Train one arm for one seed: equal | uncertainty | fixed (``weights``) | single_<task>. Returns its
+    ``row`` (weights, errors) and ``history`` (:func:`_history`)."""
     cfg = Config(**cfg)
     device = train.resolve_device(cfg.device)
     tens = _on_device(cfg, rep, device)
@@ -311,7 +361,7 @@ def run_one(cfg: dict, arm: str, rep: int, weights: tuple[float, ...] | None = N
     x_tr, ys = tens["train"]
     model = _model(cfg, x_tr, arm, rep, tasks, device)
     weighting = _weighting(cfg, arm, len(tasks), weights)
-    multitask.fit(
+    history = multitask.fit(
         model,
         weighting,
         x_tr,
@@ -320,7 +370,11 @@ def run_one(cfg: dict, arm: str, rep: int, weights: tuple[float, ...] | None = N
         desc=f"{arm} seed {rep}",
         max_grad_norm=cfg.max_grad_norm,
     )
-    return _row(cfg, arm, rep, weights, model, tens, keep, list(range(len(keep))), weighting.weights())
+    heads = list(range(len(keep)))
+    return {
+        "row": _row(cfg, arm, rep, weights, model, tens, keep, heads, weighting.weights()),
+        "history": _history(arm, rep, history, keep, heads),
+    }
 
 
 def run_pack(cfg: dict, rep: int, members: list[tuple[str, tuple[float, ...] | None]]) -> list[dict]:
@@ -328,7 +382,7 @@ def run_pack(cfg: dict, rep: int, members: list[tuple[str, tuple[float, ...] | N
     (:func:`replikit.families.multitask.fit_pack`): the seed's data and batch stream, each member with its
     own initialisation (:func:`_model`) and weighting. A single-task network is packed as the three-headed
     network with weights one-hot on its task: the other heads get exactly zero gradient, so its trunk and
-    head train as the one-headed network does. Returns :func:`run_one`'s rows, in ``members`` order."""
+    head train as the one-headed network does. Returns :func:`run_one`'s results, in ``members`` order."""
     cfg = Config(**cfg)
     if cfg.max_grad_norm is not None:
         raise ValueError("max_grad_norm clips the whole pack's norm: use pack: 0 with it")
@@ -358,7 +412,12 @@ def run_pack(cfg: dict, rep: int, members: list[tuple[str, tuple[float, ...] | N
             raise train.DivergenceError(f"{arm} seed {rep}: training loss {got['history'][-1]['train_loss']}")
         model.load_state_dict(got["state"])
         keep = _kept(arm)
-        rows.append(_row(cfg, arm, rep, weights, model, tens, keep, keep, got["weights"]))
+        rows.append(
+            {
+                "row": _row(cfg, arm, rep, weights, model, tens, keep, keep, got["weights"]),
+                "history": _history(arm, rep, got["history"], keep, keep),
+            }
+        )
     return rows
 
 
@@ -423,12 +482,13 @@ def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
                 for rep, chunk in packed.chunks(tasks, cfg.pack, key=lambda k: k["rep"])
             ]
             done = train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="uncertainty packs")
-            rows = [row for pack in done for row in pack]
+            results = [r for pack in done for r in pack]
             order = {(k["arm"], k["rep"], k.get("weights")): i for i, k in enumerate(tasks)}
-            rows.sort(key=lambda r: order[(r["arm"], r["seed"], _grid_point(r))])
+            results.sort(key=lambda r: order[(r["row"]["arm"], r["row"]["seed"], _grid_point(r["row"]))])
         else:
-            rows = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="uncertainty runs")
-    table = pd.DataFrame(rows)
+            results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="uncertainty runs")
+    table = pd.DataFrame([r["row"] for r in results])
+    history = pd.DataFrame([h for r in results for h in r["history"]])
     parts = [table[~table["arm"].str.startswith("single_")]]
     if cfg.single_task:
         parts.append(combine_single(table))
@@ -437,6 +497,7 @@ def run(cfg: Config, select: sequential.Select = sequential.every) -> Outcome:
     main = runs[runs["arm"] != "fixed"].reset_index(drop=True)
     return Outcome(
         runs=main,
+        history=history,
         extras={
             "grid": runs[runs["arm"] == "fixed"].reset_index(drop=True),
             "single_runs": table[table["arm"].str.startswith("single_")],
