@@ -178,3 +178,25 @@ def test_a_loop_resumes_its_state_in_place_and_its_logs_on_the_device_asked(tmp_
         assert start == 2 and torch.cat(curve).tolist() == [3.0, 6.0, 9.0, 12.0]
     finally:
         resume._current.clear()
+
+
+def test_two_processes_checkpointing_one_task_at_once_both_succeed(tmp_path):
+    """Two runs of one method with one config (a notebook in the lab while `dvc repro` runs it) share the
+    run store, so the same task's checkpoint is written by both: each writes its own temporary file
+    before the atomic rename, and neither fails on the other's."""
+    code = (
+        "import sys, torch\n"
+        "from pathlib import Path\n"
+        "from replikit.resume import Checkpointer\n"
+        "ckpt = Checkpointer(Path(sys.argv[1]))\n"
+        "for i in range(300):\n"
+        "    ckpt.save({'epoch': i, 'w': torch.zeros(2000)})\n"
+    )
+    path = tmp_path / "store" / "task.ckpt" / "fit0.pt"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert int(__import__("torch").load(path)["epoch"]) == 299
+    assert [f.name for f in path.parent.iterdir()] == [path.name]  # no temporary file left behind

@@ -12,6 +12,7 @@ import argparse
 import base64
 import hashlib
 import html
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -351,7 +352,7 @@ def build(results: Path, reports: Path, root: Path) -> tuple[Path, Path]:
     reports.mkdir(parents=True, exist_ok=True)
     md, page = reports / "report.md", reports / "report.html"
     for path, text in ((md, to_markdown(verdicts, root)), (page, to_html(verdicts, root))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two builds at once each write their own
         tmp.write_text(text)
         tmp.replace(path)
     return md, page

@@ -245,7 +245,7 @@ class Checkpointer:
 
     def save(self, state: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # two runs of one task at once
         torch.save(state, tmp)
         os.replace(tmp, self.path)
         self.last = time.monotonic()
