@@ -10,7 +10,7 @@
 #      kernel and pack workers) and a cores lane (every method, device cpu, on the other 14 cores) side by
 #      side, one method at a time each, from the two ends of one order (the fewest device operations per
 #      second of the 2-core CPU run first on the GPU, the pinned methods and then the most on the cores;
-#      benchmarks/op_count.py, README), methods started within 230 s, both cut off at 290 s. Every method
+#      benchmarks/op_count.py, docs/gpu.md), methods started within 230 s, both cut off at 290 s. Every method
 #      that ran is timed against the committed CPU results (the quarter-time goal) and compared claim by
 #      claim; then each method's faster place and the two-lane placement: each method in the lane that
 #      makes the later lane end first, the suite's time under it against the 2-core CPU's, and which

@@ -71,7 +71,7 @@ GPU_FIRST = [
     "gradnorm",
 ]
 """The GPU lane's order: device operations per second of each method's 2-core CPU run, fewest first (the
-README's op-count table, 2026-12-05: data_diet 1,500 ... gradnorm 14,800). The fewer operations a second
+op-count table of docs/gpu.md, 2026-12-05: data_diet 1,500 ... gradnorm 14,800). The fewer operations a second
 of CPU work issues, the more work each launch carries, and the more a GPU gains over the cores. The cores
 lane runs the same list from the other end; methods not listed come last in both."""
 
