@@ -137,9 +137,35 @@ def test_packed_ingredients_train_like_their_runs_one_by_one():
 
 
 def test_a_packed_seed_gives_the_arms_of_the_plain_one():
-    cfg = load_config("model_soups", profile="smoke", overrides={"n_seeds": 1, "workers": 1})
+    cfg = load_config("model_soups", profile="smoke", overrides={"n_seeds": 2, "workers": 1})
     plain = model_soups.run(cfg.model_copy(update={"pack": 0}))
     packed = model_soups.run(cfg.model_copy(update={"pack": 8}))
     assert list(packed.runs["arm"]) == list(plain.runs["arm"])
     for col in ("val_acc", "test_acc", "shift_acc"):
         assert packed.history[col].to_numpy() == pytest.approx(plain.history[col].to_numpy(), abs=0.01)
+
+
+def test_packed_pretraining_trains_each_seed_as_alone():
+    """pack > 0: the pretraining of a look's seeds as one pack of width pack // 2 (each member its own
+    init, split, batch stream and augmentation draws) ends where each seed's own pretraining ends (float
+    tolerance), and a seed's weights do not depend on the seeds beside it."""
+    over = {"workers": 1, "pretrain_epochs": 2, "pretrain_size": 600}
+    cfg = load_config("model_soups", profile="smoke", overrides=over)
+    packed_cfg = cfg.model_copy(update={"pack": 8})
+    ds = model_soups.data.load(cfg.dataset)
+    cpu = torch.device("cpu")
+    reps = [0, 1, 2]
+    seeds = [model_soups._seed_data(cfg, ds, r, cpu) for r in reps]
+    nets = [model_soups._fresh(cfg, ds, r, cpu) for r in reps]
+    start = [{k: v.clone() for k, v in n.state_dict().items()} for n in nets]
+    model_soups._pretrain_pack(packed_cfg, ds, nets, seeds, reps, cpu)
+    for r, d, net, before in zip(reps, seeds, nets, start):
+        alone = model_soups._fresh(cfg, ds, r, cpu)
+        assert all(torch.equal(alone.state_dict()[k], v) for k, v in before.items())  # the same init
+        model_soups._pretrain(cfg, ds, alone, d, r, cpu)
+        for k, v in alone.state_dict().items():
+            torch.testing.assert_close(net.state_dict()[k], v, atol=1e-5, rtol=1e-4)
+            assert not torch.equal(v, before[k])  # it trained
+    last = [model_soups._fresh(cfg, ds, 2, cpu)]
+    model_soups._pretrain_pack(packed_cfg, ds, last, seeds[2:], reps[2:], cpu)
+    assert all(torch.equal(v, nets[2].state_dict()[k]) for k, v in last[0].state_dict().items())

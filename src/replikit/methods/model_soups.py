@@ -57,6 +57,7 @@ import pandas as pd
 import pydantic
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from replikit import data, models, packed, train
 from replikit.claims import Claim
@@ -126,7 +127,9 @@ class Config(MethodConfig):
     average_weights: bool = pydantic.Field(
         True, description="False turns soups off (each soup = the best single model)"
     )
-    pack: int = packed.knob("each seed's fine-tuned ingredients (8 by default)", auto=8)  # type: ignore[assignment]
+    pack: int = packed.knob(
+        "each seed's fine-tuned ingredients (8 by default), and the pretraining of half as many seeds", auto=8
+    )  # type: ignore[assignment]
     _resolve_pack = packed.auto_width(lambda c: c.get("model") == "mlp", auto=8)
 
     @pydantic.model_validator(mode="after")
@@ -436,11 +439,9 @@ def _fine_tune_pack(cfg: Config, model, pretrained: dict, x_ft, y_ft, sweep: lis
 # =================================== one seed: sweep and soups =====================================
 
 
-def run_one(cfg: dict, rep: int) -> dict:
-    """Pretrain, fine-tune the ingredient sweep, cook the soups; metrics of every arm for seed ``rep``."""
-    cfg = Config(**cfg)
-    device = train.resolve_device(cfg.device)
-    ds = data.load(cfg.dataset)
+def _seed_data(cfg: Config, ds, rep: int, device) -> dict:
+    """The seed's splits of the training set on ``device`` (``idx``: their indices into it), the test set and
+    its shifted copy."""
     idx = splits(
         len(ds.y_train),
         cfg.val_size,
@@ -449,19 +450,41 @@ def run_one(cfg: dict, rep: int) -> dict:
         derive_seed(cfg.seed, NAME, "data", rep),
     )
     x_all, y_all = train.to_device(ds.x_train, device), train.to_device(ds.y_train, device)
-    part = {k: (x_all[train.to_device(v, device)], y_all[train.to_device(v, device)]) for k, v in idx.items()}
+    idx = {k: train.to_device(v, device) for k, v in idx.items()}
     x_test, y_test = train.to_device(ds.x_test, device), train.to_device(ds.y_test, device)
     shift_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "shift", rep))
-    x_shift = perturb(x_test, cfg.shift_translate, cfg.shift_scale, cfg.shift_noise, shift_gen)
+    return {
+        "x_all": x_all,
+        "y_all": y_all,
+        "idx": idx,
+        "part": {k: (x_all[v], y_all[v]) for k, v in idx.items()},
+        "x_test": x_test,
+        "y_test": y_test,
+        "x_shift": perturb(x_test, cfg.shift_translate, cfg.shift_scale, cfg.shift_noise, shift_gen),
+    }
 
-    # 1. pretraining on the pool, with augmentation (the robust "pretrained encoder")
+
+def _fresh(cfg: Config, ds, rep: int, device) -> nn.Module:
+    """The seed's network before pretraining (its init depends on the seed alone)."""
     train.manual_seed(derive_seed(cfg.seed, NAME, "init", rep))
-    model = train.prepare_model(
+    return train.prepare_model(
         models.build(cfg.model, ds.input_shape, cfg.pretrain_classes, width=cfg.width), device
     )
-    x_pre, y_pre = part["pretrain"]
+
+
+def _pretrain_aug(cfg: Config, rep: int, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "augment", rep))
+
+
+def _pretrain_batches_seed(cfg: Config, rep: int) -> int:
+    return derive_seed(cfg.seed, NAME, "batches", "pretrain", rep)
+
+
+def _pretrain(cfg: Config, ds, model: nn.Module, d: dict, rep: int, device) -> None:
+    """Pretraining on the pool, with augmentation (the robust "pretrained encoder")."""
+    x_pre, y_pre = d["part"]["pretrain"]
     y_pre = coarse_labels(y_pre, ds.n_classes, cfg.pretrain_classes)
-    aug_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, NAME, "augment", rep))
+    aug_gen = _pretrain_aug(cfg, rep, device)
 
     def pre_step(b: torch.Tensor, p: float) -> torch.Tensor:
         xb = perturb(x_pre[b], cfg.aug_translate, cfg.aug_scale, cfg.aug_noise, aug_gen)
@@ -473,13 +496,77 @@ def run_one(cfg: dict, rep: int) -> dict:
         len(y_pre),
         epochs=cfg.pretrain_epochs,
         batch_size=cfg.batch_size,
-        seed=derive_seed(cfg.seed, NAME, "batches", "pretrain", rep),
+        seed=_pretrain_batches_seed(cfg, rep),
         device=device,
         lr=cfg.pretrain_lr,
         models=[model],
         desc=f"pretrain seed {rep}",
         resume_state={"augment": aug_gen},
     )
+
+
+def _pretrain_pack(cfg: Config, ds, nets: list[nn.Module], data: list[dict], reps: list[int], device) -> None:
+    """The pretraining of seeds ``reps`` as one pack of width ``cfg.pack // 2`` (:func:`replikit.packed.fit`),
+    each member with its own init, pretraining split, batch stream and augmentation draws, as
+    :func:`_pretrain` trains it alone; the trained weights are loaded into ``nets``."""
+    x_all = data[0]["x_all"]  # every seed's splits index the one training set
+    y_coarse = coarse_labels(data[0]["y_all"], ds.n_classes, cfg.pretrain_classes)
+    gens = [_pretrain_aug(cfg, rep, device) for rep in reps]
+
+    def inputs(idx: torch.Tensor) -> torch.Tensor:
+        rows = [
+            perturb(x_all[i], cfg.aug_translate, cfg.aug_scale, cfg.aug_noise, g) for i, g in zip(idx, gens)
+        ]
+        return torch.stack(rows + [x_all[i] for i in idx[len(rows) :]])
+
+    n = len(data[0]["idx"]["pretrain"])
+    states, _ = packed.fit(
+        nets,
+        [
+            packed.Batches(d["idx"]["pretrain"], cfg.batch_size, _pretrain_batches_seed(cfg, rep)).next
+            for d, rep in zip(data, reps)
+        ],
+        x_all,
+        y_coarse,
+        epochs=cfg.pretrain_epochs,
+        steps_per_epoch=max(1, n // cfg.batch_size),
+        width=max(1, cfg.pack // 2),
+        lr=cfg.pretrain_lr,
+        inputs=inputs,
+        desc=f"pretrain pack of {len(reps)} seeds",
+        resume_state={f"augment{i}": g for i, g in enumerate(gens)},
+    )
+    for net, state in zip(nets, states):
+        net.load_state_dict(state)
+
+
+def run_one(cfg: dict, rep: int) -> dict:
+    """Pretrain, fine-tune the ingredient sweep, cook the soups; metrics of every arm for seed ``rep``."""
+    cfg = Config(**cfg)
+    device = train.resolve_device(cfg.device)
+    ds = data.load(cfg.dataset)
+    d = _seed_data(cfg, ds, rep, device)
+    model = _fresh(cfg, ds, rep, device)
+    _pretrain(cfg, ds, model, d, rep, device)
+    return _soups(cfg, ds, model, d, rep, device)
+
+
+def run_pack(cfg: dict, reps: list[int]) -> list[dict]:
+    """Seeds ``reps`` (at most ``cfg.pack // 2``) with their pretraining packed (:func:`_pretrain_pack`),
+    then each seed's ingredients in packs of ``cfg.pack`` and its soups, as in :func:`run_one`. Returns
+    :func:`run_one`'s results, in ``reps`` order."""
+    cfg = Config(**cfg)
+    device = train.resolve_device(cfg.device)
+    ds = data.load(cfg.dataset)
+    seeds = [_seed_data(cfg, ds, rep, device) for rep in reps]
+    nets = [_fresh(cfg, ds, rep, device) for rep in reps]
+    _pretrain_pack(cfg, ds, nets, seeds, reps, device)
+    return [_soups(cfg, ds, net, d, rep, device) for net, d, rep in zip(nets, seeds, reps)]
+
+
+def _soups(cfg: Config, ds, model: nn.Module, d: dict, rep: int, device) -> dict:
+    """After pretraining: the head's linear-probe init, the ingredient sweep and the soups of seed ``rep``."""
+    part, x_test, y_test, x_shift = d["part"], d["x_test"], d["y_test"], d["x_shift"]
     # 2. a new 10-class head, initialised by a linear probe on the frozen pretrained features (LP init)
     x_ft, y_ft = part["ft"]
     train.manual_seed(derive_seed(cfg.seed, NAME, "head", rep))
@@ -567,9 +654,21 @@ def run_one(cfg: dict, rep: int) -> dict:
 
 def run(cfg: Config) -> Outcome:
     """One pretrained model, one fine-tuning sweep and its soups per seed, over ``n_seeds`` seeds."""
-    tasks = [{"cfg": cfg.model_dump(), "rep": r} for r in range(cfg.n_seeds)]
+    base = {"cfg": cfg.model_dump()}
     with Timer() as t:
-        results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="soup seeds")
+        if cfg.pack:  # a look's seeds in packs of cfg.pack // 2 (their ingredients: packs of cfg.pack)
+            packs = [
+                dict(base, reps=list(reps))
+                for _, reps in packed.chunks(range(cfg.n_seeds), max(1, cfg.pack // 2))
+            ]
+            results = [
+                r
+                for pack in train.run_many(run_pack, packs, cfg.workers, cfg.device, desc="soup packs")
+                for r in pack
+            ]
+        else:
+            tasks = [dict(base, rep=r) for r in range(cfg.n_seeds)]
+            results = train.run_many(run_one, tasks, cfg.workers, cfg.device, desc="soup seeds")
     runs = pd.DataFrame([row for r in results for row in r["runs"]])
     ingredients = pd.DataFrame([row for r in results for row in r["ingredients"]])
     trace = pd.DataFrame([row for r in results for row in r["trace"]])
