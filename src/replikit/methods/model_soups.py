@@ -505,12 +505,14 @@ def _pretrain(cfg: Config, ds, model: nn.Module, d: dict, rep: int, device) -> N
     )
 
 
-def _pretrain_pack(cfg: Config, ds, nets: list[nn.Module], data: list[dict], reps: list[int], device) -> None:
+def _pretrain_pack(
+    cfg: Config, ds, nets: list[nn.Module], seeds: list[dict], reps: list[int], device
+) -> None:
     """The pretraining of seeds ``reps`` as one pack of width ``cfg.pack // 2`` (:func:`replikit.packed.fit`),
     each member with its own init, pretraining split, batch stream and augmentation draws, as
     :func:`_pretrain` trains it alone; the trained weights are loaded into ``nets``."""
-    x_all = data[0]["x_all"]  # every seed's splits index the one training set
-    y_coarse = coarse_labels(data[0]["y_all"], ds.n_classes, cfg.pretrain_classes)
+    x_all = seeds[0]["x_all"]  # every seed's splits index the one training set
+    y_coarse = coarse_labels(seeds[0]["y_all"], ds.n_classes, cfg.pretrain_classes)
     gens = [_pretrain_aug(cfg, rep, device) for rep in reps]
 
     def inputs(idx: torch.Tensor) -> torch.Tensor:
@@ -519,12 +521,12 @@ def _pretrain_pack(cfg: Config, ds, nets: list[nn.Module], data: list[dict], rep
         ]
         return torch.stack(rows + [x_all[i] for i in idx[len(rows) :]])
 
-    n = len(data[0]["idx"]["pretrain"])
+    n = len(seeds[0]["idx"]["pretrain"])
     states, _ = packed.fit(
         nets,
         [
             packed.Batches(d["idx"]["pretrain"], cfg.batch_size, _pretrain_batches_seed(cfg, rep)).next
-            for d, rep in zip(data, reps)
+            for d, rep in zip(seeds, reps)
         ],
         x_all,
         y_coarse,
