@@ -372,6 +372,22 @@ def _augment(cfg: Config, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     return perturb(x, cfg.aug_translate, cfg.aug_scale, cfg.aug_noise, gen)
 
 
+def _pack_inputs(cfg: Config, x: torch.Tensor, gens: list[torch.Generator | None]):
+    """A pack's ``inputs``: member i's batch of ``x``, augmented with its own generator ``gens[i]`` (None:
+    as it is); the pack's padding slots take their batches as they are."""
+
+    def inputs(idx: torch.Tensor) -> torch.Tensor:
+        rows = [x[i] if g is None else _augment(cfg, x[i], g) for i, g in zip(idx, gens)]
+        return torch.stack(rows + [x[i] for i in idx[len(rows) :]])
+
+    return inputs
+
+
+def _pretrain_width(cfg: Config) -> int:
+    """How many seeds pretrain in one pack: half the ingredients' width."""
+    return max(1, cfg.pack // 2)
+
+
 def _fine_tune(
     cfg: Config, model, pretrained: dict, x_ft, y_ft, lr: float, aug: bool, s: int, rep: int
 ) -> dict:
@@ -409,10 +425,6 @@ def _fine_tune_pack(cfg: Config, model, pretrained: dict, x_ft, y_ft, sweep: lis
     model.load_state_dict(pretrained)
     gens = [_ft_gen(cfg, lr, aug, s, rep, device) if aug else None for lr, aug, s in sweep]
 
-    def inputs(idx: torch.Tensor) -> torch.Tensor:
-        rows = [x_ft[i] if g is None else _augment(cfg, x_ft[i], g) for i, g in zip(idx, gens)]
-        return torch.stack(rows + [x_ft[i] for i in idx[len(rows) :]])
-
     n = len(y_ft)
     states, _ = packed.fit(
         [model] * len(sweep),  # stacked into the pack's own tensors: every member starts from `pretrained`
@@ -429,7 +441,7 @@ def _fine_tune_pack(cfg: Config, model, pretrained: dict, x_ft, y_ft, sweep: lis
         width=cfg.pack,
         lr=[lr for lr, _, _ in sweep],
         lr_schedule=cosine if cfg.ft_cosine else None,
-        inputs=inputs,
+        inputs=_pack_inputs(cfg, x_ft, gens),
         desc=f"fine-tune pack of {len(sweep)} seed {rep}",
         resume_state={f"augment{i}": g for i, g in enumerate(gens) if g is not None},
     )
@@ -487,7 +499,7 @@ def _pretrain(cfg: Config, ds, model: nn.Module, d: dict, rep: int, device) -> N
     aug_gen = _pretrain_aug(cfg, rep, device)
 
     def pre_step(b: torch.Tensor, p: float) -> torch.Tensor:
-        xb = perturb(x_pre[b], cfg.aug_translate, cfg.aug_scale, cfg.aug_noise, aug_gen)
+        xb = _augment(cfg, x_pre[b], aug_gen)
         return F.cross_entropy(model(xb), y_pre[b])
 
     train.fit(
@@ -515,12 +527,6 @@ def _pretrain_pack(
     y_coarse = coarse_labels(seeds[0]["y_all"], ds.n_classes, cfg.pretrain_classes)
     gens = [_pretrain_aug(cfg, rep, device) for rep in reps]
 
-    def inputs(idx: torch.Tensor) -> torch.Tensor:
-        rows = [
-            perturb(x_all[i], cfg.aug_translate, cfg.aug_scale, cfg.aug_noise, g) for i, g in zip(idx, gens)
-        ]
-        return torch.stack(rows + [x_all[i] for i in idx[len(rows) :]])
-
     n = len(seeds[0]["idx"]["pretrain"])
     states, _ = packed.fit(
         nets,
@@ -532,9 +538,9 @@ def _pretrain_pack(
         y_coarse,
         epochs=cfg.pretrain_epochs,
         steps_per_epoch=max(1, n // cfg.batch_size),
-        width=max(1, cfg.pack // 2),
+        width=_pretrain_width(cfg),
         lr=cfg.pretrain_lr,
-        inputs=inputs,
+        inputs=_pack_inputs(cfg, x_all, gens),
         desc=f"pretrain pack of {len(reps)} seeds",
         resume_state={f"augment{i}": g for i, g in enumerate(gens)},
     )
@@ -661,7 +667,7 @@ def run(cfg: Config) -> Outcome:
         if cfg.pack:  # a look's seeds in packs of cfg.pack // 2 (their ingredients: packs of cfg.pack)
             packs = [
                 dict(base, reps=list(reps))
-                for _, reps in packed.chunks(range(cfg.n_seeds), max(1, cfg.pack // 2))
+                for _, reps in packed.chunks(range(cfg.n_seeds), _pretrain_width(cfg))
             ]
             results = [
                 r
