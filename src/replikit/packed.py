@@ -32,7 +32,7 @@ and the merging methods' fine-tunes); a pack can stop early, member by member (`
 
 ``pack: auto`` (the knob's default, :func:`resolve_width`) packs :data:`AUTO_WIDTH` runs on CUDA and none
 on the CPU. On the CPU packing does not pay (nine methods at these widths took 2.4x as long on 2 cores as
-runs one at a time: see the README's "On a GPU"), and the
+runs one at a time: see docs/gpu.md), and the
 CPU's committed numbers stay those of runs one at a time; on CUDA a run is already another draw of its
 seed than on the CPU (other kernels, another summation order), so packing there costs nothing in what
 the numbers mean and removes the launch-bound single run.
@@ -293,12 +293,10 @@ def fit(
             yb = None if y is None else y[slot, idx] if y.dim() == 2 else y[idx]
             xb = x[idx] if inputs is None else inputs(idx)
             with mixed:
-                if loss is None:
-                    # one cross-entropy over the flattened pack: 15 fewer device operations a step than
-                    # a vmapped F.cross_entropy, the same numbers bit for bit on the CPU (tested)
-                    losses = cross_entropy(all_logits(params, buffers, xb), yb)
-                else:
-                    losses = loss(all_logits(params, buffers, xb), yb, idx, params)
+                out = all_logits(params, buffers, xb)
+                # by default one cross-entropy over the flattened pack: 15 fewer device operations a step
+                # than a vmapped F.cross_entropy, the same numbers bit for bit on the CPU (tested)
+                losses = cross_entropy(out, yb) if loss is None else loss(out, yb, idx, params)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             step()
