@@ -36,7 +36,7 @@ PNG = base64.b64decode(
 )
 
 
-def write(results, method, claims, profile="default"):
+def write(results, method, claims, profile="default", git="abc"):
     folder = results / method
     (folder / "figures").mkdir(parents=True)
     (folder / "figures" / "curves.png").write_bytes(PNG)
@@ -48,7 +48,7 @@ def write(results, method, claims, profile="default"):
         "runtime_s": 12.3,
         "device": "cpu",
         "versions": {"torch": "x"},
-        "git": "abc",
+        "git": git,
         "figures": ["figures/curves.png"],
     }
     (folder / "verdict.json").write_text(json.dumps(verdict))
@@ -71,9 +71,11 @@ def test_report_rows_figures_and_provenance(tmp_path):
             }
         ],
         profile="smoke",
+        git="def-dirty",
     )
     md, page = report.build(results, tmp_path / "reports", tmp_path)
     text = md.read_text()
+    assert "- methods' commits: `def-dirty (other); abc (toy)`" in text  # each method's own commit
     assert "1 reproduced, 0 not reproduced, 1 inconclusive of 2 claims." in text
     assert (
         "| toy.gain | toy vs base on acc | base 0.5, toy 0.7 | 0.800 vs 0.700 | "

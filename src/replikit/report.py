@@ -233,8 +233,13 @@ def update_readme(readme: Path, verdicts) -> bool:
 def provenance(root: Path, verdicts: list[tuple[Path, VerdictFile]]) -> dict[str, str]:
     from replikit.results import git_commit, versions
 
+    commits: dict[str, list[str]] = {}
+    for _, v in verdicts:
+        commits.setdefault(v.git, []).append(v.method)
     prov = {
         "git": git_commit(root),
+        # a method reruns only when its inputs change, so its results may come from an earlier commit
+        "methods' commits": "; ".join(f"{sha} ({', '.join(ms)})" for sha, ms in commits.items()) or "-",
         "params hash": file_hash(root / "params.yaml"),
         "data hash (data/default)": file_hash(root / "data" / "default"),
         "profiles": ", ".join(sorted({v.profile for _, v in verdicts})) or "-",

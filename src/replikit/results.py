@@ -60,13 +60,24 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+# What the pipeline itself writes into tracked files: a `dvc repro` rewrites dvc.lock and the earlier
+# stages' results while later stages run, and none of that is the source a run ran from.
+PIPELINE_OUTPUTS = ("dvc.lock", "results", "results-full", "reports", "reports-full")
+
+
 def git_commit(root: Path) -> str:
+    """The commit the run's source is at, ``-dirty`` when tracked files outside the pipeline's own
+    outputs (:data:`PIPELINE_OUTPUTS`) differ from it: an edited module or params.yaml, say."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
+        exclude = [f":(top,exclude){p}" for p in PIPELINE_OUTPUTS]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", *exclude],
+            cwd=root,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
