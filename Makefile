@@ -6,14 +6,25 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Jupyter refuses to run as root (containers, CI images) unless told to; never passed otherwise
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup repro repro-lanes test lab report bench full stability gpu-check gpu-bench gpu-suite gpu-session
+.PHONY: setup lock repro repro-lanes test lab report bench full stability gpu-check gpu-bench gpu-suite gpu-session
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to the versions the committed results were computed with;
+# `make setup LOCK=` installs the newest that pyproject.toml allows instead, and `make lock` re-pins.
+LOCK ?= constraints.txt
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	$(BIN)/python -m pip install -q $(if $(LOCK),-c $(LOCK)) -e '.[dev,ray]'
 	touch $@
+
+lock:                 ## re-pin constraints.txt: the newest versions pyproject.toml allows, resolved in a fresh venv
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q -e '.[dev,ray]'
+	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .lock-venv
 
 repro: setup          ## replicate every method on params.yaml's profile, then the report
 	$(BIN)/dvc repro
