@@ -200,3 +200,48 @@ def test_two_processes_checkpointing_one_task_at_once_both_succeed(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], errors
     assert int(__import__("torch").load(path)["epoch"]) == 299
     assert [f.name for f in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+
+
+USE_STORE = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from replikit import resume\n"
+    "with resume.using(Path(sys.argv[1])):\n"
+    "    print('in', flush=True)\n"
+    "    sys.stdin.read()\n"
+)
+
+
+def user_of(store: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", USE_STORE, str(store)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdout.readline() == b"in\n"
+    return proc
+
+
+def test_the_last_run_out_clears_a_shared_store(tmp_path):
+    """Two runs of one method and config at once share a store: the first to finish leaves it (and its
+    records) to the other, which reads them back instead of training again; the last one out removes it.
+    A killed run, or a pid reused by another process, does not hold a store forever."""
+    store = tmp_path / "store"
+    other = user_of(store)
+    with resume.using(store):
+        resume.record(store, "mine", 1)
+        assert resume.users(store) == [other.pid]
+    resume.clear(store)  # finished first: the other run is still inside
+    assert resume.load_record(store, "mine") == 1
+    other.communicate(b"", timeout=60)  # the other one finishes
+    assert resume.users(store) == []
+    resume.clear(store)
+    assert not store.exists()
+
+    killed = user_of(store)
+    killed.kill()
+    killed.wait(timeout=60)
+    # a live pid, but not the process that wrote the file (pids are reused)
+    (store / resume.USERS / str(os.getppid())).write_text("0.0")
+    assert resume.users(store) == []
+    resume.clear(store)
+    assert not store.exists()

@@ -17,7 +17,8 @@ A **run store** is a folder (``.replikit/runs/<method>-<key>/``, outside DVC's o
 The task key hashes the run function's name and its arguments, leaving out what only changes how many
 seeds run or how they are spread (``n_seeds``, ``n_max``, ``seed_batch``, ``workers``); the store's
 folder name hashes the method's resolved config and the package's source, so edited code or parameters
-never reuse stale records. The store is removed once the method's results are saved (:func:`clear`).
+never reuse stale records. The store is removed once the method's results are saved (:func:`clear`),
+unless another run of the method with the same config is still using it: the last one out removes it.
 """
 
 from __future__ import annotations
@@ -92,25 +93,67 @@ def active() -> Path | None:
     return Path(folder) if folder else None
 
 
+USERS = ".users"  # a store's folder of ``<pid>`` files: the processes inside ``using`` it
+
+
 @contextmanager
 def using(folder: Path):
-    """Make ``folder`` the active run store here and in the worker processes started meanwhile."""
+    """Make ``folder`` the active run store here and in the worker processes started meanwhile.
+
+    While inside, this process is registered as a user of the store (``.users/<pid>``), so that another
+    run of the method with the same config that finishes first leaves the store to it (:func:`clear`).
+    """
     before = os.environ.get(STORE_ENV)
     folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / USERS / str(os.getpid())
+    marker.parent.mkdir(exist_ok=True)
+    marker.write_text(repr(_started(os.getpid())))
     os.environ[STORE_ENV] = str(folder)
     try:
         yield folder
     finally:
+        marker.unlink(missing_ok=True)
         if before is None:
             os.environ.pop(STORE_ENV, None)
         else:
             os.environ[STORE_ENV] = before
 
 
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (None if there is none): tells a live user from a reused pid."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def users(folder: Path) -> list[int]:
+    """The other live processes using the store ``folder``; a killed one's file is ignored."""
+    out = []
+    for marker in (folder / USERS).glob("*"):
+        pid = int(marker.name) if marker.name.isdigit() else None
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            started = marker.read_text()
+        except OSError:
+            continue  # unregistered meanwhile
+        if (now := _started(pid)) is not None and repr(now) == started:
+            out.append(pid)
+    return sorted(out)
+
+
 def clear(folder: Path | None = None) -> None:
-    """Remove a store (default: the active one) once its method's results are safely saved."""
+    """Remove a store (default: the active one) once its method's results are safely saved.
+
+    A store that another live run is using (the same method and config at once: a notebook in the lab
+    while ``dvc repro`` runs it) is left to that run, which reads back what this one recorded instead of
+    training it again, and clears the store when it finishes.
+    """
     folder = folder or active()
-    if folder is not None and folder.name != "runs":
+    if folder is not None and folder.name != "runs" and not users(folder):
         shutil.rmtree(folder, ignore_errors=True)
 
 
