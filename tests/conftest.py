@@ -42,6 +42,7 @@ def check_verdict(path: Path, method: str, profile: str) -> dict:
     assert verdict.method == method and verdict.profile == profile
     assert verdict.evidence is (profile != "smoke")
     assert verdict.claims, "a verdict without claims"
+    assert verdict.machine["cores"] >= 1 and verdict.machine["cpu_capability"], "which machine drew it"
     for claim in verdict.claims:
         assert claim.id.startswith(f"{method}.")
         if claim.ci_low is not None:

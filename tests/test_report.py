@@ -36,7 +36,7 @@ PNG = base64.b64decode(
 )
 
 
-def write(results, method, claims, profile="default", git="abc"):
+def write(results, method, claims, profile="default", git="abc", machine=None):
     folder = results / method
     (folder / "figures").mkdir(parents=True)
     (folder / "figures" / "curves.png").write_bytes(PNG)
@@ -49,6 +49,7 @@ def write(results, method, claims, profile="default", git="abc"):
         "device": "cpu",
         "versions": {"torch": "x"},
         "git": git,
+        **({"machine": machine} if machine else {}),
         "figures": ["figures/curves.png"],
     }
     (folder / "verdict.json").write_text(json.dumps(verdict))
@@ -56,7 +57,7 @@ def write(results, method, claims, profile="default", git="abc"):
 
 def test_report_rows_figures_and_provenance(tmp_path):
     results = tmp_path / "results"
-    write(results, "toy", [CLAIM])
+    write(results, "toy", [CLAIM], machine={"cpu": "X", "cpu_capability": "AVX2", "cores": 2, "gpu": "none"})
     write(
         results,
         "other",
@@ -76,6 +77,7 @@ def test_report_rows_figures_and_provenance(tmp_path):
     md, page = report.build(results, tmp_path / "reports", tmp_path)
     text = md.read_text()
     assert "- methods' commits: `def-dirty (other); abc (toy)`" in text  # each method's own commit
+    assert "- methods' machines: `not recorded (other); X (AVX2, 2 cores) (toy)`" in text
     assert "1 reproduced, 0 not reproduced, 1 inconclusive of 2 claims." in text
     assert (
         "| toy.gain | toy vs base on acc | base 0.5, toy 0.7 | 0.800 vs 0.700 | "

@@ -62,6 +62,7 @@ class VerdictFile(pydantic.BaseModel):
     runtime_s: float = pydantic.Field(ge=0)
     device: str
     versions: dict[str, str]
+    machine: dict[str, str | int] = {}  # absent in verdicts written before it was recorded
     git: str
     figures: list[str] = []
 
@@ -233,13 +234,25 @@ def update_readme(readme: Path, verdicts) -> bool:
 def provenance(root: Path, verdicts: list[tuple[Path, VerdictFile]]) -> dict[str, str]:
     from replikit.results import git_commit, versions
 
-    commits: dict[str, list[str]] = {}
-    for _, v in verdicts:
-        commits.setdefault(v.git, []).append(v.method)
+    def by(key) -> str:  # "value (method, method); value (method)"
+        groups: dict[str, list[str]] = {}
+        for _, v in verdicts:
+            groups.setdefault(key(v), []).append(v.method)
+        return "; ".join(f"{val} ({', '.join(ms)})" for val, ms in groups.items()) or "-"
+
+    def host(v: VerdictFile) -> str:
+        m = v.machine
+        if not m:
+            return "not recorded"
+        gpu = f", {m['gpu']}" if m.get("gpu", "none") != "none" else ""
+        return f"{m.get('cpu')} ({m.get('cpu_capability')}, {m.get('cores')} cores){gpu}"
+
     prov = {
         "git": git_commit(root),
         # a method reruns only when its inputs change, so its results may come from an earlier commit
-        "methods' commits": "; ".join(f"{sha} ({', '.join(ms)})" for sha, ms in commits.items()) or "-",
+        "methods' commits": by(lambda v: v.git),
+        # another machine is a fresh draw of the same seeds (float reduction order differs)
+        "methods' machines": by(host),
         "params hash": file_hash(root / "params.yaml"),
         "data hash (data/default)": file_hash(root / "data" / "default"),
         "profiles": ", ".join(sorted({v.profile for _, v in verdicts})) or "-",

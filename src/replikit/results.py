@@ -84,6 +84,26 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
+def machine() -> dict[str, str | int]:
+    """The hardware a run's numbers came from. Float reduction order, hence the numbers, depends on it
+    (the CPU's vector instructions, the GPU), so a rerun on another machine is a fresh draw of its seeds."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        models = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = models[0] if models else cpu
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": cores,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+
+
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -213,6 +233,7 @@ def save(
             "runtime_s": round(outcome.runtime_s, 2),
             "device": outcome.device,
             "versions": versions(),
+            "machine": machine(),
             "git": git_commit(root),
             "config": cfg.model_dump(mode="json"),
             "config_hash": config_hash(cfg),
