@@ -97,6 +97,14 @@ def test_report_rows_figures_and_provenance(tmp_path):
         and "<td class='verdict reproduced'><span>reproduced</span></td>" in html
     )
     assert "src='../" not in html  # self-contained
+    write(results, "third", [{**CLAIM, "id": "third.c"}], git="def-dirty")
+    md, _ = report.build(results, tmp_path / "reports", tmp_path)
+    assert "- methods' commits: `abc (toy); def-dirty (other, third)`" in md.read_text()  # params.yaml order
+    same = tmp_path / "same"
+    write(same, "a", [{**CLAIM, "id": "a.c"}])
+    write(same, "b", [{**CLAIM, "id": "b.c"}])
+    md, _ = report.build(same, tmp_path / "reports-same", tmp_path)
+    assert "- methods' commits: `abc (all 2 methods)`" in md.read_text()
 
 
 def test_skipped_claims_show_their_reason_and_no_sentinel_arm(tmp_path):

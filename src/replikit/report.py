@@ -238,6 +238,8 @@ def provenance(root: Path, verdicts: list[tuple[Path, VerdictFile]]) -> dict[str
         groups: dict[str, list[str]] = {}
         for _, v in verdicts:
             groups.setdefault(key(v), []).append(v.method)
+        if len(groups) == 1 and len(verdicts) > 1:
+            return f"{next(iter(groups))} (all {len(verdicts)} methods)"
         return "; ".join(f"{val} ({', '.join(ms)})" for val, ms in groups.items()) or "-"
 
     def host(v: VerdictFile) -> str:
