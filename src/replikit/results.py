@@ -60,21 +60,21 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-# What the pipeline itself writes into tracked files: a `dvc repro` rewrites dvc.lock and the earlier
-# stages' results while later stages run, and none of that is the source a run ran from.
-PIPELINE_OUTPUTS = ("dvc.lock", "results", "results-full", "reports", "reports-full")
+# What a run reads from the repository: its code, parameters and pipeline. Other tracked files (the
+# README, tests, benchmarks) cannot change its numbers, and dvc.lock, results/ and reports/ are what a
+# running `dvc repro` itself rewrites while later stages run.
+RUN_SOURCES = ("src", "notebooks", "params.yaml", "dvc.yaml", "data.dvc", "pyproject.toml", "constraints.txt")
 
 
 def git_commit(root: Path) -> str:
-    """The commit the run's source is at, ``-dirty`` when tracked files outside the pipeline's own
-    outputs (:data:`PIPELINE_OUTPUTS`) differ from it: an edited module or params.yaml, say."""
+    """The commit the run's source is at, ``-dirty`` when a tracked file it reads (:data:`RUN_SOURCES`:
+    an edited module, notebook or params.yaml, say) differs from it."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
-        exclude = [f":(top,exclude){p}" for p in PIPELINE_OUTPUTS]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", *exclude],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *(f":/{p}" for p in RUN_SOURCES)],
             cwd=root,
             capture_output=True,
             text=True,
