@@ -3,20 +3,28 @@
     python benchmarks/verdict_stability.py                 # base B = params.yaml's confirmation + 1
     python benchmarks/verdict_stability.py --base 7 --methods elr dann
     python benchmarks/verdict_stability.py --compare-only  # reuse results-stability/ from an earlier run
+    python benchmarks/verdict_stability.py --against REV   # results/ against the verdicts committed at REV
 
 Base A is what ``dvc repro`` left in ``results/<method>/verdict.json`` (params.yaml's confirmation base).
 Base B reruns each method's notebook through the runner with ``seed=confirmation:<B>`` into
 ``results-stability/<method>/`` (never touching DVC's results). A rerun on another machine is a fresh
 draw too, since float reduction order differs; this makes the fresh draw explicit and local.
 
-Prints one row per claim: verdict and n under A and B, and whether they agree. The goal: every claim
-decided under both bases has the same verdict. Writes ``reports/verdict_stability.md``.
+Prints one row per claim: verdict and n under A and B, whether they agree, and whether their intervals
+overlap. The goal: every claim decided under both bases has the same verdict. Writes
+``reports/verdict_stability.md``.
+
+``--against REV`` reruns nothing: it sets the verdicts in ``results/`` (A) against those committed at a git
+revision (B), read with ``git show``. After a ``dvc repro`` on your own machine, ``--against HEAD`` says
+whether your draw of the same seeds agrees with the committed one (each ``verdict.json`` names the machine
+it ran on); it only prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +40,29 @@ DECIDED = {"reproduced", "not_reproduced"}
 
 
 def claims_of(path: Path) -> dict[str, dict]:
-    return {c["id"]: c for c in json.loads(path.read_text())["claims"]}
+    return claims_in(path.read_text())
+
+
+def claims_in(text: str) -> dict[str, dict]:
+    return {c["id"]: c for c in json.loads(text)["claims"]}
+
+
+def committed(rev: str, method: str, root: Path | None = None) -> dict[str, dict] | None:
+    """The claims of ``results/<method>/verdict.json`` as committed at git revision ``rev`` (None if absent)."""
+    done = subprocess.run(
+        ["git", "show", f"{rev}:results/{method}/verdict.json"],
+        cwd=root or ROOT,
+        capture_output=True,
+        text=True,
+    )
+    return claims_in(done.stdout) if done.returncode == 0 else None
+
+
+def overlap(ca: dict, cb: dict) -> str:
+    bounds = [ca.get("ci_low"), ca.get("ci_high"), cb.get("ci_low"), cb.get("ci_high")]
+    if any(x is None for x in bounds):
+        return "-"
+    return "yes" if bounds[0] <= bounds[3] and bounds[2] <= bounds[1] else "no"
 
 
 def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict[str, str]]:
@@ -51,9 +81,31 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict[str, str]]:
                 "A": f"{ca['verdict']} (n={ca['n_seeds']})",
                 "B": f"{cb['verdict']} (n={cb['n_seeds']})",
                 "status": status,
+                "overlap": overlap(ca, cb),
             }
         )
     return rows
+
+
+def table(rows: list[dict[str, str]], title: str, under: str) -> str:
+    """The markdown report: a summary line, then one row per claim."""
+    both = [r for r in rows if r["A"].split()[0] in DECIDED and r["B"].split()[0] in DECIDED]
+    agree = sum(r["status"] == "same" for r in both)
+    decided_a = sum(r["A"].split()[0] in DECIDED for r in rows)
+    judged = [r for r in rows if r["overlap"] != "-"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{agree} of {len(both)} claims decided under both {under} agree; {decided_a} of {len(rows)} claims "
+        f"decided under A; {sum(r['status'] == 'FLIP' for r in rows)} flips; "
+        f"{sum(r['status'] == 'decided once' for r in rows)} decided once; "
+        f"{sum(r['overlap'] == 'yes' for r in judged)} of {len(judged)} intervals overlap.",
+        "",
+        "| claim | A | B | status | intervals overlap |",
+        "|---|---|---|---|---|",
+        *[f"| {r['claim']} | {r['A']} | {r['B']} | {r['status']} | {r['overlap']} |" for r in rows],
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="*", default=params["methods"])
     parser.add_argument("--out", default="results-stability")
     parser.add_argument("--compare-only", action="store_true")
+    parser.add_argument(
+        "--against", metavar="REV", help="compare results/ with the verdicts committed at REV"
+    )
     args = parser.parse_args(argv)
     out = ROOT / args.out
     rows = []
@@ -73,25 +128,23 @@ def main(argv: list[str] | None = None) -> int:
         if not a_path.is_file():
             print(f"{m}: no results/{m}/verdict.json (run dvc repro first)", file=sys.stderr)
             return 2
+        if args.against:
+            b = committed(args.against, m)
+            if b is None:
+                print(f"{m}: no results/{m}/verdict.json at {args.against}; left out", file=sys.stderr)
+            else:
+                rows += compare(claims_of(a_path), b)
+            continue
         if not args.compare_only:
             t = time.perf_counter()
             runner.execute(m, overrides={"seed": f"confirmation:{args.base}"}, out_dir=out / m, root=ROOT)
             print(f"{m}: base B rerun in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         rows += compare(claims_of(a_path), claims_of(out / m / "verdict.json"))
-    both = [r for r in rows if r["A"].split()[0] in DECIDED and r["B"].split()[0] in DECIDED]
-    agree = sum(r["status"] == "same" for r in both)
-    decided_a = sum(r["A"].split()[0] in DECIDED for r in rows)
-    lines = [
-        f"# Verdict stability: confirmation base {params['seeds']['confirmation']} (A) vs {args.base} (B)",
-        "",
-        f"{agree} of {len(both)} claims decided under both bases agree; {decided_a} of {len(rows)} claims decided "
-        f"under A; {sum(r['status'] == 'FLIP' for r in rows)} flips.",
-        "",
-        "| claim | A | B | status |",
-        "|---|---|---|---|",
-        *[f"| {r['claim']} | {r['A']} | {r['B']} | {r['status']} |" for r in rows],
-    ]
-    text = "\n".join(lines) + "\n"
+    if args.against:
+        print(table(rows, f"Verdicts: results/ (A) vs results/ at {args.against} (B)", "draws"))
+        return 0
+    base_a = params["seeds"]["confirmation"]
+    text = table(rows, f"Verdict stability: confirmation base {base_a} (A) vs {args.base} (B)", "bases")
     (ROOT / "reports").mkdir(exist_ok=True)
     (ROOT / "reports" / "verdict_stability.md").write_text(text)
     print(text)
