@@ -65,7 +65,7 @@ def overlap(ca: dict, cb: dict) -> str:
     return "yes" if bounds[0] <= bounds[3] and bounds[2] <= bounds[1] else "no"
 
 
-def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict[str, str]]:
+def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict]:
     rows = []
     for cid, ca in a.items():
         cb = b.get(cid, {"verdict": "missing", "n_seeds": 0})
@@ -82,16 +82,17 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> list[dict[str, str]]:
                 "B": f"{cb['verdict']} (n={cb['n_seeds']})",
                 "status": status,
                 "overlap": overlap(ca, cb),
+                "verdicts": (ca["verdict"], cb["verdict"]),
             }
         )
     return rows
 
 
-def table(rows: list[dict[str, str]], title: str, under: str) -> str:
+def table(rows: list[dict], title: str, under: str) -> str:
     """The markdown report: a summary line, then one row per claim."""
-    both = [r for r in rows if r["A"].split()[0] in DECIDED and r["B"].split()[0] in DECIDED]
+    both = [r for r in rows if set(r["verdicts"]) <= DECIDED]
     agree = sum(r["status"] == "same" for r in both)
-    decided_a = sum(r["A"].split()[0] in DECIDED for r in rows)
+    decided_a = sum(r["verdicts"][0] in DECIDED for r in rows)
     judged = [r for r in rows if r["overlap"] != "-"]
     lines = [
         f"# {title}",
