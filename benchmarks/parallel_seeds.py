@@ -9,12 +9,11 @@ speed-up of processes over threads. The suite uses the faster layout (``train.ru
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
 
-from replikit import train
+from replikit import processes, train
 from replikit.methods import elr
 
 
@@ -25,7 +24,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64, help="CNN channels (ELR default 64)")
     parser.add_argument("--batch", type=int, default=256, help="batch size (ELR default 256)")
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0))
+    cores = processes.cores()
     cfg = elr.Config(epochs=args.epochs, sweep_seeds=0, width=args.width, batch_size=args.batch).model_dump()
     tasks = [dict(cfg=cfg, arm="elr", rep=r, noise_rate=0.4) for r in range(args.seeds)]
 

@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from conftest import sh, tool_env  # noqa: E402
 
-from replikit import results, runner  # noqa: E402
+from replikit import processes, results, runner  # noqa: E402
 from replikit.config import MethodConfig  # noqa: E402
 
 
@@ -93,10 +93,14 @@ def test_sigkill_between_the_two_renames_is_undone_on_the_next_start(tmp_path):
 
 def test_recover_leaves_a_live_process_alone_and_clears_the_dead(tmp_path):
     out = record(tmp_path / "toy", 0.5)
-    live = tmp_path / f".toy.staging-{os.getppid()}"  # pytest's parent: alive while we run
-    dead = tmp_path / ".toy.next-999999999"
-    stale_old = tmp_path / ".toy.old-999999998"  # a swap that finished but was killed before cleaning up
-    for folder in (live, dead, stale_old):
+    live = tmp_path / f".toy.staging-{processes.tag(os.getppid())}"  # pytest's parent: alive while we run
+    dead = tmp_path / ".toy.next-999999999-1000.00"
+    stale_old = (
+        tmp_path / ".toy.old-999999998-1000.00"
+    )  # a swap that finished but was killed before cleaning up
+    reused = tmp_path / f".toy.next-{os.getppid()}-1000.00"  # a live pid, given to a later process
+    older = tmp_path / ".toy.next-999999997"  # an older version's name: the pid alone
+    for folder in (live, dead, stale_old, reused, older):
         folder.mkdir()
     assert results.recover(out) is None
     assert leftovers(out) == [live.name]

@@ -241,7 +241,7 @@ def test_the_last_run_out_clears_a_shared_store(tmp_path):
     killed.kill()
     killed.wait(timeout=60)
     # a live pid, but not the process that wrote the file (pids are reused)
-    (store / resume.USERS / str(os.getppid())).write_text("0.0")
+    (store / resume.USERS / f"{os.getppid()}-1000.00").touch()
     assert resume.users(store) == []
     resume.clear(store)
     assert not store.exists()

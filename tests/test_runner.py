@@ -154,14 +154,18 @@ def test_a_killed_runs_executed_copy_is_swept_and_a_live_one_kept(tmp_path):
     import subprocess
     import sys
 
+    from replikit import processes
+
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid is free now (reused only after the kernel's pid range wraps)
-    stale = tmp_path / f"elr.running-{dead.pid}.ipynb"
-    live = tmp_path / f"elr.running-{os.getpid()}.ipynb"
-    other = tmp_path / f"dann.running-{dead.pid}.ipynb"
-    for f in (stale, live, other):
+    stale = tmp_path / f"elr.running-{dead.pid}-1000.00.ipynb"
+    reused = tmp_path / f"elr.running-{os.getppid()}-1000.00.ipynb"  # a live pid, but a later process
+    older = tmp_path / f"elr.running-{dead.pid}.ipynb"  # an older version's name: the pid alone
+    live = tmp_path / f"elr.running-{processes.tag()}.ipynb"
+    other = tmp_path / f"dann.running-{dead.pid}-1000.00.ipynb"
+    for f in (stale, reused, older, live, other):
         f.write_text("{}")
-    assert runner.sweep_running(tmp_path, "elr") == [stale]
+    assert sorted(runner.sweep_running(tmp_path, "elr")) == sorted([stale, reused, older])
     assert not stale.exists() and live.exists() and other.exists()
 
 
@@ -199,7 +203,9 @@ def test_two_runs_of_one_method_at_once_keep_their_own_notebooks(tmp_path):
         time.sleep(0.05)
     for name, p in procs.items():
         assert p.returncode == 0, p.stdout.read()
-        assert f"{method}.running-{p.pid}.ipynb" in seen  # each run had its own executed copy
+        assert any(
+            f.startswith(f"{method}.running-{p.pid}-") for f in seen
+        )  # each run had its own executed copy
         executed = (tmp_path / name / f"{method}.ipynb").read_text()
-        assert f".{name}.next-{p.pid}" in executed  # and kept its own, not the other's
-        assert not (logs / f"{method}.running-{p.pid}.ipynb").exists()
+        assert f".{name}.next-{p.pid}-" in executed  # and kept its own, not the other's
+        assert not any(logs.glob(f"{method}.running-{p.pid}-*.ipynb"))

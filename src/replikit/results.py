@@ -9,7 +9,8 @@
 Everything is written into a staging folder that then replaces the old one (:func:`swap`), so a crash
 never leaves a half-written verdict next to stale figures, and a failed run leaves the last good record
 as it was. POSIX cannot rename a folder onto a non-empty one, so the swap is two renames (old folder
-aside to ``.<name>.old-<pid>``, new folder in); a process killed between them leaves no ``<name>``,
+aside to ``.<name>.old-<tag>``, new folder in; the tag names the process, see
+:mod:`replikit.processes`); a process killed between them leaves no ``<name>``,
 and :func:`recover` (called by :func:`save` and by the runner before anything else) puts the old one
 back. Nothing else ever deletes a complete record.
 """
@@ -28,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from replikit import resume
+from replikit import processes, resume
 from replikit.claims import ClaimResult
 from replikit.config import MethodConfig, config_hash, find_root
 
@@ -95,11 +96,10 @@ def machine() -> dict[str, str | int]:
         cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu)
     except OSError:  # not Linux
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {
         "cpu": cpu,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cores": cores,
+        "cores": processes.cores(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
     }
 
@@ -149,22 +149,14 @@ def default_out_dir(method: str) -> Path:
     return find_root() / "scratch" / method
 
 
-def _orphan(path: Path) -> bool:
-    """Whether the process named by a ``.<name>.<kind>-<pid>`` folder is gone (or is this one)."""
-    tail = path.name.rsplit("-", 1)[-1]
-    if not tail.isdigit() or int(tail) == os.getpid():
-        return True
-    try:
-        os.kill(int(tail), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+def _orphan(path: Path, kind: str) -> bool:
+    """Whether the process that named a ``.<name>.<kind>-<tag>`` folder is gone (or is this one)."""
+    owner = path.name.split(f".{kind}-", 1)[-1]
+    return processes.tag_pid(owner) == os.getpid() or not processes.owner_alive(owner)
 
 
 def _leftovers(out: Path, kind: str) -> list[Path]:
-    """``.<name>.<kind>-<pid>`` folders beside ``out``, oldest first."""
+    """``.<name>.<kind>-<tag>`` folders beside ``out``, oldest first."""
     found = [p for p in out.parent.glob(f".{out.name}.{kind}-*") if p.is_dir()]
     return sorted(found, key=lambda p: p.stat().st_mtime)
 
@@ -173,7 +165,7 @@ def recover(out: str | Path) -> Path | None:
     """Undo what a killed :func:`swap` or :func:`save` left beside ``out``; return ``out`` if restored.
 
     A kill between the swap's two renames leaves no ``out`` (or, after ``dvc checkout``, an ``out``
-    without ``verdict.json``) and the previous record in ``.<name>.old-<pid>``: it goes back. Old
+    without ``verdict.json``) and the previous record in ``.<name>.old-<tag>``: it goes back. Old
     folders of a completed swap, and staging folders of processes that are gone, are deleted.
     """
     out = Path(out)
@@ -184,15 +176,16 @@ def recover(out: str | Path) -> Path | None:
             shutil.rmtree(out)  # a partial folder (cached outs checked out without the cache: false ones)
         olds.pop().rename(out)
         restored = out
-    for leftover in olds + _leftovers(out, "staging") + _leftovers(out, "next"):
-        if _orphan(leftover):
-            shutil.rmtree(leftover, ignore_errors=True)
+    for kind in ("old", "staging", "next"):
+        for leftover in olds if kind == "old" else _leftovers(out, kind):
+            if _orphan(leftover, kind):
+                shutil.rmtree(leftover, ignore_errors=True)
     return restored
 
 
 def swap(new: Path, out: Path) -> None:
     """Put the complete folder ``new`` at ``out``, replacing what was there (see the module docstring)."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{processes.tag()}"
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.rename(old)
@@ -213,7 +206,7 @@ def save(
     root = find_root()
     out.parent.mkdir(parents=True, exist_ok=True)
     recover(out)
-    stage = out.parent / f".{out.name}.staging-{os.getpid()}"
+    stage = out.parent / f".{out.name}.staging-{processes.tag()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:

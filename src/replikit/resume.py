@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from replikit import config
+from replikit import config, processes
 
 STORE_ENV = "REPLIKIT_RUN_STORE"
 EVERY_ENV = "REPLIKIT_CHECKPOINT_S"
@@ -93,21 +93,21 @@ def active() -> Path | None:
     return Path(folder) if folder else None
 
 
-USERS = ".users"  # a store's folder of ``<pid>`` files: the processes inside ``using`` it
+USERS = ".users"  # a store's folder of empty files named by the processes inside ``using`` it (processes.tag)
 
 
 @contextmanager
 def using(folder: Path):
     """Make ``folder`` the active run store here and in the worker processes started meanwhile.
 
-    While inside, this process is registered as a user of the store (``.users/<pid>``), so that another
+    While inside, this process is registered as a user of the store (``.users/<pid>-<start time>``), so that another
     run of the method with the same config that finishes first leaves the store to it (:func:`clear`).
     """
     before = os.environ.get(STORE_ENV)
     folder.mkdir(parents=True, exist_ok=True)
-    marker = folder / USERS / str(os.getpid())
+    marker = folder / USERS / processes.tag()
     marker.parent.mkdir(exist_ok=True)
-    marker.write_text(repr(_started(os.getpid())))
+    marker.touch()
     os.environ[STORE_ENV] = str(folder)
     try:
         yield folder
@@ -119,30 +119,10 @@ def using(folder: Path):
             os.environ[STORE_ENV] = before
 
 
-def _started(pid: int) -> float | None:
-    """When process ``pid`` started (None if there is none): tells a live user from a reused pid."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
 def users(folder: Path) -> list[int]:
     """The other live processes using the store ``folder``; a killed one's file is ignored."""
-    out = []
-    for marker in (folder / USERS).glob("*"):
-        pid = int(marker.name) if marker.name.isdigit() else None
-        if pid is None or pid == os.getpid():
-            continue
-        try:
-            started = marker.read_text()
-        except OSError:
-            continue  # unregistered meanwhile
-        if (now := _started(pid)) is not None and repr(now) == started:
-            out.append(pid)
-    return sorted(out)
+    found = (processes.tag_pid(m.name) for m in (folder / USERS).glob("*") if processes.owner_alive(m.name))
+    return sorted(pid for pid in found if pid != os.getpid())
 
 
 def clear(folder: Path | None = None) -> None:

@@ -14,7 +14,7 @@ the notebook's modules while the runner imports its own and runs the checks.
 
 Nothing lost, nothing stale: a failed run (a bad parameter, an exception in the method, Ctrl-C,
 SIGKILL) leaves the last good ``results/<method>/`` byte-identical. The notebook never writes the
-results folder itself: it saves into ``results/.<method>.next-<pid>``, the runner adds the executed
+results folder itself: it saves into ``results/.<method>.next-<tag>``, the runner adds the executed
 notebook, and only then swaps that complete folder in with :func:`replikit.results.swap` (two renames,
 with Ctrl-C and SIGTERM held back). A kill between the two renames is undone by
 :func:`replikit.results.recover` on the next start. DVC would delete a stage's outputs before running
@@ -36,7 +36,10 @@ from typing import Any
 
 import yaml
 
-from replikit import config  # light; results, resume, the data and the method (torch) load inside execute
+from replikit import (
+    config,
+    processes,
+)  # light; results, resume, the data and the method (torch) load inside execute
 
 
 class RunnerError(RuntimeError):
@@ -214,14 +217,11 @@ def execute(
 
 
 def sweep_running(logs: Path, method: str) -> list[Path]:
-    """Remove ``<method>.running-<pid>.ipynb`` files that no live process writes (left by a killed run);
-    return them. A live run's file is left alone."""
-    import psutil
-
+    """Remove ``<method>.running-<tag>.ipynb`` files that no live process writes (left by a killed run);
+    return them. A live run's file is left alone (the tag is its pid and start time: :mod:`replikit.processes`)."""
     gone = []
     for f in logs.glob(f"{method}.running-*.ipynb"):
-        pid = f.name[len(method) + len(".running-") : -len(".ipynb")]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+        if not processes.owner_alive(f.name[len(f"{method}.running-") : -len(".ipynb")]):
             f.unlink(missing_ok=True)
             gone.append(f)
     return gone
@@ -240,7 +240,7 @@ def _execute(method, profile, overrides, out_dir, root: Path, extra_parameters, 
     cfg = load_config(method, profile=profile, overrides=overrides, params_file=root / "params.yaml")
     check_real_data(cfg, root)
     nb = jupytext.read(notebook_path(method, root))
-    staging = out.parent / f".{out.name}.next-{os.getpid()}"
+    staging = out.parent / f".{out.name}.next-{processes.tag()}"
     parameters = {"profile": cfg.profile, "overrides": dict(overrides or {}), "out_dir": str(staging)}
     parameters.update(extra_parameters or {})
     unknown = set(parameters) - declared_parameters(nb)
@@ -253,7 +253,7 @@ def _execute(method, profile, overrides, out_dir, root: Path, extra_parameters, 
     logs.mkdir(exist_ok=True)
     sweep_running(logs, method)
     # one file per process: two runs of one method at once (two lanes crossing on it) must not share it
-    running = logs / f"{method}.running-{os.getpid()}.ipynb"
+    running = logs / f"{method}.running-{processes.tag()}.ipynb"
     kernel.ready()
     kernel.used = True
     try:

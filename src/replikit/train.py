@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from replikit import resume
+from replikit import processes, resume
 
 StepFn = Callable[[torch.Tensor, float], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -357,7 +357,6 @@ def run_many(
     one CPU and ``REPLIKIT_RAY_GPUS_PER_RUN`` of a GPU each, with the same results as the local pool.
     The local workers are kept for the next call (see :func:`shutdown_pool`).
     """
-    n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     resolve_device(device)  # fail early on cuda without CUDA
     store = resume.active()
     keys = [resume.task_key(fn, t) if store else None for t in tasks]
@@ -369,7 +368,7 @@ def run_many(
         for i, r in zip(todo, done):
             results[i] = r
         return results
-    workers = min(workers or n_cpu, max(1, len(todo)))
+    workers = min(workers or processes.cores(), max(1, len(todo)))
     if workers == 1:
         # one thread here too: the thread count changes float reduction order, hence the numbers, and
         # `workers` must only change the speed, never the results
