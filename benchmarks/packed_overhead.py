@@ -5,7 +5,8 @@
 
 ``replikit.packed.fit`` trains ``width`` runs as one vmapped model. The bare loop is the least any packed
 training needs: the stacked parameters (``torch.func.stack_module_state``), one vmapped forward of
-(parameters, batch), the summed loss's backward, one optimiser step, each member's batch from its own
+(parameters, batch), one cross-entropy over the flattened pack (fewer operations than a vmapped one),
+the summed loss's backward, one optimiser step, each member's batch from its own
 device-side permutation, and one host sync per epoch (the loss). Both use torch's own Adam. After one
 untimed warm-up of each, every repeat times both, alternating which goes first; the printed ratio is the
 median of packed / bare over the repeats (goal: <= 1.10, as ``trainer_overhead.py``'s for ``train.fit``).
@@ -59,10 +60,13 @@ def bare(x, y, members, epochs: int, batch: int, device: torch.device, rates: bo
     params, buffers = stack_module_state(members)
     base = copy.deepcopy(members[0]).to("meta")
 
-    def loss(p, b, xb, yb):
-        return F.cross_entropy(functional_call(base, (p, b), (xb,)), yb)
+    def logits(p, b, xb):
+        return functional_call(base, (p, b), (xb,))
 
-    per_member = vmap(loss)
+    def per_member(p, b, xb, yb):  # one cross-entropy over the flattened pack, as packed.fit computes it
+        out = vmap(logits)(p, b, xb)
+        return F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(yb.shape).mean(1)
+
     opt = torch.optim.Adam(list(params.values()), lr=LR)
     gens = [torch.Generator(device=device).manual_seed(s) for s in range(len(members))]
     steps = len(x) // batch
