@@ -42,3 +42,14 @@ def test_older_names_and_garbage():
         assert processes.tag_pid(junk) is None or junk.endswith("soon")
     with pytest.raises(ProcessLookupError):
         processes.tag(dead_pid())
+
+
+def test_a_process_whose_start_time_is_hidden_is_left_alone(monkeypatch):
+    """Another user's live process, where the OS hides its details: its files stay (as a bare pid's)."""
+    import psutil
+
+    def hidden(pid):
+        raise psutil.AccessDenied(pid)
+
+    monkeypatch.setattr(processes, "_started", hidden)
+    assert processes.owner_alive(f"{os.getppid()}-1000.00")

@@ -1,11 +1,12 @@
 """The processes of this machine: how many cores a run may use, and whether the process that left a file
 behind is still running.
 
-A run names the files it keeps while it works after itself: its staging folders (``results/.<method>.next-<tag>``,
-:mod:`replikit.results`), its executed notebook (``logs/<method>.running-<tag>.ipynb``, :mod:`replikit.runner`)
-and its entry among a run store's users (``.users/<tag>``, :mod:`replikit.resume`). A killed run leaves them
-behind, and its pid may later be given to an unrelated process, so a pid alone cannot tell whether the
-owner lives. The :func:`tag` is the pid and the process's start time, and :func:`owner_alive` checks both.
+A run names after itself the files it keeps while it works: its staging folders
+(``results/.<method>.next-<tag>``, :mod:`replikit.results`), its executed notebook
+(``logs/<method>.running-<tag>.ipynb``, :mod:`replikit.runner`) and its entry among a run store's users
+(``.users/<tag>``, :mod:`replikit.resume`). A killed run leaves them behind, and its pid may later be
+given to an unrelated process, so a pid alone cannot tell whether the owner lives. The :func:`tag` is the
+pid and the process's start time, and :func:`owner_alive` checks both.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ def cores() -> int:
 
 
 def _started(pid: int) -> float | None:
+    """When process ``pid`` started; None if there is none. Raises psutil.AccessDenied for a process
+    whose start time this user may not read (another user's, where the OS hides them)."""
     import psutil
 
     try:
         return psutil.Process(pid).create_time()
-    except psutil.Error:
+    except psutil.NoSuchProcess:
         return None
 
 
@@ -52,11 +55,17 @@ def tag_pid(tag: str) -> int | None:
 
 def owner_alive(tag: str) -> bool:
     """Whether the process a :func:`tag` names is running, and is that process rather than a later one
-    given the same pid. Of a bare pid only the first can be known."""
+    given the same pid. Of a bare pid, or of a process whose start time is hidden from this user, only the
+    first can be known: such a file is left alone while its pid runs."""
+    import psutil
+
     pid = tag_pid(tag)
     if pid is None:
         return False
-    started = _started(pid)
+    try:
+        started = _started(pid)
+    except psutil.AccessDenied:
+        return True
     if started is None:
         return False
     stamp = tag.partition("-")[2]
