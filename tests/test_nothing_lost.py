@@ -95,9 +95,8 @@ def test_recover_leaves_a_live_process_alone_and_clears_the_dead(tmp_path):
     out = record(tmp_path / "toy", 0.5)
     live = tmp_path / f".toy.staging-{processes.tag(os.getppid())}"  # pytest's parent: alive while we run
     dead = tmp_path / ".toy.next-999999999-1000.00"
-    stale_old = (
-        tmp_path / ".toy.old-999999998-1000.00"
-    )  # a swap that finished but was killed before cleaning up
+    # a swap that finished but was killed before cleaning up
+    stale_old = tmp_path / ".toy.old-999999998-1000.00"
     reused = tmp_path / f".toy.next-{os.getppid()}-1000.00"  # a live pid, given to a later process
     older = tmp_path / ".toy.next-999999997"  # an older version's name: the pid alone
     for folder in (live, dead, stale_old, reused, older):

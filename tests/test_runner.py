@@ -203,9 +203,8 @@ def test_two_runs_of_one_method_at_once_keep_their_own_notebooks(tmp_path):
         time.sleep(0.05)
     for name, p in procs.items():
         assert p.returncode == 0, p.stdout.read()
-        assert any(
-            f.startswith(f"{method}.running-{p.pid}-") for f in seen
-        )  # each run had its own executed copy
+        # each run had its own executed copy
+        assert any(f.startswith(f"{method}.running-{p.pid}-") for f in seen)
         executed = (tmp_path / name / f"{method}.ipynb").read_text()
         assert f".{name}.next-{p.pid}-" in executed  # and kept its own, not the other's
         assert not any(logs.glob(f"{method}.running-{p.pid}-*.ipynb"))
