@@ -36,10 +36,8 @@ from typing import Any
 
 import yaml
 
-from replikit import (
-    config,
-    processes,
-)  # light; results, resume, the data and the method (torch) load inside execute
+# light modules only; results, resume, the data and the method (torch) load inside execute
+from replikit import config, processes
 
 
 class RunnerError(RuntimeError):
