@@ -53,3 +53,41 @@ def test_a_process_whose_start_time_is_hidden_is_left_alone(monkeypatch):
 
     monkeypatch.setattr(processes, "_started", hidden)
     assert processes.owner_alive(f"{os.getppid()}-1000.00")
+
+
+def _gone_within(pids: list[int], seconds: float) -> bool:
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_pool_workers_end_with_a_killed_parent():
+    """SIGKILL runs no exit handler, so a killed kernel cannot stop its pool: the workers stop themselves."""
+    import signal
+
+    code = (
+        "import time\n"
+        "from replikit import train\n"
+        "pool = train._pool(2)\n"
+        "futures = [pool.submit(time.sleep, 120) for _ in range(2)]\n"
+        "time.sleep(0.5)\n"
+        "while len(pool._processes) < 2: time.sleep(0.1)\n"
+        "print(*pool._processes, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(processes.owner_alive(str(p)) for p in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert _gone_within(workers, 10), "a killed parent's workers are still running"
+    finally:
+        parent.kill()

@@ -1,5 +1,5 @@
-"""The processes of this machine: how many cores a run may use, and whether the process that left a file
-behind is still running.
+"""The processes of this machine: how many cores a run may use, whether the process that left a file
+behind is still running, and a worker that ends with its parent.
 
 A run names after itself the files it keeps while it works: its staging folders
 (``results/.<method>.next-<tag>``, :mod:`replikit.results`), its executed notebook
@@ -12,6 +12,8 @@ pid and the process's start time, and :func:`owner_alive` checks both.
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 # The start time is the clock's boot time plus the ticks since boot, and the clock's boot time moves
 # when NTP adjusts the clock (psutil documents it), so two readings of one process may differ by a
@@ -73,3 +75,22 @@ def owner_alive(tag: str) -> bool:
         return not stamp or abs(started - float(stamp)) < _SAME_START_S
     except ValueError:
         return False
+
+
+def exit_with(parent: int, every_s: float = 1.0) -> threading.Thread:
+    """End this process once ``parent`` is gone (checked every ``every_s`` seconds, in a daemon thread).
+
+    A pool's workers are stopped by their parent's exit handlers, which a SIGKILL never runs: the workers
+    would train on for nobody, holding cores and memory. A process whose parent dies is given another
+    (init, or a subreaper), so a changed parent pid means the parent is gone. The worker exits at once
+    (``os._exit``): whatever it was writing is lost, and everything it writes is written atomically.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="replikit-exit-with-parent", daemon=True)
+    thread.start()
+    return thread

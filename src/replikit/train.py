@@ -306,6 +306,11 @@ def _init_worker() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+def _init_pool_worker(parent: int) -> None:
+    _init_worker()
+    processes.exit_with(parent)  # a killed parent (SIGKILL stops no pool) must not leave its workers training
+
+
 def _ray_call(fn, task, folder, key):
     """One run on a Ray worker: one torch thread, as in the local pool; the driver records the result."""
     _init_worker()
@@ -412,7 +417,9 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         shutdown_pool()
     if _POOL is None:
         ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
-        _POOL = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+        _POOL = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(os.getpid(),)
+        )
         _POOL_KEY, _POOL_SIZE = key, workers
     return _POOL
 
