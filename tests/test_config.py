@@ -98,3 +98,31 @@ def test_derived_seeds_are_stable_and_independent():
     assert derive_seed(0, "elr", "init", 1) != derive_seed(0, "dann", "init", 1)
     # pinned: a change would silently alter every run
     assert derive_seed(0, "elr", "init", 1) == PINNED_PILOT
+
+
+@pytest.mark.parametrize(
+    "params, overrides, where",
+    [
+        (PARAMS, {"profile": "smoke"}, "--set"),
+        ({**PARAMS, "elr": {"profile": "smoke"}}, None, "elr"),
+        ({**PARAMS, "elr": {"profiles": {"default": {"profile": "smoke"}}}}, None, r"elr\.profiles\.default"),
+    ],
+)
+def test_a_profile_given_as_a_method_key_is_refused_not_ignored(params, overrides, where):
+    with pytest.raises(
+        ConfigError, match=rf"^{where}: profile = 'smoke' is not a method key; .*--profile smoke"
+    ):
+        resolve("elr", elr.Config, params, overrides=overrides)
+
+
+def test_a_seed_role_that_is_no_role_names_the_seed_not_seeds_use():
+    with pytest.raises(ConfigError, match=r"^elr\.seed = 'foo': expected pilot, confirmation .*bare number"):
+        resolve("elr", elr.Config, PARAMS, overrides={"seed": "foo"})
+    assert str(resolve("elr", elr.Config, PARAMS, overrides={"seed": 5}).seed) == "pilot:5"
+
+
+def test_only_confirmation_seeds_at_a_real_size_are_evidence():
+    assert resolve("elr", elr.Config, PARAMS).evidence
+    assert not resolve("elr", elr.Config, PARAMS, overrides={"seed": "pilot"}).evidence
+    assert not resolve("elr", elr.Config, PARAMS, profile="smoke").evidence
+    assert resolve("elr", elr.Config, PARAMS, profile="full").evidence

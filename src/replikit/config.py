@@ -105,8 +105,9 @@ class MethodConfig(pydantic.BaseModel):
 
     @property
     def evidence(self) -> bool:
-        """Smoke runs are too small to count as evidence for or against a claim."""
-        return self.profile != "smoke"
+        """Only confirmation seeds at a real size count as evidence for or against a claim: smoke runs are
+        too small, and pilot seeds are the ones designs were settled on."""
+        return self.profile != "smoke" and self.seed.role == "confirmation"
 
 
 def find_root(start: str | Path | None = None) -> Path:
@@ -159,7 +160,7 @@ def validate(model: type[MethodConfig], values: dict[str, Any], where: str) -> M
         if not key:  # a check across fields
             raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
         if first["type"] == "extra_forbidden":
-            known = ", ".join(sorted(model.model_fields))
+            known = ", ".join(sorted(set(model.model_fields) - {"profile"}))  # profile: --profile
             msg = f"{where}.{key}: unknown key (known keys: {known})"
         else:
             got = first.get("input")
@@ -184,10 +185,25 @@ def resolve(
         raise ConfigError(
             f"{method}.profiles.{min(unknown_profiles)}: unknown profile (allowed: {' | '.join(PROFILES)})"
         )
+    for where, given in (
+        (method, section),
+        (f"{method}.profiles.{profile}", per_profile.get(profile) or {}),
+        ("--set", overrides or {}),
+    ):
+        if "profile" in given:  # it would be overwritten below: refuse rather than ignore it
+            raise ConfigError(
+                f"{where}: profile = {given['profile']!r} is not a method key; choose the profile with "
+                f"--profile {given['profile']} (or params.yaml's top-level `profile:`)"
+            )
     values = {"seed": seed_base(params), **section, **(per_profile.get(profile) or {})}
     values.update(overrides or {})
     if isinstance(values.get("seed"), str) and ":" not in values["seed"]:  # --set seed=pilot: that base
-        values["seed"] = seed_base(params, values["seed"])
+        if values["seed"].strip() not in ("pilot", "confirmation"):
+            raise ConfigError(
+                f"{method}.seed = {values['seed']!r}: expected pilot, confirmation (params.yaml's base of "
+                "that role), pilot:N or confirmation:N (a bare number N is the pilot base N)"
+            )
+        values["seed"] = seed_base(params, values["seed"].strip())
     values["profile"] = profile
     return validate(model, values, where=method)
 
