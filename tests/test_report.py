@@ -159,3 +159,35 @@ def test_report_rejects_a_verdict_off_contract(tmp_path):
 def test_empty_results_give_a_hint(tmp_path):
     md, _ = report.build(tmp_path / "results", tmp_path / "reports", tmp_path)
     assert "No results yet" in md.read_text()
+
+
+def test_readme_table_only_takes_what_dvc_repro_computes_from_params_yaml(tmp_path, monkeypatch, capsys):
+    """A smoke run, a pilot run or a --set run written to results/ must not reach the README's table."""
+    from conftest import ROOT
+
+    params = report.yaml.safe_load((ROOT / "params.yaml").read_text())
+    committed = report.read_verdicts(ROOT / "results", params["methods"])
+    assert report.off_params(ROOT, committed) == []
+
+    for name in ("params.yaml", "README.md"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    results = tmp_path / "results"
+    (results / "task_arithmetic").mkdir(parents=True)
+    original = json.loads((ROOT / "results" / "task_arithmetic" / "verdict.json").read_text())
+
+    def off(**changes) -> list[str]:
+        (results / "task_arithmetic" / "verdict.json").write_text(json.dumps({**original, **changes}))
+        return report.off_params(tmp_path, report.read_verdicts(results, ["task_arithmetic"]))
+
+    assert off() == []
+    assert off(profile="smoke", evidence=False) == ["task_arithmetic (smoke: no evidence)"]
+    pilot = {"evidence": False, "seeds": {"role": "pilot", "base": 0}}
+    assert off(**pilot) == ["task_arithmetic (pilot seeds: no evidence)"]
+    [other] = off(config_hash="0123456789ab")
+    assert other.startswith("task_arithmetic (config 0123456789ab, params.yaml resolves to ")
+
+    monkeypatch.chdir(tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert report.main(["--readme"]) == 2
+    assert "README.md left as it was" in capsys.readouterr().err
+    assert (tmp_path / "README.md").read_text() == readme

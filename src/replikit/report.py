@@ -151,7 +151,13 @@ def _verdict(c: ClaimRecord, v: VerdictFile) -> str:
     text = VERDICT_MARK[c.verdict]
     if c.verdict == "skipped":
         text += f": {c.reason}"
-    return text + ("" if v.evidence else f" ({v.profile}: no evidence)")
+    return text + ("" if v.evidence else f" ({not_evidence(v)}: no evidence)")
+
+
+def not_evidence(v: VerdictFile) -> str:
+    """Why a verdict does not count: ``smoke`` (too small) or ``pilot seeds`` (the designs' own seeds)."""
+    seeds = getattr(v, "seeds", None) or {}
+    return "pilot seeds" if v.profile != "smoke" and seeds.get("role") == "pilot" else v.profile
 
 
 VERDICT_MARK = {
@@ -216,6 +222,28 @@ def readme_table(verdicts) -> str:
     lines = [summary(verdicts), "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in rows(verdicts)]
     return "\n".join(lines)
+
+
+def off_params(root: Path, verdicts) -> list[str]:
+    """The verdicts that are not what ``dvc repro`` would compute from ``params.yaml`` now (another profile,
+    pilot seeds, a ``--set`` or an edited section), each with the reason: the README's table is only for
+    those it would compute."""
+    from replikit.config import ConfigError, config_hash
+    from replikit.methods import load_config
+
+    out = []
+    for _, v in verdicts:
+        try:
+            expected = config_hash(load_config(v.method, params_file=root / "params.yaml"))
+        except (ConfigError, KeyError) as err:
+            out.append(f"{v.method} ({err})")
+            continue
+        got = getattr(v, "config_hash", None)
+        if not v.evidence:
+            out.append(f"{v.method} ({not_evidence(v)}: no evidence)")
+        elif got != expected:
+            out.append(f"{v.method} (config {got}, params.yaml resolves to {expected})")
+    return out
 
 
 def update_readme(readme: Path, verdicts) -> bool:
@@ -343,9 +371,12 @@ def to_html(verdicts, root: Path) -> str:
     for folder, v in verdicts:
         parts.append(f"<h2 id='{e(v.method)}'>{e(v.method)}</h2>")
         if not v.evidence:
-            parts.append(
-                f"<p><em>{e(v.profile)} profile: computed, but too small to count as evidence.</em></p>"
+            why = (
+                "pilot seeds: computed on the seeds designs are settled on, so not evidence"
+                if not_evidence(v) == "pilot seeds"
+                else f"{v.profile} profile: computed, but too small to count as evidence"
             )
+            parts.append(f"<p><em>{e(why)}.</em></p>")
         for c in v.claims:
             parts.append(f"<blockquote>{e(c.quote)}<br>— {e(c.paper)}{e(_quote_label(c))}</blockquote>")
             note = _note(c)
@@ -392,7 +423,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.readme:
             params = yaml.safe_load((root / "params.yaml").read_text()) or {}
             verdicts = read_verdicts(root / args.results, params.get("methods", []))
-            update_readme(root / "README.md", verdicts)
+            off = off_params(root, verdicts)
+            if off:
+                raise ValueError(
+                    "README.md left as it was: its table is for the results `dvc repro` computes from "
+                    f"params.yaml, and these are not: {'; '.join(off)}. Rerun them with `dvc repro`."
+                )
+            changed = update_readme(root / "README.md", verdicts)
+            print(f"README.md results table {'rewritten' if changed else 'already current'}")
     except ValueError as err:
         print(f"replikit.report: {err}", file=sys.stderr)
         return 2
