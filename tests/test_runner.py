@@ -27,7 +27,8 @@ def test_cli_exit_codes_and_messages(capsys):
     assert runner.main(["elr", "--profile", "smoke", "--set", "noise_rate=7"]) == 2
     assert "elr.noise_rate = 7" in capsys.readouterr().err
     assert runner.main(["nope"]) == 2
-    assert "unknown method 'nope'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("replikit.runner: unknown method 'nope'") and "known: critical_periods, dann" in err
     with pytest.raises(runner.RunnerError, match="expected KEY=VALUE"):
         runner.parse_overrides(["noise_rate"])
     assert runner.parse_overrides(["noise_rate=0.6", "model=mlp", "sweep_rates=[0.1, 0.2]"]) == {
@@ -50,18 +51,20 @@ def test_failing_notebook_keeps_the_executed_copy_and_the_old_results(tmp_path):
     (tmp_path / "notebooks" / "elr.py").write_text(broken)
     previous = tmp_path / "results" / "elr"
     previous.mkdir(parents=True)
-    (previous / "verdict.json").write_text(json.dumps({"old": True}))
+    (previous / "verdict.json").write_text(json.dumps({"method": "elr", "old": True}))
 
     with pytest.raises(runner.RunnerError, match="notebook failed") as err:
-        runner.execute("elr", profile="smoke", root=tmp_path)
+        runner.execute("elr", profile="smoke", root=tmp_path, out_dir=previous)
     failed = tmp_path / "logs" / "elr.failed.ipynb"
     assert str(failed) in str(err.value) and "boom: injected failure" in failed.read_text()
-    assert json.loads((previous / "verdict.json").read_text()) == {"old": True}
+    assert json.loads((previous / "verdict.json").read_text()) == {"method": "elr", "old": True}
     assert sorted(p.name for p in previous.iterdir()) == ["verdict.json"]
 
 
 def test_missing_real_data_fails_before_the_notebook_runs(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(ROOT / "notebooks" / "elr.py", tmp_path / "notebooks" / "elr.py")
     with pytest.raises(runner.RunnerError) as err:
         runner.execute("elr", profile="full", root=tmp_path)
     assert "full profile needs real data not found under" in str(err.value)
@@ -208,3 +211,107 @@ def test_two_runs_of_one_method_at_once_keep_their_own_notebooks(tmp_path):
         executed = (tmp_path / name / f"{method}.ipynb").read_text()
         assert f".{name}.next-{p.pid}-" in executed  # and kept its own, not the other's
         assert not any(logs.glob(f"{method}.running-{p.pid}-*.ipynb"))
+
+
+def test_an_unknown_method_fails_before_a_kernel_starts(kernels):
+    with pytest.raises(runner.RunnerError, match="unknown method 'elrr'"):
+        runner.execute("elrr")
+    assert kernels == []
+
+
+def test_out_refuses_a_folder_whose_replacing_would_lose_something(tmp_path):
+    """The swap replaces the results folder whole, so --out must never name one holding anything else."""
+    root = tmp_path / "project"
+    (root / "results").mkdir(parents=True)
+    for out in (root, tmp_path, root / ".." / "project"):  # the project, a folder above it, the same by ..
+        with pytest.raises(runner.RunnerError, match="the project folder or one above it"):
+            runner.check_out(out, root, "elr")
+    mine = root / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    with pytest.raises(runner.RunnerError, match=r"holds other files \(notes.txt, \.\.\.\)"):
+        runner.check_out(mine, root, "elr")
+    (root / "results" / "dann").mkdir()
+    (root / "results" / "dann" / "verdict.json").write_text(json.dumps({"method": "dann"}))
+    for out, message in (
+        (root / "results", "holds other files"),
+        (root / "results" / "dann", "results of dann"),
+    ):
+        with pytest.raises(runner.RunnerError, match=message):
+            runner.check_out(out, root, "elr")
+    (root / "file").write_text("x")
+    with pytest.raises(runner.RunnerError, match="a file, not a folder"):
+        runner.check_out(root / "file", root, "elr")
+    runner.check_out(root / "results" / "dann", root, "dann")  # an earlier run of the same method
+    runner.check_out(root / "new" / "folder", root, "elr")
+    (root / "empty").mkdir()
+    runner.check_out(root / "empty", root, "elr")
+
+
+def test_out_through_the_cli_keeps_the_folder_and_counts_from_the_current_folder(
+    tmp_path, monkeypatch, capsys
+):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    assert runner.main(["critical_periods", "--profile", "smoke", "--out", str(mine)]) == 2
+    assert "holds other files (notes.txt" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (
+        mine / "notes.txt"
+    ).read_text() == "precious"
+    seen = {}
+    monkeypatch.setattr(
+        runner, "execute", lambda method, profile, overrides, out: seen.setdefault("out", out)
+    )
+    monkeypatch.chdir(ROOT / "notebooks")
+    assert runner.main(["elr", "--out", "mine"]) == 0
+    assert seen["out"] == ROOT / "notebooks" / "mine"
+
+
+def test_runs_off_params_yaml_go_to_scratch_unless_told(capsys):
+    """Only the run `dvc repro` makes from params.yaml lands in results/ (which the report and README read)."""
+    from replikit.methods import load_config
+
+    def out(profile=None, overrides=None):
+        cfg = load_config("elr", profile=profile, overrides=overrides)
+        return runner.default_out("elr", cfg, ROOT, profile, overrides)
+
+    assert out() == ROOT / "results" / "elr"
+    assert out(profile=load_config("elr").profile) == ROOT / "results" / "elr"  # params.yaml's own profile
+    assert out(overrides={"noise_rate": load_config("elr").noise_rate}) == ROOT / "results" / "elr"
+    capsys.readouterr()
+    for profile, overrides in (("smoke", None), (None, {"seed": "pilot"}), (None, {"noise_rate": 0.123})):
+        assert out(profile, overrides) == ROOT / "scratch" / "elr"
+        assert "not params.yaml's, so the results go to scratch/elr/" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_the_results_are_unchanged_and_how_to_resume(monkeypatch, capsys):
+    import logging
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "execute", interrupted)
+    monkeypatch.setattr(logging.getLogger("asyncio"), "level", logging.NOTSET)
+    assert runner.main(["elr"]) == 130
+    err = capsys.readouterr().err
+    assert "elr: interrupted; its results are unchanged. Run the same command again to resume" in err
+    # the notebook client's cancelled cell, reported at exit with the kernel's traceback, is silenced
+    assert logging.getLogger("asyncio").level == logging.CRITICAL
+
+
+@pytest.mark.slow
+def test_a_successful_run_removes_an_earlier_failures_log(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(ROOT / "notebooks" / "critical_periods.py", tmp_path / "notebooks" / "critical_periods.py")
+    (tmp_path / "logs").mkdir()
+    failed, other = (
+        tmp_path / "logs" / "critical_periods.failed.ipynb",
+        tmp_path / "logs" / "elr.failed.ipynb",
+    )
+    failed.write_text("{}")
+    other.write_text("{}")
+    out = runner.execute("critical_periods", profile="smoke", root=tmp_path, out_dir=tmp_path / "cp")
+    assert (out / "verdict.json").is_file()
+    assert not failed.exists() and other.exists()

@@ -1,6 +1,7 @@
 """Execute a method's notebook headlessly: ``python -m replikit.runner METHOD [options]``.
 
-    python -m replikit.runner elr                       # params.yaml's profile -> results/elr/
+    python -m replikit.runner elr                       # params.yaml's settings -> results/elr/
+    python -m replikit.runner elr --profile smoke       # any other settings -> scratch/elr/
     python -m replikit.runner elr --profile smoke --set noise_rate=0.6 --out /tmp/elr
 
 The notebook is read from its jupytext source (``notebooks/<method>.py``), the config is validated
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import logging
 import os
 import shutil
 import signal
@@ -47,7 +50,8 @@ class RunnerError(RuntimeError):
 def notebook_path(method: str, root: Path) -> Path:
     path = root / "notebooks" / f"{method}.py"
     if not path.is_file():
-        raise RunnerError(f"no notebook {path} for method {method!r}")
+        known = sorted(p.stem for p in path.parent.glob("*.py") if not p.name.startswith("_"))
+        raise RunnerError(f"unknown method {method!r}: no notebook {path} (known: {', '.join(known)})")
     return path
 
 
@@ -204,6 +208,7 @@ def execute(
 ) -> Path:
     """Run ``notebooks/<method>.py``; return the results folder. Raises on any failure."""
     root = Path(root) if root else config.find_root()
+    notebook_path(method, root)  # an unknown method fails before a kernel starts
     os.environ.setdefault("REPLIKIT_PROGRESS", "0")  # the kernel inherits it: its bars would flood the log
     os.environ[config.DEFER_CLEAR_ENV] = "1"  # keep the run store until the results are swapped in
     kernel = EarlyKernel(method, root)
@@ -225,6 +230,53 @@ def sweep_running(logs: Path, method: str) -> list[Path]:
     return gone
 
 
+def check_out(out: Path, root: Path, method: str) -> None:
+    """Refuse a results folder whose replacing would lose something: the project or a folder above it,
+    or a folder that holds anything but an earlier run of this method (the swap replaces it whole)."""
+    out, root = out.resolve(), root.resolve()
+    if out == root or out in root.parents:
+        raise RunnerError(f"--out {out}: the project folder or one above it; name a folder of its own")
+    if out.exists() and not out.is_dir():
+        raise RunnerError(f"--out {out}: a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    verdict = out / "verdict.json"
+    if not verdict.is_file():
+        held = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise RunnerError(
+            f"--out {out} holds other files ({held}, ...), and the run would replace the folder whole: "
+            "name a new or empty folder, or one an earlier run of this method wrote"
+        )
+    try:
+        owner = json.loads(verdict.read_text()).get("method")
+    except (ValueError, AttributeError):
+        owner = None
+    if owner != method:
+        raise RunnerError(
+            f"--out {out} holds the results of {owner or 'an unreadable verdict.json'}, not {method}"
+        )
+
+
+def default_out(method: str, cfg, root: Path, profile, overrides) -> Path:
+    """``results/<method>`` for the run ``dvc repro`` makes from params.yaml; any other (another profile,
+    pilot seeds, a ``--set``) goes to ``scratch/<method>``, so that the pipeline's results, the report and
+    the README's table only ever hold what params.yaml says."""
+    from replikit.methods import load_config
+
+    if not (profile or overrides):
+        return root / "results" / method
+    planned = load_config(method, params_file=root / "params.yaml")
+    if config.config_hash(cfg) == config.config_hash(planned):
+        return root / "results" / method
+    out = root / "scratch" / method
+    print(
+        f"{method}: these settings are not params.yaml's, so the results go to {out.relative_to(root)}/ "
+        f"(--out results/{method} to replace the pipeline's)",
+        file=sys.stderr,
+    )
+    return out
+
+
 def _execute(method, profile, overrides, out_dir, root: Path, extra_parameters, kernel: EarlyKernel) -> Path:
     import jupytext
     import papermill
@@ -232,10 +284,18 @@ def _execute(method, profile, overrides, out_dir, root: Path, extra_parameters, 
     from replikit import results, resume
     from replikit.methods import load_config
 
-    out = Path(out_dir) if out_dir else root / "results" / method
+    cfg = load_config(method, profile=profile, overrides=overrides, params_file=root / "params.yaml")
+    sections = (config.read_params(root / "params.yaml").get(method) or {}).get("profiles") or {}
+    if cfg.profile not in sections:  # a new method before its params.yaml section: say what sized it
+        print(
+            f"{method}: params.yaml has no {method}.profiles.{cfg.profile} section, so the Config's defaults "
+            "size this run",
+            file=sys.stderr,
+        )
+    out = Path(out_dir) if out_dir else default_out(method, cfg, root, profile, overrides)
     out = out if out.is_absolute() else root / out
     results.recover(out)  # first: a previous run killed mid-swap
-    cfg = load_config(method, profile=profile, overrides=overrides, params_file=root / "params.yaml")
+    check_out(out, root, method)
     check_real_data(cfg, root)
     nb = jupytext.read(notebook_path(method, root))
     staging = out.parent / f".{out.name}.next-{processes.tag()}"
@@ -279,6 +339,7 @@ def _execute(method, profile, overrides, out_dir, root: Path, extra_parameters, 
         shutil.move(running, staging / f"{method}.ipynb")
         with signals_held():
             results.swap(staging, out)
+        (logs / f"{method}.failed.ipynb").unlink(missing_ok=True)  # an earlier failure, now superseded
         resume.clear(resume.store_folder(root, method, cfg))  # the runs are safe in results/ now
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -301,15 +362,28 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override one of the method's parameters (repeatable)",
     )
-    parser.add_argument("--out", help="results folder (default: results/<method>)")
+    parser.add_argument(
+        "--out",
+        help="results folder, relative to the current folder (default: results/<method> for params.yaml's "
+        "settings, scratch/<method> for any other); a folder with other files in it is refused",
+    )
     args = parser.parse_args(argv)
+    out_dir = Path(args.out).expanduser().absolute() if args.out else None
     try:
-        out = execute(args.method, args.profile, parse_overrides(args.overrides), args.out)
+        out = execute(args.method, args.profile, parse_overrides(args.overrides), out_dir)
     except (config.ConfigError, RunnerError, KeyError) as err:
-        print(f"replikit.runner: {err}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"replikit.runner: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"replikit.runner: {args.method}: interrupted; its results are unchanged", file=sys.stderr)
+        # the notebook client's cancelled cell would be reported at exit as "Task exception was never
+        # retrieved", with the kernel's traceback: noise after the one line that matters
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        print(
+            f"replikit.runner: {args.method}: interrupted; its results are unchanged. "
+            "Run the same command again to resume: finished runs and checkpoints are kept",
+            file=sys.stderr,
+        )
         return 130
     print(f"{args.method}: results in {out}")
     return 0
