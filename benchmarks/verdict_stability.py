@@ -47,15 +47,38 @@ def claims_in(text: str) -> dict[str, dict]:
     return {c["id"]: c for c in json.loads(text)["claims"]}
 
 
-def committed(rev: str, method: str, root: Path | None = None) -> dict[str, dict] | None:
-    """The claims of ``results/<method>/verdict.json`` as committed at git revision ``rev`` (None if absent)."""
+def committed_verdict(rev: str, method: str, root: Path | None = None) -> dict | None:
+    """``results/<method>/verdict.json`` as committed at git revision ``rev`` (None if absent)."""
     done = subprocess.run(
         ["git", "show", f"{rev}:results/{method}/verdict.json"],
         cwd=root or ROOT,
         capture_output=True,
         text=True,
     )
-    return claims_in(done.stdout) if done.returncode == 0 else None
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def committed(rev: str, method: str, root: Path | None = None) -> dict[str, dict] | None:
+    """The claims of ``results/<method>/verdict.json`` as committed at git revision ``rev`` (None if absent)."""
+    verdict = committed_verdict(rev, method, root)
+    return None if verdict is None else claims_in(json.dumps(verdict))
+
+
+def is_revision(rev: str, root: Path | None = None) -> bool:
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        cwd=root or ROOT,
+        capture_output=True,
+    )
+    return done.returncode == 0
+
+
+SETUP = ("profile", "seeds", "config_hash")  # a fresh draw of one run keeps these; another run does not
+
+
+def other_setup(a: dict, b: dict) -> list[str]:
+    """What makes two verdict files different runs rather than two draws of one: ``["profile smoke/default"]``."""
+    return [f"{k} {a.get(k)}/{b.get(k)}" for k in SETUP if k in a and k in b and a[k] != b[k]]
 
 
 def overlap(ca: dict, cb: dict) -> str:
@@ -123,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     out = ROOT / args.out
+    if args.against and not is_revision(args.against):
+        print(f"--against {args.against}: not a git revision here", file=sys.stderr)
+        return 2
     rows = []
     for m in args.methods:
         a_path = ROOT / "results" / m / "verdict.json"
@@ -130,11 +156,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m}: no results/{m}/verdict.json (run dvc repro first)", file=sys.stderr)
             return 2
         if args.against:
-            b = committed(args.against, m)
+            b = committed_verdict(args.against, m)
+            differ = other_setup(json.loads(a_path.read_text()), b) if b is not None else []
             if b is None:
                 print(f"{m}: no results/{m}/verdict.json at {args.against}; left out", file=sys.stderr)
+            elif differ:
+                print(
+                    f"{m}: another setup, not another draw ({', '.join(differ)}); left out", file=sys.stderr
+                )
             else:
-                rows += compare(claims_of(a_path), b)
+                rows += compare(claims_of(a_path), claims_in(json.dumps(b)))
             continue
         if not args.compare_only:
             t = time.perf_counter()

@@ -84,3 +84,16 @@ def test_against_a_commit_compares_results_with_the_verdicts_committed_there(tmp
     assert "| m.c | reproduced (n=8) | inconclusive (n=8) | decided once | yes |" in out.out
     assert "new: no results/new/verdict.json at" in out.err and "new.c" not in out.out
     assert not (tmp_path / "reports").exists()  # --against only prints
+
+    # a smoke run in results/ is another run, not another draw of the committed one
+    smoke = {"profile": "smoke", "config_hash": "b", "claims": [claim("m.c", "reproduced", 2)]}
+    sh("git", "add", "-A", cwd=tmp_path)
+    (tmp_path / "results" / "m" / "verdict.json").write_text(json.dumps({**smoke, "profile": "default"}))
+    commit(tmp_path, "with profile and config")
+    (tmp_path / "results" / "m" / "verdict.json").write_text(json.dumps(smoke))
+    assert stability.main(["--against", "HEAD", "--methods", "m"]) == 0
+    out = capsys.readouterr()
+    assert "m: another setup, not another draw (profile smoke/default); left out" in out.err
+    assert "| m.c |" not in out.out
+    assert stability.main(["--against", "nonexist"]) == 2
+    assert "--against nonexist: not a git revision here" in capsys.readouterr().err
