@@ -8,6 +8,7 @@ of the swap. The dvc tests share one reproduced smoke copy of the repository (``
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from conftest import sh, tool_env  # noqa: E402
 
-from replikit import processes, results, runner  # noqa: E402
+from replikit import claims, processes, results, resume, runner  # noqa: E402
 from replikit.config import MethodConfig  # noqa: E402
 
 
@@ -64,6 +65,128 @@ def test_save_failing_midway_keeps_the_previous_record(tmp_path):
     assert snapshot(out) != before and leftovers(out) == []
 
 
+def test_metrics_hold_each_claim_and_the_means_of_the_arms_it_compares(tmp_path):
+    """metrics.json: the claim's effect, interval, n and verdict, and the mean of each arm on the metric
+    the claim reads from it (the baseline's ``baseline_metric``), nothing else."""
+    claim = claims.Claim(
+        id="toy.gain",
+        paper="Doe et al. 2020",
+        quote="New beats old's best.",
+        metric="acc",
+        treatment="new",
+        baseline="old",
+        baseline_metric="best_acc",
+        delta=0.01,
+    )
+    runs = pd.DataFrame(
+        {
+            "arm": ["new"] * 3 + ["old"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "acc": [0.80, 0.82, 0.84, 0.60, 0.60, 0.60],
+            "best_acc": [0.90, 0.90, 0.90, 0.75, 0.76, 0.77],
+        }
+    )
+    judged = claims.judge(claim, runs)
+    out = results.save(
+        "toy", MethodConfig(profile="smoke"), results.Outcome(runs=runs), [judged], out_dir=tmp_path / "toy"
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(metrics) == [
+        "new.acc",
+        "old.best_acc",
+        "toy.gain.ci_high",
+        "toy.gain.ci_low",
+        "toy.gain.effect",
+        "toy.gain.n",
+        "toy.gain.verdict",
+    ]
+    assert metrics["toy.gain.verdict"] == "reproduced" and metrics["toy.gain.n"] == 3
+    assert metrics["toy.gain.effect"] == pytest.approx(0.06)
+    assert metrics["new.acc"] == pytest.approx(0.82) and metrics["old.best_acc"] == pytest.approx(0.76)
+
+
+@pytest.mark.parametrize(("deferred", "kept"), [(False, False), (True, True)], ids=["cleared", "deferred"])
+def test_save_clears_the_run_store_unless_told_to_defer(tmp_path, monkeypatch, deferred, kept):
+    """The runs are safe in the record once it is saved, so save removes their store; the runner, whose
+    notebook saves into a folder it swaps in later, sets DEFER_CLEAR_ENV and clears the store itself."""
+    store = tmp_path / ".replikit" / "runs" / "toy-0123456789ab"
+    monkeypatch.setattr(resume, "store_folder", lambda root, method, cfg: store)
+    if deferred:
+        monkeypatch.setenv(resume.DEFER_CLEAR_ENV, "1")
+    else:
+        monkeypatch.delenv(resume.DEFER_CLEAR_ENV, raising=False)
+    with resume.using(store):
+        resume.record(store, "a-seed0", {"acc": 0.5})  # a finished run
+        record(tmp_path / "toy", 0.5)
+        assert store.exists() is kept
+
+
+def dead_tag() -> str:
+    """A :func:`processes.tag` (``<pid>-<start>``) of a process that has ended: its leftovers are orphans."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # its pid is free now (reused only after the kernel's pid range wraps)
+    return f"{proc.pid}-{time.time():.2f}"
+
+
+def partial(out: Path) -> None:
+    """What `dvc checkout` leaves of ``out`` when the cache lacks the record: some outs, no verdict.json."""
+    out.mkdir()
+    (out / "runs.csv").write_text("arm,seed,acc\n")
+
+
+def test_recover_puts_the_old_record_back_over_a_partial_folder(tmp_path):
+    """A kill between the swap's renames, then `dvc checkout`: ``toy/`` exists but is not a record. The
+    record set aside goes back in its place, byte-identical; of two old folders, the one without
+    verdict.json is never the one put back."""
+    out = tmp_path / "toy"
+    old = record(tmp_path / "previous", 0.5)
+    before = snapshot(old)
+    old.rename(tmp_path / f".toy.old-{dead_tag()}")
+    partial(out)
+    assert results.recover(out) == out
+    assert snapshot(out) == before and leftovers(out) == []
+
+    out.rename(tmp_path / f".toy.old-{dead_tag()}")
+    cut_short = tmp_path / f".toy.old-{dead_tag()}"  # an old folder whose deletion was killed midway
+    partial(cut_short)
+    os.utime(cut_short, (1000, 1000))  # the older of the two
+    partial(out)
+    assert results.recover(out) == out
+    assert snapshot(out) == before and leftovers(out) == []
+
+
+def test_recover_keeps_the_record_when_a_newer_old_folder_was_cut_short(tmp_path):
+    """Two old folders, the newer one the remains of a deletion killed midway: the complete record goes
+    back (restoring nothing and then clearing both would lose the only record)."""
+    out = tmp_path / "toy"
+    old = record(tmp_path / "previous", 0.5)
+    before = snapshot(old)
+    aside = tmp_path / f".toy.old-{dead_tag()}"
+    old.rename(aside)
+    os.utime(aside, (1000, 1000))  # set aside first: the older of the two
+    partial(tmp_path / f".toy.old-{dead_tag()}")
+    assert results.recover(out) == out
+    assert snapshot(out) == before and leftovers(out) == []
+
+
+def test_recover_leaves_a_live_swap_in_progress_alone(tmp_path):
+    """A live process between its swap's two renames: its old folder is its own, not a record to restore."""
+    out = tmp_path / "toy"
+    mid_swap = record(tmp_path / "previous", 0.5).rename(tmp_path / f".toy.old-{processes.tag(os.getppid())}")
+    assert results.recover(out) is None
+    assert not out.exists() and leftovers(out) == [mid_swap.name]
+
+
+def test_recover_never_puts_an_old_folder_without_verdict_in_place(tmp_path):
+    """An old folder without verdict.json is no record: ``toy/`` is not replaced by it."""
+    out = tmp_path / "toy"
+    partial(tmp_path / f".toy.old-{dead_tag()}")
+    partial(out)
+    (out / "runs.csv").write_text("arm,seed,acc\na,0,0.5\n")
+    assert results.recover(out) is None
+    assert (out / "runs.csv").read_text() == "arm,seed,acc\na,0,0.5\n" and leftovers(out) == []
+
+
 KILLED_SWAP = """
 import os, signal, sys
 from pathlib import Path
@@ -89,6 +212,18 @@ def test_sigkill_between_the_two_renames_is_undone_on_the_next_start(tmp_path):
     assert not out.exists() and [p.startswith(".toy.old-") for p in leftovers(out)] == [True]
     assert results.recover(out) == out
     assert snapshot(out) == before and leftovers(out) == []
+
+
+def test_save_undoes_a_swap_killed_between_the_two_renames(tmp_path):
+    """save recovers first by itself: after a kill between the renames it puts the new record in place,
+    and the old one set aside is not left beside it."""
+    out = record(tmp_path / "toy", 0.5)
+    new = record(tmp_path / "new", 0.7)
+    killed = subprocess.run([sys.executable, "-c", KILLED_SWAP, str(new), str(out)], env=tool_env())
+    assert killed.returncode == -signal.SIGKILL and not out.exists()
+    record(out, 0.9)
+    assert pd.read_csv(out / "runs.csv")["acc"][0] == 0.9  # the new record
+    assert leftovers(out) == []
 
 
 def test_recover_leaves_a_live_process_alone_and_clears_the_dead(tmp_path):
@@ -172,12 +307,20 @@ def test_exception_in_the_notebook_keeps_the_results_and_shows_the_cause(repo):
     assert leftovers(repo / "results" / "elr") == []
 
 
-def start_repro(repo: Path) -> subprocess.Popen:
-    """`dvc repro` after a parameter change, in its own process group; returns once ELR's notebook runs."""
+def inject_pause(notebook: Path, marker: Path) -> None:
+    """A cell right after the training cell that touches ``marker``, then waits: the stage is caught with
+    its seeds trained and recorded in the run store and nothing saved, however fast or busy the machine."""
+    text = notebook.read_text()
+    after = text.index("\n# %%", text.index("sequential.replicate("))
+    pause = f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(600)"
+    notebook.write_text(f"{text[:after]}\n# %%\n{pause}\n{text[after:]}")
+
+
+def start_repro(repo: Path, marker: Path) -> subprocess.Popen:
+    """`dvc repro` after a parameter change, in its own process group; returns once ELR's notebook is
+    inside the run (:func:`inject_pause`), not after a guessed delay that a fast run may outlast."""
     edit(repo / "params.yaml", "  noise_rate: 0.4\n", "  noise_rate: 0.6\n")
-    logs = repo / "logs"
-    for stale in logs.glob("elr.running-*.ipynb"):
-        stale.unlink()
+    inject_pause(repo / "notebooks" / "elr.py", marker)
     proc = subprocess.Popen(
         ["dvc", "repro"],
         cwd=repo,
@@ -188,18 +331,17 @@ def start_repro(repo: Path) -> subprocess.Popen:
         start_new_session=True,
     )
     deadline = time.monotonic() + 600  # generous: CI machines are shared
-    while not any(logs.glob("elr.running-*.ipynb")):
+    while not marker.exists():
         assert proc.poll() is None, f"dvc repro ended early:\n{proc.stdout.read()}"
-        assert time.monotonic() < deadline, "the notebook never started"
+        assert time.monotonic() < deadline, "the notebook never reached the pause"
         time.sleep(0.2)
-    time.sleep(3)  # inside the run: the kernel is training
     return proc
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_the_results(repo):
+def test_ctrl_c_keeps_the_results(repo, tmp_path):
     before = snapshot(repo / "results" / "elr")
-    proc = start_repro(repo)
+    proc = start_repro(repo, tmp_path / "paused")
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0, out
@@ -215,11 +357,11 @@ def process_tree(pid: int):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_stage_keeps_the_results(repo):
+def test_sigkill_mid_stage_keeps_the_results(repo, tmp_path):
     import psutil
 
     before = snapshot(repo / "results" / "elr")
-    proc = start_repro(repo)
+    proc = start_repro(repo, tmp_path / "paused")
     # stop the whole tree first (dvc, the runner, the kernel in its own session, its seed workers) so
     # nothing spawns or cleans up, then kill every process at once: as a power cut or the OOM killer would
     tree: dict[int, psutil.Process] = {}

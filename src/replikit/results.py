@@ -165,16 +165,20 @@ def recover(out: str | Path) -> Path | None:
     """Undo what a killed :func:`swap` or :func:`save` left beside ``out``; return ``out`` if restored.
 
     A kill between the swap's two renames leaves no ``out`` (or, after ``dvc checkout``, an ``out``
-    without ``verdict.json``) and the previous record in ``.<name>.old-<tag>``: it goes back. Old
-    folders of a completed swap, and staging folders of processes that are gone, are deleted.
+    without ``verdict.json``) and the previous record in ``.<name>.old-<tag>``: it goes back, the newest
+    complete one of a process that is gone (an old folder without ``verdict.json`` is the remains of a
+    deletion cut short, never a record; a live process's is its own swap in progress). Old folders of a
+    completed swap, and staging folders of processes that are gone, are deleted.
     """
     out = Path(out)
     restored = None
     olds = _leftovers(out, "old")
-    if olds and not (out / "verdict.json").is_file() and (olds[-1] / "verdict.json").is_file():
+    records = [p for p in olds if (p / "verdict.json").is_file() and _orphan(p, "old")]
+    if records and not (out / "verdict.json").is_file():
         if out.exists():
             shutil.rmtree(out)  # a partial folder (cached outs checked out without the cache: false ones)
-        olds.pop().rename(out)
+        records[-1].rename(out)
+        olds.remove(records[-1])
         restored = out
     for kind in ("old", "staging", "next"):
         for leftover in olds if kind == "old" else _leftovers(out, kind):
