@@ -140,3 +140,58 @@ def test_every_declared_claim_has_a_positive_delta_and_its_reason():
 def test_non_finite_effects_fail_clearly():
     with pytest.raises(ValueError, match="non-finite"):
         judge_effects(CLAIM, np.array([0.1, math.nan]))
+
+
+def test_non_inferiority_flip_margin_in_half_widths():
+    kept = like(kind="non_inferiority", delta=0.02)
+    assert flip_margin(kept, -0.005, -0.01, 0.0) == pytest.approx(2.0)  # low -0.01 is 0.01 above -delta
+    assert flip_margin(kept, -0.05, -0.06, -0.04) == pytest.approx(2.0)  # high -0.04 is 0.02 below -delta
+    # inconclusive: the nearer decision is 'reproduced', low 0.02 below -delta (the other is 0.03 away)
+    assert flip_margin(kept, -0.015, -0.04, 0.01) == pytest.approx(-0.02 / 0.025)
+
+
+def test_a_zero_width_interval_flips_never_or_is_undecided_forever():
+    """0 +- 0: an infinite margin when decided, minus infinity when it sits on the boundary itself."""
+    kept = like(kind="non_inferiority", delta=0.02)
+    assert flip_margin(kept, 0.0, 0.0, 0.0) == math.inf  # reproduced
+    assert flip_margin(kept, -0.03, -0.03, -0.03) == math.inf  # not reproduced
+    assert decide(kept, -0.02, -0.02, -0.02) == "inconclusive"  # exactly -delta
+    assert flip_margin(kept, -0.02, -0.02, -0.02) == -math.inf
+    assert flip_margin(CLAIM, 0.01, 0.01, 0.01) == math.inf  # exactly delta: reproduced (below)
+
+
+def test_decision_boundaries_are_pinned():
+    """Strict at the interval bounds (low > 0, low > -delta, high < delta), inclusive for the mean (>= delta)."""
+    assert decide(CLAIM, 0.01, 0.01, 0.01) == "reproduced"  # mean exactly delta, zero width
+    assert decide(CLAIM, 0.02, 0.0, 0.04) == "inconclusive"  # low exactly 0 does not exclude 0
+    assert decide(CLAIM, 0.005, 0.001, 0.01) == "inconclusive"  # high exactly delta is not below it
+    kept = like(kind="non_inferiority", delta=0.02)
+    assert decide(kept, -0.01, -0.02, 0.0) == "inconclusive"  # low exactly -delta is not above it
+    assert decide(kept, -0.03, -0.04, -0.02) == "inconclusive"  # high exactly -delta is not below it
+
+
+def test_baseline_metric_compares_against_another_column_of_the_baseline():
+    best = like(baseline_metric="best_acc")
+    df = runs([0.80, 0.82, 0.84], [0.70, 0.70, 0.70])
+    df["best_acc"] = [0.9, 0.9, 0.9, 0.75, 0.77, 0.79]  # new's best is never read
+    r = judge(best, df)
+    assert r.effect == pytest.approx(0.05) and r.ci_low == pytest.approx(0.05)  # acc - best_acc per seed
+    assert r.baseline_mean == pytest.approx(0.77) and r.treatment_mean == pytest.approx(0.82)
+
+
+def test_an_arm_whose_metric_is_all_nan_is_skipped():
+    r = judge(CLAIM, runs([0.8, 0.9], [math.nan, math.nan]))
+    assert r.verdict == "skipped"
+    assert r.reason == "metric 'acc' was not measured for arm 'old' with these parameters"
+
+
+def test_only_the_seeds_both_arms_ran_are_paired():
+    r = judge(CLAIM, runs([0.8, 0.8, 0.8, 0.0], [0.7, 0.7, 0.7]))  # treatment seeds 0-3, baseline 0-2
+    assert r.n_seeds == 3 and r.effect == pytest.approx(0.1) and r.treatment_mean == pytest.approx(0.8)
+
+
+def test_relative_effects_take_the_sign_of_the_difference_for_a_negative_baseline():
+    """Divided by |baseline|: -0.4 against -0.5 is a 20% gain, not a 20% loss."""
+    rel = like(relative=True, delta=0.05)
+    r = judge(rel, runs([-0.4, -0.9], [-0.5, -1.0]))
+    assert r.effect == pytest.approx((0.2 + 0.1) / 2) and r.ci_low < r.effect < r.ci_high

@@ -200,3 +200,88 @@ def test_selection_patterns():
     assert sequential.arms_needed([SIDE, DERIVED, FAKE.CLAIMS[0]]) == ("ne*", "new", "old", "side")
     no_arms = Claim(id="x", paper="P", quote="q", metric="m", treatment="t", statistic=len, delta=1.0)
     assert no_arms.arm_patterns == ("*",)
+
+
+def test_spending_is_pocock_shaped_not_linear():
+    """alpha(t) = alpha * ln(1 + (e - 1) t): half the information spends ~62% of alpha, not half of it."""
+    pocock = 0.05 * np.log(1 + (np.e - 1) * 0.5)
+    assert sequential.spending(0.5) == pytest.approx(pocock)
+    assert sequential.look_alphas([5, 10])[0] == pytest.approx(pocock)
+    assert sequential.look_alphas([5, 10])[1] == pytest.approx(0.05 - pocock)
+
+
+# Scripted per-seed effects of ``new`` over ``old`` (old is 0.5 on every metric of every seed).
+EARLY = [0.20, 0.21, 0.22] * 3  # decided at look 1 whatever its alpha
+LATE = [0.07, 0.10, 0.13] * 3  # reproduced at n=3 at alpha 0.05, but not at look 1's alpha: decided at look 2
+WOBBLE = [0.0, 0.06, -0.06, 0.03, -0.03, 0.05, -0.05, 0.04, -0.01]  # undecided up to n_max
+TRAINED: list[tuple[str, int]] = []
+
+
+def scripted_run_one(arm: str, rep: int) -> dict:
+    TRAINED.append((arm, rep))
+    new = arm == "new"
+    return {
+        "arm": arm,
+        "seed": rep,
+        "early": 0.5 + (EARLY[rep] if new else 0.0),
+        "late": 0.5 + (LATE[rep] if new else 0.0),
+        "wobble": WOBBLE[rep] if new else 0.0,
+    }
+
+
+def scripted_run(cfg: FakeConfig) -> Outcome:
+    """A method with scripted effects; each look's runtime is its seed count (to check they add up)."""
+    tasks = [{"arm": a, "rep": r} for r in range(cfg.n_seeds) for a in ("new", "old")]
+    rows = train.run_many(scripted_run_one, tasks, workers=1, device="cpu")
+    return Outcome(runs=pd.DataFrame(rows), runtime_s=float(cfg.n_seeds))
+
+
+def scripted(*claims: Claim) -> types.SimpleNamespace:
+    return types.SimpleNamespace(NAME="scripted", run=scripted_run, CLAIMS=list(claims))
+
+
+def paired(metric: str) -> Claim:
+    return Claim(
+        id=f"s.{metric}", paper="P", quote="q", metric=metric, treatment="new", baseline="old", delta=0.05
+    )
+
+
+WOBBLE_CLAIM = Claim(
+    id="s.wobble",
+    paper="P",
+    quote="q",
+    metric="wobble",
+    treatment="new",
+    statistic=lambda runs: runs[runs["arm"] == "new"].set_index("seed")["wobble"],
+    arms=("new",),
+    delta=0.05,
+)
+SCRIPTED_CFG = FakeConfig(n_seeds=3, n_max=9, seed_batch=3, workers=1, device="cpu", seed="pilot:3")
+
+
+def test_each_look_judges_at_its_own_alpha(tmp_path, monkeypatch):
+    """A claim decided at look k records (and was judged at) look_alphas(ns)[k - 1], not the nominal alpha."""
+    monkeypatch.setattr(resume, "store_folder", lambda root, method, cfg: tmp_path / "store")
+    alphas = sequential.look_alphas([3, 6, 9])
+    _, results = sequential.replicate(scripted(paired("early"), paired("late"), WOBBLE_CLAIM), SCRIPTED_CFG)
+    assert [r.looks for r in results] == [1, 2, 3]  # the test's premise: one claim stops at each look
+    for r in results:  # paired (early, late) and derived (wobble) claims alike
+        assert r.alpha == pytest.approx(alphas[r.looks - 1]), r.claim.id
+    # judged at the nominal 0.05, the late claim would have stopped at look 1
+    assert judge_effects(paired("late"), LATE[:3], alpha=0.05).verdict == "reproduced"
+    assert judge_effects(paired("late"), LATE[:3], alpha=alphas[0]).verdict == "inconclusive"
+    assert results[2].verdict == "inconclusive" and results[2].stop == "undecided at n_max"
+
+
+def test_a_claim_decided_at_a_later_look_stops_there(tmp_path, monkeypatch):
+    """Decided at look 2 of 3: frozen at n=6, no seed of look 3 trained, runtimes of both looks added."""
+    monkeypatch.setattr(resume, "store_folder", lambda root, method, cfg: tmp_path / "store")
+    TRAINED.clear()
+    outcome, (early, late) = sequential.replicate(scripted(paired("early"), paired("late")), SCRIPTED_CFG)
+    assert early.stop == "decided at look 1 of 3" and early.n_seeds == 3
+    assert late.verdict == "reproduced" and (late.looks, late.n_seeds) == (2, 6)
+    assert late.stop == "decided at look 2 of 3"
+    assert max(rep for _, rep in TRAINED) == 5  # every claim decided: look 3's seeds never ran
+    assert len(TRAINED) == 2 * 6  # and look 2 only trained seeds 3-5 (the store answered 0-2)
+    assert outcome.runtime_s == pytest.approx(3.0 + 6.0)  # the looks' runtimes, summed
+    assert early.seed_role == late.seed_role == SCRIPTED_CFG.seed.role == "pilot"
