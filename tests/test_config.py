@@ -126,3 +126,29 @@ def test_only_confirmation_seeds_at_a_real_size_are_evidence():
     assert not resolve("elr", elr.Config, PARAMS, overrides={"seed": "pilot"}).evidence
     assert not resolve("elr", elr.Config, PARAMS, profile="smoke").evidence
     assert resolve("elr", elr.Config, PARAMS, profile="full").evidence
+
+
+def test_the_role_is_bit_30_of_every_derived_seed():
+    """Pilot and confirmation seeds are disjoint by construction: bit 30 is the role, whatever the names."""
+    from replikit.config import SeedBase
+
+    names = [(m, role, r) for m in ("elr", "dann") for role in ("data", "init", "batches") for r in range(20)]
+    for base in (0, 3):
+        for n in names:
+            assert derive_seed(SeedBase(role="pilot", base=base), *n) & 0x40000000 == 0
+            assert derive_seed(SeedBase(role="confirmation", base=base), *n) & 0x40000000 != 0
+
+
+@pytest.mark.parametrize(
+    "seeds, message",
+    [
+        ({"pilot": -1, "confirmation": 1, "use": "pilot"}, r"seeds\.pilot = -1: a non-negative integer"),
+        (
+            {"pilot": 0, "confirmation": 1, "use": "pilot", "foo": 1},
+            r"expected keys pilot, confirmation, use",
+        ),
+    ],
+)
+def test_a_bad_seeds_section_is_refused(seeds, message):
+    with pytest.raises(ConfigError, match=message):
+        config.seed_base({"seeds": seeds})

@@ -245,3 +245,154 @@ def test_the_last_run_out_clears_a_shared_store(tmp_path):
     assert resume.users(store) == []
     resume.clear(store)
     assert not store.exists()
+
+
+# ------------------------------------------------------------------ the store's key
+
+
+def test_a_store_folder_changes_with_the_code_and_the_knobs_but_not_the_seed_count(tmp_path, monkeypatch):
+    """The store's folder name hashes the resolved config (less what only says how many seeds run and where)
+    and the package's source: edited code or parameters never read back stale records."""
+    from replikit.methods import elr
+
+    cfg = elr.Config(device="cpu", n_seeds=2, workers=1)
+    folder = resume.store_folder(tmp_path, "elr", cfg)
+    assert folder.parent == tmp_path / ".replikit" / "runs" and folder.name.startswith("elr-")
+    more_seeds = cfg.model_copy(update={"n_seeds": 9, "n_max": 12, "seed_batch": 3, "workers": 4})
+    assert resume.store_folder(tmp_path, "elr", more_seeds) == folder
+    assert resume.store_folder(tmp_path, "elr", cfg.model_copy(update={"lr": 1e-3})) != folder
+    monkeypatch.setattr(resume, "source_hash", lambda: "edited code")
+    assert resume.store_folder(tmp_path, "elr", cfg) != folder
+
+
+# ------------------------------------------------------------------ torch's global generator
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: a BaseException, so that nothing catches it."""
+
+
+def kill_after_epoch(monkeypatch, epoch: int) -> None:
+    """Checkpoint after every epoch (step), and raise Killed right after the checkpoint of ``epoch``."""
+    real = resume.Checkpointer.save
+
+    def save(self, state):
+        real(self, state)
+        if state["epoch"] == epoch:
+            raise Killed
+
+    monkeypatch.setenv(resume.EVERY_ENV, "0")
+    monkeypatch.setattr(resume.Checkpointer, "save", save)
+
+
+def in_store(folder, fn):
+    """``fn()`` as the running task of a run store (None: no store, no checkpoints)."""
+    if folder is None:
+        return fn()
+    resume._current.update(folder=folder, key="k", fits=0)
+    try:
+        return fn()
+    finally:
+        resume._current.clear()
+
+
+def fit_with_dropout(folder=None):
+    """A run whose steps draw from torch's global generator (dropout masks), built as a fresh process
+    would build it: seeded, then initialised (which moves the global generator)."""
+    from replikit import train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, generator=g)
+    y = (x[:, 0] > 0).long()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(16, 2)
+    )
+    history = in_store(
+        folder,
+        lambda: train.fit(
+            lambda idx, p: torch.nn.functional.cross_entropy(model(x[idx]), y[idx]),
+            model.parameters(),
+            len(x),
+            epochs=4,
+            batch_size=16,
+            seed=1,
+            device=torch.device("cpu"),
+            lr=1e-2,
+            models=[model],
+            resume_state={},
+        ),
+    )
+    return history, model.state_dict()
+
+
+def test_fit_resumes_torchs_global_generator(tmp_path, monkeypatch):
+    """A step that draws from torch's global generator (dropout) resumes to the uninterrupted numbers: the
+    checkpoint holds the generator's state, which a new process would have elsewhere (its own init)."""
+    whole, whole_weights = fit_with_dropout()
+    kill_after_epoch(monkeypatch, 2)
+    with pytest.raises(Killed):
+        fit_with_dropout(tmp_path)
+    resumed, weights = fit_with_dropout(tmp_path)
+    assert resumed == whole
+    assert all(torch.equal(weights[k], v) for k, v in whole_weights.items())
+
+
+def pack_with_noise(folder=None):
+    """A pack whose inputs get noise from torch's global generator (an augmentation without its own)."""
+    from replikit import packed
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 3, generator=g)
+    y = (x[:, 0] > 0).long()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    return in_store(
+        folder,
+        lambda: packed.fit(
+            [model],
+            [packed.Batches(torch.arange(32), 8, seed=1).next],
+            x,
+            y,
+            epochs=4,
+            steps_per_epoch=2,
+            width=2,
+            lr=0.05,
+            inputs=lambda idx: x[idx] + 0.5 * torch.randn(*idx.shape, 3),
+            resume_state={},
+        ),
+    )
+
+
+def test_a_pack_resumes_torchs_global_generator(tmp_path, monkeypatch):
+    (whole,), (whole_history,) = pack_with_noise()
+    kill_after_epoch(monkeypatch, 2)
+    with pytest.raises(Killed):
+        pack_with_noise(tmp_path)
+    (resumed,), (history,) = pack_with_noise(tmp_path)
+    assert history == whole_history
+    assert all(torch.equal(resumed[k], v) for k, v in whole.items())
+
+
+def noisy_loop(folder=None, steps=4) -> torch.Tensor:
+    """A batched loop whose every step draws from torch's global generator."""
+    torch.manual_seed(0)
+    w = torch.zeros(3)
+
+    def task():
+        loop = resume.Loop({"w": w}, total=steps)
+        start, _ = loop.resume()
+        for t in range(start, steps):
+            w.add_(torch.rand(3))
+            loop.save_if_due(t + 1)
+        return w
+
+    return in_store(folder, task)
+
+
+def test_a_loop_resumes_torchs_global_generator(tmp_path, monkeypatch):
+    whole = noisy_loop().clone()
+    kill_after_epoch(monkeypatch, 2)  # a Loop's checkpoints count its steps as "epoch"
+    with pytest.raises(Killed):
+        noisy_loop(tmp_path)
+    assert torch.equal(noisy_loop(tmp_path), whole)

@@ -1,5 +1,7 @@
 """The shared trainer: it learns, it is deterministic, it fails loudly, it spreads seeds over processes."""
 
+import copy
+
 import pytest
 import torch
 
@@ -145,3 +147,45 @@ def test_max_grad_norm_clips_the_update():
         max_grad_norm=0.5,
     )
     assert torch.linalg.vector_norm(w.detach() - before).item() == pytest.approx(0.5, rel=1e-5)
+
+
+def bn_toy():
+    x, y, _ = toy()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    step = lambda idx, p: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
+    return x, model, step
+
+
+def test_fit_evaluates_in_eval_mode_and_leaves_its_models_there():
+    """``evaluate`` sees its models in eval mode (batch norm by its running statistics, not the batch's),
+    and ``fit`` returns them in eval mode, with or without an ``evaluate``."""
+    x, model, step = bn_toy()
+    seen = []
+
+    def evaluate():
+        seen.append((model.training, model(x)))
+        return {}
+
+    kw = dict(epochs=2, batch_size=64, seed=0, device=torch.device("cpu"), models=[model])
+    train.fit(step, model.parameters(), len(x), evaluate=evaluate, **kw)
+    assert [training for training, _ in seen] == [False, False]
+    assert not model.training
+    with torch.no_grad():
+        assert torch.equal(seen[-1][1], model(x))  # the trained model, by its running statistics
+        assert not torch.allclose(seen[-1][1], model.train()(x))  # not by the batch's
+    train.fit(step, model.parameters(), len(x), **kw)  # no evaluate: switched back all the same
+    assert not model.training
+
+
+def test_predict_runs_in_eval_mode_and_restores_the_mode_it_found():
+    x, model, _ = bn_toy()
+    model.train()
+    before = model[1].running_mean.clone()
+    with torch.no_grad():
+        expected = copy.deepcopy(model).eval()(x)
+    assert torch.equal(train.predict(model, x, batch_size=100), expected)  # batches of 100: eval mode
+    assert model.training and torch.equal(model[1].running_mean, before)  # still training, stats untouched
+    model.eval()
+    train.predict(model, x)
+    assert not model.training
