@@ -1,5 +1,6 @@
 """Data diet's scores and subsets on hand-made tensors, and a smoke run of the method."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replikit import resume, sequential
+from replikit import claims, resume, sequential
 from replikit.methods import data_diet as dd
 
 
@@ -107,8 +108,39 @@ SMOKE = dict(
 )
 
 
+def judged_on(result, runs):
+    """``result`` is its claim judged on ``runs``: its effect and interval those of the per-seed effects
+    (treatment - baseline paired by seed, or the claim's statistic), its verdict the decision on them."""
+    claim = result.claim
+    if claim.statistic is not None:
+        effects = claim.statistic(runs)
+    else:
+        t = runs[runs["arm"] == claim.treatment].set_index("seed")[claim.metric]
+        b = runs[runs["arm"] == claim.baseline].set_index("seed")[claim.baseline_metric or claim.metric]
+        effects = (t - b.loc[t.index]) * (1 if claim.higher_is_better else -1)
+    mean, low, high = claims.mean_ci(effects.to_numpy(), 1 - result.alpha)
+    assert (result.n_seeds, result.effect, result.ci_low, result.ci_high) == pytest.approx(
+        (len(effects), mean, low, high)
+    ), claim.id
+    return result.verdict == claims.decide(claim, mean, low, high)
+
+
 def test_smoke_run_pairs_every_arm_by_seed_and_judges(tmp_path, monkeypatch):
+    """Every arm of every seed runs, each pruned arm keeps half of the data for as many steps as the full
+    one, and each claim is judged on the returned runs; besides the paper's claims, two that pair the full
+    arm with itself (an effect of exactly 0 +- 0) are decided at once, whatever the sizes."""
     monkeypatch.setattr(resume, "store_folder", lambda root, method, cfg: tmp_path / "store")
+    noninferior, superior = dd.CLAIMS[0], dd.CLAIMS[1]
+    itself = dict(treatment="full", baseline="full")
+    monkeypatch.setattr(
+        dd,
+        "CLAIMS",
+        [
+            *dd.CLAIMS,
+            dataclasses.replace(noninferior, id="full_no_worse_than_itself", **itself),
+            dataclasses.replace(superior, id="full_beats_itself", **itself),
+        ],
+    )
     cfg = dd.Config(**SMOKE)
     outcome, verdicts = sequential.replicate(dd, cfg)
     runs = outcome.runs
@@ -120,8 +152,9 @@ def test_smoke_run_pairs_every_arm_by_seed_and_judges(tmp_path, monkeypatch):
     # every arm trained the same number of steps: the same number of history rows (full-split epochs)
     assert outcome.history.groupby(["arm", "seed"]).size().eq(cfg.epochs).all()
     assert runs["test_acc"].between(0, 1).all()
-    assert len(verdicts) == len(dd.CLAIMS)
-    assert {v.verdict for v in verdicts} <= {"reproduced", "not_reproduced", "inconclusive", "skipped"}
+    assert [v.claim for v in verdicts] == dd.CLAIMS
+    assert all(judged_on(v, runs) for v in verdicts)
+    assert [v.verdict for v in verdicts[-2:]] == ["reproduced", "not_reproduced"]
 
 
 def test_select_trains_only_the_asked_arms_and_scores_only_where_needed(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import shutil
 
 import pytest
 
@@ -149,11 +150,45 @@ def test_readme_results_table_is_generated_and_current():
     )
 
 
-def test_report_rejects_a_verdict_off_contract(tmp_path):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"verdict": "probably"}, "Input should be 'reproduced'"),
+        ({"effect": None}, "toy.gain: a judged claim needs an effect"),
+    ],
+    ids=["unknown_verdict", "judged_without_effect"],
+)
+def test_report_rejects_a_verdict_off_contract(tmp_path, change, message):
     results = tmp_path / "results"
-    write(results, "toy", [{**CLAIM, "verdict": "probably"}])
-    with pytest.raises(ValueError, match="does not follow the verdict contract"):
+    write(results, "toy", [{**CLAIM, **change}])
+    with pytest.raises(ValueError, match="does not follow the verdict contract") as err:
         report.build(results, tmp_path / "reports", tmp_path)
+    assert message in str(err.value)
+
+
+def test_staging_and_old_folders_stay_out_of_the_report(tmp_path):
+    """A swap's folders beside ``results/toy/`` (its staging ``.toy.next-…``, the record set aside
+    ``.toy.old-…``) hold verdicts too: the report lists toy once, from ``toy/``."""
+    results = tmp_path / "results"
+    write(results, "toy", [CLAIM])
+    for leftover in (".toy.old-1-1.00", ".toy.next-2-2.00"):
+        shutil.copytree(results / "toy", results / leftover)
+    md, page = report.build(results, tmp_path / "reports", tmp_path)
+    text = md.read_text()
+    assert text.count("## toy") == 1 and "of 1 claims." in text
+    assert page.read_text().count("<h2 id='toy'>") == 1
+
+
+def test_report_escapes_the_quote_and_names_the_gpu(tmp_path):
+    """The HTML shows a quote's markup as text, and the machine line names the GPU a run drew on."""
+    results = tmp_path / "results"
+    machine = {"cpu": "X", "cpu_capability": "AVX2", "cores": 2, "gpu": "NVIDIA X"}
+    write(results, "toy", [{**CLAIM, "quote": "Toy <b>beats</b> baseline."}], machine=machine)
+    md, page = report.build(results, tmp_path / "reports", tmp_path)
+    html = page.read_text()
+    assert "<blockquote>Toy &lt;b&gt;beats&lt;/b&gt; baseline.<br>" in html and "<b>" not in html
+    assert "- methods' machines: `X (AVX2, 2 cores), NVIDIA X (toy)`" in md.read_text()
+    assert "<li>methods&#x27; machines: <code>X (AVX2, 2 cores), NVIDIA X (toy)</code></li>" in html
 
 
 def test_empty_results_give_a_hint(tmp_path):

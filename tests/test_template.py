@@ -1,6 +1,7 @@
 """The starting point of a new method works: the template module runs and judges, the notebook is thin."""
 
 import ast
+import dataclasses
 
 import jupytext
 import pytest
@@ -8,18 +9,28 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT
 
-from replikit import resume, sequential
+from replikit import claims, resume, sequential
 from replikit.methods import _template as T
 from replikit.methods import available
 
 
 def test_template_is_not_registered_but_runs_and_judges(tmp_path, monkeypatch):
+    """The template's claim is judged on its runs: the mean treatment - baseline difference paired by seed,
+    its t-interval and the decision on it; a claim of the baseline against itself (0 +- 0) is decided."""
     assert "_template" not in available()
     monkeypatch.setattr(resume, "store_folder", lambda root, method, cfg: tmp_path / "store")
+    (claim,) = T.CLAIMS
+    itself = dataclasses.replace(claim, id="baseline_beats_itself", treatment="baseline")
+    monkeypatch.setattr(T, "CLAIMS", [claim, itself])
     cfg = T.Config(profile="smoke", n_seeds=2, epochs=1, train_subset=256, width=8, workers=1, device="cpu")
-    outcome, (verdict,) = sequential.replicate(T, cfg)
-    assert set(outcome.runs["arm"]) == set(T.ARMS) and verdict.n_seeds == 2
-    assert verdict.verdict in ("reproduced", "not_reproduced", "inconclusive")
+    outcome, (verdict, against_itself) = sequential.replicate(T, cfg)
+    runs = outcome.runs
+    assert set(runs["arm"]) == set(T.ARMS) and verdict.n_seeds == 2
+    by_seed = runs.pivot(index="seed", columns="arm", values=claim.metric)
+    mean, low, high = claims.mean_ci((by_seed[claim.treatment] - by_seed[claim.baseline]).to_numpy())
+    assert (verdict.effect, verdict.ci_low, verdict.ci_high) == pytest.approx((mean, low, high))
+    assert verdict.verdict == claims.decide(claim, mean, low, high)
+    assert (against_itself.effect, against_itself.verdict) == (0.0, "not_reproduced")
 
 
 def test_template_loss_is_label_smoothing_on_hand_made_logits():
