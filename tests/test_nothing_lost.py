@@ -329,6 +329,9 @@ def start_repro(repo: Path, marker: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # a terminal's foreground job takes Ctrl-C even when pytest was started in the background, where
+        # the shell set SIGINT to ignored, and an ignored signal stays ignored across fork and exec
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 600  # generous: CI machines are shared
     while not marker.exists():
@@ -343,7 +346,11 @@ def test_ctrl_c_keeps_the_results(repo, tmp_path):
     before = snapshot(repo / "results" / "elr")
     proc = start_repro(repo, tmp_path / "paused")
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
-    out, _ = proc.communicate(timeout=300)
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # still running: stop it, so its lock does not fail the tests after it
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0, out
     assert snapshot(repo / "results" / "elr") == before
     assert leftovers(repo / "results" / "elr") == []
