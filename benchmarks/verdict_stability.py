@@ -40,11 +40,11 @@ DECIDED = {"reproduced", "not_reproduced"}
 
 
 def claims_of(path: Path) -> dict[str, dict]:
-    return claims_in(path.read_text())
+    return claims_in(json.loads(path.read_text()))
 
 
-def claims_in(text: str) -> dict[str, dict]:
-    return {c["id"]: c for c in json.loads(text)["claims"]}
+def claims_in(verdict: dict) -> dict[str, dict]:
+    return {c["id"]: c for c in verdict["claims"]}
 
 
 def committed_verdict(rev: str, method: str, root: Path | None = None) -> dict | None:
@@ -61,7 +61,7 @@ def committed_verdict(rev: str, method: str, root: Path | None = None) -> dict |
 def committed(rev: str, method: str, root: Path | None = None) -> dict[str, dict] | None:
     """The claims of ``results/<method>/verdict.json`` as committed at git revision ``rev`` (None if absent)."""
     verdict = committed_verdict(rev, method, root)
-    return None if verdict is None else claims_in(json.dumps(verdict))
+    return None if verdict is None else claims_in(verdict)
 
 
 def is_revision(rev: str, root: Path | None = None) -> bool:
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m}: no results/{m}/verdict.json (run dvc repro first)", file=sys.stderr)
             return 2
         if args.against:
-            b = committed_verdict(args.against, m)
-            differ = other_setup(json.loads(a_path.read_text()), b) if b is not None else []
+            a, b = json.loads(a_path.read_text()), committed_verdict(args.against, m)
+            differ = other_setup(a, b) if b is not None else []
             if b is None:
                 print(f"{m}: no results/{m}/verdict.json at {args.against}; left out", file=sys.stderr)
             elif differ:
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{m}: another setup, not another draw ({', '.join(differ)}); left out", file=sys.stderr
                 )
             else:
-                rows += compare(claims_of(a_path), claims_in(json.dumps(b)))
+                rows += compare(claims_in(a), claims_in(b))
             continue
         if not args.compare_only:
             t = time.perf_counter()
