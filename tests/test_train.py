@@ -108,10 +108,16 @@ def test_run_many_keeps_its_workers_between_calls_and_rebuilds_them_when_needed(
 
     tasks = [{"v": v} for v in range(4)]
     first = set(train.run_many(worker_pid, tasks, workers=2))
-    assert set(train.run_many(worker_pid, tasks, workers=2)) <= first  # warm workers, no new spawn
+    pool = train._POOL
+    # every worker the pool spawned, whether or not it ran a task (one may still be importing torch while
+    # the other runs all four quick tasks)
+    spawned = set(pool._processes)
+    assert first <= spawned and len(spawned) == 2
+    again = set(train.run_many(worker_pid, tasks, workers=2))
+    assert train._POOL is pool and again <= spawned  # warm workers, no new spawn
     monkeypatch.setenv("REPLIKIT_TEST_POOL", "1")  # spawned workers would not see it: new pool
     after_env = set(train.run_many(worker_pid, tasks, workers=2))
-    assert not after_env & first
+    assert not after_env & spawned
     with pytest.raises(BrokenProcessPool):
         train.run_many(worker_pid, [{"v": 0, "die": True}, {"v": 1}], workers=2)
     recovered = set(train.run_many(worker_pid, tasks, workers=2))  # a dead worker's pool is not reused
